@@ -1,0 +1,483 @@
+"""InvariantProjector: identifiability on the SCM, streaming, routing, conventions, bad input."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import scipy.linalg
+import sklearn
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, GroupKFold, LeaveOneGroupOut, cross_validate
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from skicm import InterventionStatistics, InvariantProjector, NoInvarianceWarning
+from skicm.datasets import make_linear_scm
+
+TRAIN_ENVIRONMENTS = (0, 1)
+
+
+@pytest.fixture(scope="module")
+def scm():
+    return make_linear_scm(n_samples=6000, random_state=0)
+
+
+def _split(data):
+    train = np.isin(data.environments, TRAIN_ENVIRONMENTS)
+    return train, ~train
+
+
+def _max_sine(components, basis):
+    return float(np.sin(scipy.linalg.subspace_angles(components.T, basis.T).max()))
+
+
+def _ood_accuracy(features, data):
+    train, test = _split(data)
+    model = LogisticRegression().fit(features[train], data.y[train])
+    return model.score(features[test], data.y[test])
+
+
+# --------------------------------------------------------------------------- identifiability
+
+
+def test_recovers_the_invariant_subspace_of_the_scm(scm):
+    train, _ = _split(scm)
+    projector = InvariantProjector(n_components=4, alpha=20.0)
+    projector.fit(scm.X[train], X_intervened=scm.X_intervened[train])
+    assert _max_sine(projector.components_, scm.invariant_basis) < 0.05
+
+
+def test_out_of_distribution_accuracy_matches_the_oracle(scm):
+    train, _ = _split(scm)
+    projector = InvariantProjector(n_components=4, alpha=20.0)
+    projector.fit(scm.X[train], X_intervened=scm.X_intervened[train])
+    invariant = _ood_accuracy(projector.transform(scm.X), scm)
+    oracle = _ood_accuracy(scm.invariant_factors, scm)
+    plain = _ood_accuracy(scm.X, scm)
+    assert abs(invariant - oracle) < 0.03
+    assert plain < oracle - 0.2
+
+
+def test_the_released_code_choice_keeps_the_variant_subspace(scm):
+    """The smallest-eigenvalue directions (clip_icm.py's choice) are the variant ones."""
+    train, _ = _split(scm)
+    projector = InvariantProjector(n_components=8, alpha=20.0)
+    projector.fit(scm.X[train], X_intervened=scm.X_intervened[train])
+    bottom = projector.components_[-4:]
+    assert _max_sine(projector.components_[:4], scm.invariant_basis) < 0.05
+    # The bottom directions are (nearly) orthogonal to the invariant subspace.
+    overlap = np.linalg.norm(bottom @ scm.invariant_basis.T, ord=2)
+    assert overlap < 0.1
+    assert (
+        _ood_accuracy(projector.transform(scm.X)[:, -4:], scm)
+        < _ood_accuracy(projector.transform(scm.X)[:, :4], scm) - 0.2
+    )
+
+
+def test_auto_rank_keeps_the_positive_eigenvalues(scm):
+    train, _ = _split(scm)
+    projector = InvariantProjector(alpha=20.0).fit(
+        scm.X[train], X_intervened=scm.X_intervened[train]
+    )
+    assert projector.n_components_ == int(np.sum(projector.eigenvalues_ > 0)) == 4
+    assert np.all(np.diff(projector.eigenvalues_) <= 0)
+
+
+def test_diagnostics_describe_each_direction(scm):
+    train, _ = _split(scm)
+    projector = InvariantProjector(n_components=6, alpha=20.0).fit(
+        scm.X[train], X_intervened=scm.X_intervened[train]
+    )
+    np.testing.assert_allclose(
+        projector.signal_variance_ - 20.0 * projector.intervention_variance_,
+        projector.eigenvalues_[:6],
+        rtol=1e-8,
+        atol=1e-10,
+    )
+    # Four invariant directions, then variant ones that interventions resample.
+    assert projector.invariance_ratio_[:4].max() < 0.01
+    assert projector.invariance_ratio_[4:].min() > 0.5
+
+
+def test_components_are_orthonormal_with_deterministic_sign(scm):
+    projector = InvariantProjector(n_components=5, alpha=5.0).fit(
+        scm.X, X_intervened=scm.X_intervened
+    )
+    components = projector.components_
+    np.testing.assert_allclose(components @ components.T, np.eye(5), atol=1e-10)
+    largest = components[np.arange(5), np.abs(components).argmax(axis=1)]
+    assert np.all(largest > 0)
+    again = InvariantProjector(n_components=5, alpha=5.0).fit(
+        scm.X[::-1], X_intervened=scm.X_intervened[::-1]
+    )
+    np.testing.assert_allclose(again.components_, components, atol=1e-8)
+
+
+def test_matches_the_closed_form_objective(rng):
+    X = rng.standard_normal((300, 6))
+    X_intervened = X + 0.5 * rng.standard_normal((300, 6))
+    deltas = rng.standard_normal((40, 6))
+    alpha = 0.7
+    projector = InvariantProjector(n_components=3, alpha=alpha).fit(
+        X, X_intervened=X_intervened, deltas=deltas
+    )
+    differences = np.vstack([X - X_intervened, deltas])
+    objective = X.T @ X / 300 - alpha * differences.T @ differences / 340
+    eigenvalues, eigenvectors = np.linalg.eigh(objective)
+    np.testing.assert_allclose(projector.eigenvalues_, eigenvalues[::-1], atol=1e-10)
+    top = eigenvectors[:, ::-1][:, :3]
+    np.testing.assert_allclose(np.abs(projector.components_ @ top), np.eye(3), atol=1e-8)
+    np.testing.assert_allclose(projector.transform(X), X @ projector.components_.T)
+
+
+def test_center_uses_the_covariance_and_subtracts_the_mean(rng):
+    X = rng.standard_normal((400, 5)) + 10.0
+    projector = InvariantProjector(n_components=2, center=True, alpha=0.0)
+    with pytest.warns(NoInvarianceWarning):
+        projector.fit(X)
+    np.testing.assert_allclose(projector.mean_, X.mean(axis=0))
+    Z = projector.transform(X)
+    np.testing.assert_allclose(Z.mean(axis=0), 0, atol=1e-10)
+    np.testing.assert_allclose(projector.inverse_transform(Z).mean(axis=0), X.mean(axis=0))
+
+
+def test_inverse_transform_is_the_orthogonal_projection(scm):
+    projector = InvariantProjector(n_components=4, alpha=20.0).fit(
+        scm.X, X_intervened=scm.X_intervened
+    )
+    reconstruction = projector.inverse_transform(projector.transform(scm.X))
+    np.testing.assert_allclose(projector.transform(reconstruction), projector.transform(scm.X))
+
+
+# ------------------------------------------------------------------ other interventional data
+
+
+def test_unaligned_deltas_equal_aligned_counterparts(scm):
+    aligned = InvariantProjector(n_components=4, alpha=20.0).fit(
+        scm.X, X_intervened=scm.X_intervened
+    )
+    unaligned = InvariantProjector(n_components=4, alpha=20.0).fit(
+        scm.X, deltas=(scm.X - scm.X_intervened)[::-1]
+    )
+    np.testing.assert_allclose(unaligned.components_, aligned.components_, atol=1e-8)
+    assert unaligned.n_differences_seen_ == len(scm.X)
+
+
+def test_environment_labels_alone_find_the_invariant_subspace():
+    data = make_linear_scm(
+        n_samples=20000, n_classes=3, environment_agreement=(0.9, 0.6, 0.3, 0.1), random_state=1
+    )
+    projector = InvariantProjector(n_components=4, alpha=200.0).fit(
+        data.X, data.y, groups=data.environments
+    )
+    # 3 classes x (4 choose 2) environment pairs.
+    assert projector.n_differences_seen_ == 18
+    assert _max_sine(projector.components_, data.invariant_basis) < 0.2
+
+
+def test_environment_differences_are_class_conditional_mean_shifts(rng):
+    X = rng.standard_normal((12, 3))
+    y = np.array(["a"] * 6 + ["b"] * 6)
+    environments = np.array([0, 0, 1, 1, 2, 2] * 2)
+    statistics = InterventionStatistics(3)
+    statistics.add_environments(X, y, environments)
+    differences = statistics.environment_differences()
+    means = X.reshape(2, 3, 2, 3).mean(axis=2)
+    expected = [means[c, i] - means[c, j] for c in range(2) for i, j in [(0, 1), (0, 2), (1, 2)]]
+    np.testing.assert_allclose(differences, expected)
+
+
+class _ConstantDifferences:
+    """An intervention source for tests: fixed differences, records the labels it got."""
+
+    def __init__(self, differences):
+        self.differences_ = differences
+        self.calls = []
+
+    def differences(self, y):
+        self.calls.append(None if y is None else list(y))
+        return self.differences_
+
+
+def test_interventions_parameter_is_called_with_the_unique_labels(scm):
+    source = _ConstantDifferences(scm.X[:500] - scm.X_intervened[:500])
+    projector = InvariantProjector(n_components=4, alpha=20.0, interventions=source)
+    projector.fit(scm.X, np.where(scm.y == 1, "dog", "cat"))
+    assert source.calls == [["cat", "dog"]]
+    assert projector.n_differences_seen_ == 500
+    assert _max_sine(projector.components_, scm.invariant_basis) < 0.1
+
+
+def test_interventions_of_the_wrong_width_are_rejected(scm):
+    source = _ConstantDifferences(np.ones((3, 5)))
+    with pytest.raises(ValueError, match=r"interventions\.differences\(y\) has 5 features"):
+        InvariantProjector(interventions=source).fit(scm.X)
+
+
+def test_no_interventional_data_warns_and_keeps_top_second_moment(rng):
+    X = rng.standard_normal((500, 4)) * np.array([4.0, 3.0, 2.0, 1.0])
+    with pytest.warns(NoInvarianceWarning, match="no invariance was learned"):
+        projector = InvariantProjector(n_components=2).fit(X)
+    np.testing.assert_allclose(np.abs(projector.components_), np.eye(4)[:2], atol=0.1)
+    np.testing.assert_array_equal(projector.intervention_variance_, 0)
+
+
+def test_identical_pairs_warn_and_work(rng):
+    X = rng.standard_normal((50, 4))
+    with pytest.warns(NoInvarianceWarning, match="differences are zero"):
+        projector = InvariantProjector(n_components=2).fit(X, X_intervened=X.copy())
+    assert projector.transform(X).shape == (50, 2)
+
+
+# ---------------------------------------------------------------------------- streaming
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_partial_fit_equals_fit_on_the_concatenation(scm, dtype):
+    X = scm.X.astype(dtype)
+    X_intervened = scm.X_intervened.astype(dtype)
+    y, groups = scm.y, scm.environments
+    deltas = (X - X_intervened)[:300]
+    full = InvariantProjector(n_components=4, alpha=20.0).fit(
+        X, y, X_intervened=X_intervened, groups=groups, deltas=deltas
+    )
+    stream = InvariantProjector(n_components=4, alpha=20.0)
+    for index, rows in enumerate(np.array_split(np.arange(len(X)), 7)):
+        stream.partial_fit(
+            X[rows],
+            y[rows],
+            X_intervened=X_intervened[rows],
+            groups=groups[rows],
+            deltas=deltas if index == 0 else None,
+        )
+    assert stream.n_samples_seen_ == full.n_samples_seen_ == len(X)
+    assert stream.n_differences_seen_ == full.n_differences_seen_
+    np.testing.assert_allclose(stream.statistics_.gram, full.statistics_.gram, rtol=1e-5)
+    np.testing.assert_allclose(stream.eigenvalues_, full.eigenvalues_, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(stream.components_, full.components_, atol=1e-4)
+    assert stream.components_.dtype == dtype
+
+
+def test_statistics_merge_like_one_pass(scm):
+    halves = np.array_split(np.arange(len(scm.X)), 2)
+    parts = []
+    for rows in halves:
+        statistics = InterventionStatistics(scm.X.shape[1])
+        statistics.add_samples(scm.X[rows], scm.X_intervened[rows])
+        parts.append(statistics)
+    whole = InterventionStatistics(scm.X.shape[1])
+    whole.add_samples(scm.X, scm.X_intervened)
+    merged = parts[0].merge(parts[1])
+    np.testing.assert_allclose(merged.gram, whole.gram)
+    np.testing.assert_allclose(merged.difference_gram, whole.difference_gram)
+    with pytest.raises(ValueError, match="Cannot merge statistics of 3 features"):
+        merged.merge(InterventionStatistics(3))
+
+
+def test_float32_statistics_are_accumulated_in_float64(rng):
+    # Many rows with a large common offset: a float32 running sum would lose digits.
+    X = (rng.standard_normal((300_000, 3)) + 100.0).astype(np.float32)
+    statistics = InterventionStatistics(3)
+    statistics.add_samples(X)
+    exact = X.astype(np.float64)
+    np.testing.assert_allclose(statistics.gram, exact.T @ exact, rtol=1e-6)
+    assert statistics.gram.dtype == np.float64
+
+
+# ------------------------------------------------------------------------ scikit-learn
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_is_preserved(scm, dtype):
+    projector = InvariantProjector(n_components=3, alpha=20.0).fit(
+        scm.X.astype(dtype), X_intervened=scm.X_intervened.astype(dtype)
+    )
+    assert projector.components_.dtype == dtype
+    assert projector.transform(scm.X.astype(dtype)).dtype == dtype
+
+
+def test_pickle_and_clone_round_trip(scm):
+    projector = InvariantProjector(n_components=3, alpha=20.0).fit(
+        scm.X, X_intervened=scm.X_intervened
+    )
+    restored = pickle.loads(pickle.dumps(projector))
+    np.testing.assert_array_equal(restored.transform(scm.X), projector.transform(scm.X))
+    fresh = clone(projector)
+    assert fresh.get_params() == projector.get_params()
+    assert not hasattr(fresh, "components_")
+
+
+def test_pandas_output_has_feature_names(scm):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(scm.X, columns=[f"clip{i}" for i in range(scm.X.shape[1])])
+    projector = InvariantProjector(n_components=3, alpha=20.0).set_output(transform="pandas")
+    out = projector.fit_transform(frame, X_intervened=scm.X_intervened)
+    assert list(out.columns) == [f"invariantprojector{i}" for i in range(3)]
+    assert list(projector.feature_names_in_) == list(frame.columns)
+    np.testing.assert_allclose(out.to_numpy(), scm.X @ projector.components_.T)
+
+
+def test_grid_search_over_rank_with_environments_as_groups(scm):
+    X, y, groups = scm.X, scm.y, scm.environments
+    pipe = make_pipeline(InvariantProjector(alpha=20.0), LogisticRegression())
+    search = GridSearchCV(
+        pipe, {"invariantprojector__n_components": [2, 4, 8]}, cv=GroupKFold(n_splits=3)
+    )
+    # Without metadata routing, the sample-aligned X_intervened is sliced per fold.
+    search.fit(X, y, groups=groups, invariantprojector__X_intervened=scm.X_intervened)
+    # Holding out whole environments rewards the invariant rank: with all 8 directions the
+    # classifier uses the colour, whose correlation with the label flips between environments.
+    assert search.best_params_["invariantprojector__n_components"] == 4
+    scores = search.cv_results_["mean_test_score"]
+    assert scores[1] > scores[2] + 0.05
+    projector = search.best_estimator_[0]
+    assert projector.n_samples_seen_ == len(X)
+    assert projector.invariance_ratio_.max() < 0.05
+
+
+def test_metadata_routing_splits_x_intervened_per_fold(scm):
+    train, _ = _split(scm)
+    X, y, groups = scm.X[train], scm.y[train], scm.environments[train]
+    seen = []
+
+    class RecordingProjector(InvariantProjector):
+        def fit(self, X, y=None, *, X_intervened=None, deltas=None, groups=None):
+            seen.append((X.copy(), np.asarray(X_intervened).copy()))
+            return super().fit(X, y, X_intervened=X_intervened)
+
+    with sklearn.config_context(enable_metadata_routing=True):
+        pipe = Pipeline(
+            [
+                (
+                    "icm",
+                    RecordingProjector(n_components=4, alpha=20.0).set_fit_request(
+                        X_intervened=True, groups=False
+                    ),
+                ),
+                ("clf", LogisticRegression()),
+            ]
+        )
+        result = cross_validate(
+            pipe,
+            X,
+            y,
+            cv=LeaveOneGroupOut(),
+            params={"X_intervened": scm.X_intervened[train], "groups": groups},
+        )
+    assert len(seen) == 2
+    lookup = {row.tobytes(): index for index, row in enumerate(X)}
+    for X_fold, X_intervened_fold in seen:
+        rows = [lookup[row.tobytes()] for row in X_fold]
+        np.testing.assert_array_equal(X_intervened_fold, scm.X_intervened[train][rows])
+    assert np.all(result["test_score"] > 0.7)
+
+
+def test_routing_groups_through_a_pipeline(scm):
+    with sklearn.config_context(enable_metadata_routing=True):
+        pipe = Pipeline(
+            [
+                ("scale", StandardScaler(with_mean=False)),
+                (
+                    "icm",
+                    InvariantProjector(n_components=4, alpha=200.0).set_fit_request(groups=True),
+                ),
+                ("clf", LogisticRegression()),
+            ]
+        )
+        pipe.fit(scm.X, scm.y, groups=scm.environments)
+    assert pipe["icm"].n_differences_seen_ == 2 * 3
+
+
+def test_transform_input_routes_counterparts_through_earlier_steps(scm):
+    with sklearn.config_context(enable_metadata_routing=True):
+        pipe = Pipeline(
+            [
+                ("scale", StandardScaler()),
+                (
+                    "icm",
+                    InvariantProjector(n_components=4, alpha=20.0).set_fit_request(
+                        X_intervened=True
+                    ),
+                ),
+            ],
+            transform_input=["X_intervened"],
+        )
+        pipe.fit(scm.X, X_intervened=scm.X_intervened)
+    scaler = pipe["scale"]
+    expected = InvariantProjector(n_components=4, alpha=20.0).fit(
+        scaler.transform(scm.X), X_intervened=scaler.transform(scm.X_intervened)
+    )
+    np.testing.assert_allclose(pipe["icm"].components_, expected.components_, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_input_is_rejected(rng, bad):
+    X = rng.standard_normal((20, 4))
+    X[3, 2] = bad
+    with pytest.raises(ValueError, match="Input X contains"):
+        InvariantProjector().fit(X)
+    X_intervened = rng.standard_normal((20, 4))
+    X_intervened[0, 0] = bad
+    with pytest.raises(ValueError, match="Input X_intervened contains"):
+        InvariantProjector().fit(rng.standard_normal((20, 4)), X_intervened=X_intervened)
+
+
+def test_counterparts_of_another_shape_are_rejected(rng):
+    with pytest.raises(ValueError, match=r"X_intervened has shape \(19, 4\) but X has shape"):
+        InvariantProjector().fit(
+            rng.standard_normal((20, 4)), X_intervened=rng.standard_normal((19, 4))
+        )
+
+
+def test_deltas_of_another_width_are_rejected(rng):
+    with pytest.raises(ValueError, match="deltas has 3 features but X has 4"):
+        InvariantProjector().fit(rng.standard_normal((20, 4)), deltas=rng.standard_normal((5, 3)))
+
+
+def test_groups_of_another_length_are_rejected(rng):
+    with pytest.raises(ValueError, match="groups has shape"):
+        InvariantProjector().fit(rng.standard_normal((20, 4)), groups=np.zeros(7))
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"alpha": -1.0}, "'alpha' parameter"),
+        ({"n_components": 0}, "'n_components' parameter"),
+        ({"n_components": "largest"}, "'n_components' parameter"),
+        ({"interventions": "text"}, "'interventions' parameter"),
+    ],
+)
+def test_invalid_parameters_are_named(rng, params, match):
+    with pytest.raises(ValueError, match=match):
+        InvariantProjector(**params).fit(rng.standard_normal((20, 4)))
+
+
+def test_n_components_above_n_features_is_rejected(rng):
+    with pytest.raises(ValueError, match="n_components=5 must be between 1 and n_features=4"):
+        InvariantProjector(n_components=5).fit(rng.standard_normal((20, 4)))
+
+
+def test_transform_of_another_width_is_rejected(rng):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoInvarianceWarning)
+        projector = InvariantProjector(n_components=2).fit(rng.standard_normal((20, 4)))
+    with pytest.raises(ValueError, match="X has 5 features, but InvariantProjector is expecting 4"):
+        projector.transform(rng.standard_normal((3, 5)))
+    with pytest.raises(ValueError, match="expects n_components_=2"):
+        projector.inverse_transform(rng.standard_normal((3, 4)))
+
+
+def test_partial_fit_with_another_width_is_rejected(rng):
+    projector = InvariantProjector(n_components=2)
+    X = rng.standard_normal((20, 4))
+    projector.partial_fit(X, X_intervened=X + 1)
+    with pytest.raises(ValueError, match="X has 3 features"):
+        projector.partial_fit(rng.standard_normal((20, 3)))
