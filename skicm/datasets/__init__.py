@@ -1,5 +1,7 @@
 """Data generators and loaders with known answers, for tests, docs and evaluation."""
 
+from skicm.datasets._colored_digits import make_colored_digits
+from skicm.datasets._image_folders import load_image_folders
 from skicm.datasets._scm import make_linear_scm
 
-__all__ = ["make_linear_scm"]
+__all__ = ["load_image_folders", "make_colored_digits", "make_linear_scm"]

@@ -1,0 +1,97 @@
+import sys
+
+import numpy as np
+import pytest
+from sklearn.exceptions import NotFittedError
+
+from skicm import InvariantProjector
+from skicm.demo import run_colored_digits_demo
+from skicm.evaluation import DomainScores
+from skicm.plotting import plot_domain_scores, plot_spectrum, spectrum_diagnostics
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def projector():
+    return run_colored_digits_demo(fast=True).projector
+
+
+def test_diagnostics_repeat_the_fitted_numbers(projector):
+    d = spectrum_diagnostics(projector)
+    np.testing.assert_array_equal(d.eigenvalues, projector.eigenvalues_)
+    assert d.n_components == projector.n_components_
+    np.testing.assert_array_equal(d.invariance_ratio, projector.invariance_ratio_)
+    np.testing.assert_array_equal(d.signal_variance, projector.signal_variance_)
+    np.testing.assert_array_equal(d.intervention_variance, projector.intervention_variance_)
+    assert np.all(np.diff(d.eigenvalues) <= 1e-12)
+    # "auto" keeps exactly the positive eigenvalues.
+    assert d.n_positive == d.n_components
+    assert d.kept_eigenvalue_fraction == pytest.approx(1.0)
+    assert d.alpha == 1.0
+
+
+def test_diagnostics_on_a_known_spectrum():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(5000, 4)) * [3.0, 2.0, 1.0, 1.0]
+    X_intervened = X.copy()
+    X_intervened[:, 3] = rng.normal(size=5000)  # the intervention resamples feature 3 only
+    projector = InvariantProjector(n_components=2).fit(X, X_intervened=X_intervened)
+    d = spectrum_diagnostics(projector)
+    # M = diag(9, 4, 1, 1 - 2) up to sampling noise.
+    np.testing.assert_allclose(d.eigenvalues, [9, 4, 1, -1], atol=0.25)
+    assert d.n_positive == 3 and d.n_components == 2
+    np.testing.assert_allclose(d.invariance_ratio, 0, atol=1e-3)
+    assert d.kept_eigenvalue_fraction == pytest.approx(13 / 14, abs=0.02)
+
+
+def test_diagnostics_need_a_fitted_projector():
+    with pytest.raises(NotFittedError):
+        spectrum_diagnostics(InvariantProjector())
+
+
+def test_plot_spectrum_writes_a_png(projector, tmp_path):
+    figure = plot_spectrum(projector, title="colored digits")
+    spectrum_ax, ratio_ax = figure.axes
+    assert spectrum_ax.get_yscale() == "symlog"
+    assert len(ratio_ax.patches) == projector.n_components_
+    path = tmp_path / "spectrum.png"
+    figure.savefig(path)
+    assert path.read_bytes()[:8] == PNG_SIGNATURE and path.stat().st_size > 10_000
+    matplotlib.pyplot.close(figure)
+
+
+def test_plot_spectrum_on_given_axes(projector):
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3)
+    assert plot_spectrum(projector, axes=axes[:2]) is figure
+    with pytest.raises(ValueError, match="axes"):
+        plot_spectrum(projector, axes=axes)
+    plt.close(figure)
+
+
+def test_plot_domain_scores_writes_a_png(tmp_path):
+    domains = np.array(["art", "photo", "sketch"])
+    results = {
+        "CLIP + LR": DomainScores(domains, np.array([0.5, 0.7, 0.4]), np.ones(3), np.ones(3)),
+        "CLIP-ICM + LR": DomainScores(domains, np.array([0.6, 0.8, 0.5]), np.ones(3), np.ones(3)),
+    }
+    figure = plot_domain_scores(results, title="PACS")
+    (ax,) = figure.axes
+    assert len(ax.patches) == 2 * 4  # three domains and the mean, two methods
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["art", "photo", "sketch", "mean"]
+    path = tmp_path / "domains.png"
+    figure.savefig(path)
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    with pytest.raises(ValueError, match="results"):
+        plot_domain_scores({})
+
+
+def test_missing_matplotlib_gives_a_clear_error(projector, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    with pytest.raises(ImportError, match="pip install matplotlib"):
+        plot_spectrum(projector)
