@@ -5,9 +5,16 @@ robust out of distribution (Song et al., "Learning Invariant Causal Mechanism fr
 Vision-Language Models", ICML 2025).
 """
 
+from skicm.embedding import CLIPEmbedder
 from skicm.exceptions import NoInvarianceWarning
 from skicm.projection import InterventionStatistics, InvariantProjector
 
 __version__ = "0.1.0"
 
-__all__ = ["InterventionStatistics", "InvariantProjector", "NoInvarianceWarning", "__version__"]
+__all__ = [
+    "CLIPEmbedder",
+    "InterventionStatistics",
+    "InvariantProjector",
+    "NoInvarianceWarning",
+    "__version__",
+]

@@ -1,0 +1,316 @@
+"""Image inputs of :class:`skicm.CLIPEmbedder`: accepted kinds, identity keys, decoding.
+
+The embedder accepts a sequence of images, each one a file path (``str`` or :class:`os.PathLike`),
+a PIL image, or a numpy array of shape ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``
+with dtype uint8 or uint16 (grayscale, RGBA and 16-bit images are converted to 8-bit RGB), or one
+uint8 array of shape ``(N, H, W, C)``. Everything here works without torch: decoding runs inside
+:class:`torch.utils.data.DataLoader` worker processes, and :class:`ImageDecodingDataset` is a
+plain map-style dataset so that it pickles for any multiprocessing start method.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["ImageDecodingDataset", "as_image_list", "describe_image", "image_keys", "load_rgb"]
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def _is_path(item) -> bool:
+    return isinstance(item, (str, os.PathLike))
+
+
+def _is_pil(item) -> bool:
+    # Avoid importing PIL just to answer "no".
+    return type(item).__module__.startswith("PIL.") and hasattr(item, "mode")
+
+
+def as_image_list(X) -> list:
+    """Turn the ``X`` given to ``transform`` into a list with one item per image.
+
+    Accepted: a list, tuple or 1-D array of images; a uint8/uint16 array ``(N, H, W, C)`` or
+    ``(N, H, W)``; a one-column table of images (``(n, 1)`` object array, one-column DataFrame, as
+    :class:`~sklearn.compose.ColumnTransformer` passes it) or a pandas Series.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is empty, is a single image rather than a sequence, or is a numeric array whose
+        items would not be images (a 1-D or 2-D numeric array).
+    """
+    if X is None:
+        raise ValueError("X is None; expected a sequence of images (paths, PIL images or arrays).")
+    if _is_path(X) or _is_pil(X):
+        raise ValueError(
+            f"X is a single image ({type(X).__name__}); pass a sequence of images, e.g. [X]."
+        )
+    if hasattr(X, "iloc") and hasattr(X, "columns"):  # pandas DataFrame
+        if X.shape[1] != 1:
+            raise ValueError(
+                f"A DataFrame given to CLIPEmbedder must have exactly one column of images; got "
+                f"{X.shape[1]} columns {list(X.columns)[:5]}."
+            )
+        X = X.iloc[:, 0]
+    if hasattr(X, "iloc"):  # pandas Series
+        X = X.to_numpy(dtype=object)
+    if isinstance(X, np.ndarray):
+        items = _array_to_items(X)
+    else:
+        try:
+            items = list(X)
+        except TypeError:
+            raise ValueError(f"X must be a sequence of images; got {type(X).__name__}.") from None
+    if len(items) == 0:
+        raise ValueError("X is empty: CLIPEmbedder needs at least one image.")
+    return items
+
+
+def _array_to_items(X: np.ndarray) -> list:
+    if X.dtype.kind in "OUS":
+        if X.ndim == 2 and X.shape[1] == 1:
+            return list(X[:, 0])
+        if X.ndim == 1:
+            return list(X)
+        raise ValueError(
+            f"An array of image references must be 1-D or one column (n, 1); got shape {X.shape}."
+        )
+    if X.ndim == 4:
+        return list(X)
+    if X.ndim == 3:
+        if X.shape[-1] <= 4:
+            raise ValueError(
+                f"A 3-D array of shape {X.shape} is read as {X.shape[0]} grayscale images of "
+                f"{X.shape[1]}x{X.shape[2]} pixels, which looks like a single colour image "
+                "instead; pass [image] for one image or an (N, H, W, C) array for several."
+            )
+        return list(X)
+    raise ValueError(
+        f"A {X.ndim}-D numeric array of shape {X.shape} is not a sequence of images (each item "
+        "would be a scalar or a 1-D row). Pass a list of image paths, PIL images or (H, W[, C]) "
+        "uint8 arrays, or an (N, H, W, C) uint8 array."
+    )
+
+
+def describe_image(items: Sequence, index: int) -> str:
+    """How error messages name item ``index``: the file path, or ``X[index]``."""
+    item = items[index]
+    if _is_path(item):
+        return repr(os.fspath(item))
+    return f"X[{index}] ({type(item).__name__})"
+
+
+def _array_problem(array: np.ndarray) -> str | None:
+    if array.dtype not in (np.uint8, np.uint16):
+        return (
+            f"dtype {array.dtype} is not an image dtype (uint8 or uint16); convert it, e.g. "
+            "(a * 255).round().astype(np.uint8) for floats in [0, 1]"
+        )
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4)):
+        if min(array.shape[:2]) < 1:
+            return f"shape {array.shape} has no pixels"
+        return None
+    return f"shape {array.shape} is not (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)"
+
+
+def image_keys(items: Sequence) -> list[str]:
+    """Identity key of every image: content hash for pixels, path+size+mtime for files.
+
+    Nothing is decoded. Every problem found is reported at once.
+
+    Raises
+    ------
+    FileNotFoundError
+        Listing every path that does not exist or is not a regular file.
+    ValueError
+        Listing every item that is not an image (wrong type, dtype or shape).
+    """
+    keys: list[str] = []
+    missing: list[str] = []
+    invalid: list[str] = []
+    for index, item in enumerate(items):
+        if _is_path(item):
+            path = os.path.abspath(os.fspath(item))
+            try:
+                stat = os.stat(path)
+            except OSError as error:
+                missing.append(f"{os.fspath(item)!r} ({error.strerror or error})")
+                keys.append("")
+                continue
+            if not os.path.isfile(path):
+                missing.append(f"{os.fspath(item)!r} (not a regular file)")
+                keys.append("")
+                continue
+            keys.append(f"file:{path}|{stat.st_size}|{stat.st_mtime_ns}")
+        elif isinstance(item, np.ndarray):
+            problem = _array_problem(item)
+            if problem is not None:
+                invalid.append(f"X[{index}]: array {problem}")
+                keys.append("")
+                continue
+            digest = hashlib.blake2b(digest_size=16)
+            digest.update(f"{item.dtype.str}{item.shape}".encode())
+            digest.update(np.ascontiguousarray(item).data)
+            keys.append(f"px:{digest.hexdigest()}")
+        elif _is_pil(item):
+            digest = hashlib.blake2b(digest_size=16)
+            digest.update(f"pil{item.mode}{item.size}".encode())
+            digest.update(item.tobytes())
+            keys.append(f"pil:{digest.hexdigest()}")
+        else:
+            invalid.append(
+                f"X[{index}]: {type(item).__name__} is not an image (expected a path, a PIL image "
+                "or a uint8 array)"
+            )
+            keys.append("")
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} image file(s) not found: " + "; ".join(missing))
+    if invalid:
+        raise ValueError(f"{len(invalid)} item(s) of X are not images: " + "; ".join(invalid))
+    return keys
+
+
+def _rgb_from_array(array: np.ndarray):
+    from PIL import Image
+
+    if array.dtype == np.uint16:
+        array = (array >> 8).astype(np.uint8)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    array = np.ascontiguousarray(array)
+    if array.ndim == 2:
+        return Image.fromarray(array, mode="L").convert("RGB")
+    if array.shape[2] == 4:
+        return Image.fromarray(array, mode="RGBA").convert("RGB")
+    return Image.fromarray(array, mode="RGB")
+
+
+def _rgb_from_pil(image):
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I"):
+        # 16-bit (and 32-bit integer) grayscale: Pillow's own conversion clips at 255 instead
+        # of rescaling, which would turn most 16-bit images white.
+        values = np.asarray(image).astype(np.int64)
+        if values.max(initial=0) > 255:
+            values = values >> 8
+        return _rgb_from_array(np.clip(values, 0, 255).astype(np.uint8))
+    return image.convert("RGB")
+
+
+def load_rgb(item):
+    """Decode one image (path, PIL image or array) to an 8-bit RGB PIL image.
+
+    Raises
+    ------
+    OSError
+        If a file cannot be read or decoded (missing, truncated, not an image).
+    """
+    from PIL import Image
+
+    if _is_path(item):
+        with Image.open(item) as image:
+            image.load()
+            return _rgb_from_pil(image)
+    if isinstance(item, np.ndarray):
+        return _rgb_from_array(item)
+    return _rgb_from_pil(item)
+
+
+def _rgb_array(item) -> np.ndarray:
+    """Decode one image to a uint8 (H, W, 3) array; JPEG files with torchvision (libjpeg-turbo)."""
+    if _is_path(item):
+        with open(item, "rb") as file:
+            data = file.read()
+        if data[:3] == _JPEG_MAGIC:
+            import torch
+            from torchvision.io import ImageReadMode, decode_jpeg
+
+            try:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)
+                    chw = decode_jpeg(
+                        torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB
+                    )
+                return chw.permute(1, 2, 0).numpy()
+            except RuntimeError:
+                pass  # e.g. CMYK or damaged: Pillow decodes it or says why not
+    return np.asarray(load_rgb(item))
+
+
+class ImageDecodingDataset:
+    """Map-style dataset that decodes and preprocesses images (runs in DataLoader workers).
+
+    ``mode`` chooses the decoder: ``"pil"`` decodes with Pillow and applies ``transform`` (the
+    factory's resize and crop) to the PIL image, exactly as open_clip does; ``"tensor"`` decodes
+    JPEG files with torchvision and applies ``transform`` to a uint8 tensor (torchvision's SIMD
+    resize, about twice as fast on the CPU); ``"raw_jpeg"`` returns JPEG files undecoded, for
+    decoding on the accelerator, and treats everything else as ``"tensor"``.
+
+    Item ``i`` is ``(i, pixels, jpeg_bytes, error)`` with exactly one of the last three set:
+    ``pixels`` a uint8 ``(3, S, S)`` array, ``jpeg_bytes`` the file as a uint8 array, or ``error``
+    the reason the image cannot be read. Errors are returned, not raised, so that one bad file does
+    not stop the others and all of them can be reported together.
+    """
+
+    def __init__(self, items: Sequence, transform, mode: str = "pil"):
+        self.items = items
+        self.transform = transform
+        self.mode = mode
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        item = self.items[index]
+        try:
+            if self.mode == "pil":
+                pixels = np.asarray(self.transform(load_rgb(item)), dtype=np.uint8)
+                if pixels.ndim != 3 or pixels.shape[2] != 3:
+                    raise ValueError(f"preprocessing produced shape {pixels.shape}, not (S, S, 3)")
+                return index, np.ascontiguousarray(pixels.transpose(2, 0, 1)), None, None
+            if self.mode == "raw_jpeg" and _is_path(item):
+                with open(item, "rb") as file:
+                    data = file.read()
+                if data[:3] == _JPEG_MAGIC:
+                    return index, None, np.frombuffer(data, dtype=np.uint8), None
+            return index, self.resize_tensor(_rgb_array(item)), None, None
+        except Exception as error:  # reported with the file name by the caller
+            return index, None, None, f"{type(error).__name__}: {error}"
+
+    def resize_tensor(self, hwc: np.ndarray) -> np.ndarray:
+        import torch
+
+        with warnings.catch_warnings():
+            # Arrays from PIL images are read-only; the resize only reads them.
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+            chw = torch.from_numpy(np.ascontiguousarray(hwc)).permute(2, 0, 1)
+        return np.ascontiguousarray(self.transform(chw).numpy())
+
+
+def collate_decoded(samples):
+    """DataLoader ``collate_fn`` for :class:`ImageDecodingDataset` items.
+
+    Returns ``(pixel_indices, pixels, jpeg_indices, jpeg_bytes, errors)`` with ``pixels`` a uint8
+    torch tensor ``(B, 3, S, S)`` (or None), ``jpeg_bytes`` a list of uint8 tensors and ``errors`` a
+    list of ``(index, reason)``.
+    """
+    import torch
+
+    pixel_indices, pixels, jpeg_indices, jpeg_bytes, errors = [], [], [], [], []
+    for index, image, data, error in samples:
+        if error is not None:
+            errors.append((index, error))
+        elif data is not None:
+            jpeg_indices.append(index)
+            jpeg_bytes.append(torch.from_numpy(data.copy()))
+        else:
+            pixel_indices.append(index)
+            pixels.append(torch.from_numpy(image))
+    stacked = torch.stack(pixels) if pixels else None
+    return pixel_indices, stacked, jpeg_indices, jpeg_bytes, errors

@@ -1,0 +1,602 @@
+"""Tests of skicm.embedding.CLIPEmbedder on a tiny random-weight open_clip model (no downloads)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.base import clone
+from sklearn.datasets import load_sample_images
+from sklearn.utils._param_validation import InvalidParameterError
+from sklearn.utils.validation import check_is_fitted
+
+from skicm.embedding import (
+    _EXPECTED_FAILED_CHECKS,
+    CLIPEmbedder,
+    _common_check_instance,
+    _load_model,
+    clear_model_cache,
+)
+from skicm.store import default_memory_store
+
+torch = pytest.importorskip("torch")
+open_clip = pytest.importorskip("open_clip")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture
+def make_embedder(tiny_clip_name):
+    """Embedder on the tiny model; no store unless asked, so tests do not see each other."""
+
+    def make(**params):
+        defaults = dict(
+            model_name=tiny_clip_name,
+            pretrained=None,
+            device="cpu",
+            batch_size=4,
+            num_workers=0,
+            store=None,
+            progress=False,
+        )
+        return CLIPEmbedder(**{**defaults, **params})
+
+    return make
+
+
+@contextlib.contextmanager
+def count_vision_images(embedder):
+    """Count the images that go through the image tower of ``embedder``'s cached model."""
+    model = _load_model(embedder.model_name, embedder.pretrained, embedder.device).model
+    seen = []
+    handle = model.visual.register_forward_hook(
+        lambda module, inputs, output: seen.append(inputs[0].shape[0])
+    )
+    counter = type("Counter", (), {"total": property(lambda self: sum(seen))})()
+    try:
+        yield counter
+    finally:
+        handle.remove()
+
+
+@pytest.fixture(scope="module")
+def photos():
+    """The two real photos shipped with scikit-learn, cropped to 500x375 like the benchmark."""
+    return [image[:375, :500].copy() for image in load_sample_images().images]
+
+
+@pytest.fixture(scope="module")
+def image_files(tmp_path_factory, photos):
+    """Real image files on disk: PNG (lossless, so equal to the arrays) and JPEG."""
+    folder = tmp_path_factory.mktemp("images")
+    files = {}
+    for i, photo in enumerate(photos):
+        files[f"png{i}"] = folder / f"photo{i}.png"
+        Image.fromarray(photo).save(files[f"png{i}"])
+        files[f"jpg{i}"] = folder / f"photo{i}.jpg"
+        Image.fromarray(photo).save(files[f"jpg{i}"], quality=90)
+    return files
+
+
+def _noise_images(n, seed=0, shape=(40, 56, 3)):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(n)]
+
+
+# --------------------------------------------------------------------------- input kinds
+def test_every_input_kind_gives_the_same_embedding(make_embedder, photos, image_files):
+    embedder = make_embedder()
+    pil = [Image.fromarray(p) for p in photos]
+    from_arrays = embedder.transform(photos)
+    assert from_arrays.shape == (2, 32)
+    assert from_arrays.dtype == np.float32
+    variants = {
+        "str paths": [str(image_files["png0"]), str(image_files["png1"])],
+        "Path objects": [image_files["png0"], image_files["png1"]],
+        "PIL images": pil,
+        "stacked array": np.stack(photos),
+        "tuple": tuple(photos),
+        "object array": np.array([str(image_files["png0"]), str(image_files["png1"])]),
+        "(n, 1) column": np.array([[str(image_files["png0"])], [str(image_files["png1"])]]),
+        "Fortran-ordered arrays": [np.asfortranarray(p) for p in photos],
+        "mixed": [image_files["png0"], pil[1]],
+    }
+    for name, X in variants.items():
+        np.testing.assert_allclose(embedder.transform(X), from_arrays, atol=1e-6, err_msg=name)
+
+
+def test_pandas_inputs_and_pandas_output(make_embedder, image_files):
+    pd = pytest.importorskip("pandas")
+    paths = [str(image_files["png0"]), str(image_files["png1"])]
+    frame = pd.DataFrame({"path": paths}, index=["a", "b"])
+    embedder = make_embedder().set_output(transform="pandas")
+    out = embedder.fit_transform(frame)
+    assert isinstance(out, pd.DataFrame)
+    assert list(out.index) == ["a", "b"]
+    assert list(out.columns) == [f"clipembedder{i}" for i in range(32)]
+    np.testing.assert_allclose(out.to_numpy(), make_embedder().transform(frame["path"]))
+    with pytest.raises(ValueError, match="exactly one column"):
+        embedder.transform(frame.assign(other=1))
+
+
+def test_column_transformer_on_a_column_of_paths(make_embedder, image_files):
+    pd = pytest.importorskip("pandas")
+    from sklearn.compose import ColumnTransformer
+
+    frame = pd.DataFrame({"path": [str(image_files["png0"])] * 3, "age": [1.0, 2.0, 3.0]})
+    columns = ColumnTransformer([("image", make_embedder(), ["path"])], remainder="passthrough")
+    out = columns.fit_transform(frame)
+    assert out.shape == (3, 33)
+    np.testing.assert_array_equal(out[:, -1], [1.0, 2.0, 3.0])
+    assert columns.get_feature_names_out()[0] == "image__clipembedder0"
+
+
+def test_grayscale_rgba_and_16_bit_images_are_converted_to_rgb(make_embedder, tmp_path):
+    embedder = make_embedder()
+    rng = np.random.default_rng(1)
+    gray = rng.integers(0, 256, (30, 50), dtype=np.uint8)
+    rgb = np.repeat(gray[:, :, None], 3, axis=2)
+    reference = embedder.transform([rgb])
+
+    gray16 = gray.astype(np.uint16) << 8 | rng.integers(0, 256, gray.shape, dtype=np.uint16)
+    Image.fromarray(gray16).save(tmp_path / "gray16.png")  # a real 16-bit PNG
+    assert Image.open(tmp_path / "gray16.png").mode.startswith("I")
+    Image.fromarray(gray).save(tmp_path / "gray8.png")
+    rgba = np.dstack([rgb, rng.integers(0, 256, gray.shape, dtype=np.uint8)])
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "rgba.png")
+    same_pixels = {
+        "(H, W)": gray,
+        "(H, W, 1)": gray[:, :, None],
+        "RGBA array (alpha dropped)": rgba,
+        "uint16 array": gray16,
+        "16-bit PNG file": tmp_path / "gray16.png",
+        "8-bit grayscale PNG file": tmp_path / "gray8.png",
+        "RGBA PNG file": tmp_path / "rgba.png",
+        "PIL L image": Image.fromarray(gray),
+        "PIL palette image": Image.fromarray(gray).convert("P"),
+        "PIL I;16 image": Image.fromarray(gray16),
+    }
+    for name, image in same_pixels.items():
+        np.testing.assert_allclose(embedder.transform([image]), reference, atol=1e-6, err_msg=name)
+    # A stack of grayscale images, as (N, H, W).
+    np.testing.assert_allclose(
+        embedder.transform(np.stack([gray, gray])), np.vstack([reference] * 2)
+    )
+
+
+def test_images_of_different_sizes_in_one_batch(make_embedder):
+    images = [
+        np.full((h, w, 3), v, dtype=np.uint8)
+        for h, w, v in [(10, 10, 0), (300, 20, 80), (33, 700, 160)]
+    ]
+    embedder = make_embedder(batch_size=3)
+    Z = embedder.transform(images)
+    assert Z.shape == (3, 32)
+    for i, image in enumerate(images):
+        np.testing.assert_allclose(embedder.transform([image])[0], Z[i], atol=1e-5)
+
+
+def test_matches_open_clip_reference_encoding(make_embedder, tiny_clip_name, photos):
+    """Our batched uint8 pipeline gives what open_clip's own preprocess + encode_image give."""
+    loaded = _load_model(tiny_clip_name, None, "cpu")
+    model, _, preprocess = open_clip.create_model_and_transforms(tiny_clip_name, pretrained=None)
+    model.load_state_dict(loaded.model.state_dict())
+    model.eval()
+    with torch.no_grad():
+        batch = torch.stack([preprocess(Image.fromarray(p)) for p in photos])
+        expected = model.encode_image(batch).numpy()
+    Z = make_embedder(normalize=False, decoder="pil").transform(photos)
+    np.testing.assert_allclose(Z, expected, rtol=1e-4, atol=1e-5)
+    Zn = make_embedder(decoder="pil").transform(photos)
+    unit = expected / np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(Zn, unit, rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- output contract
+def test_rows_follow_input_order_and_do_not_depend_on_batching(make_embedder):
+    images = _noise_images(7)
+    Z = make_embedder(batch_size=3).transform(images)
+    assert Z.shape == (7, 32) and Z.dtype == np.float32
+    np.testing.assert_allclose(make_embedder().transform(images[::-1]), Z[::-1], atol=1e-5)
+    np.testing.assert_allclose(
+        make_embedder(batch_size=1).transform(images[2:5]), Z[2:5], atol=1e-5
+    )
+    np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1.0, atol=1e-5)
+
+
+def test_deterministic_across_instances_and_model_reloads(make_embedder):
+    images = _noise_images(3, seed=5)
+    first = make_embedder().transform(images)
+    np.testing.assert_array_equal(make_embedder().transform(images), first)
+    clear_model_cache()  # random weights are seeded: a fresh load builds the same model
+    np.testing.assert_array_equal(make_embedder().transform(images), first)
+
+
+def test_fit_is_stateless(make_embedder):
+    images = _noise_images(3, seed=6)
+    embedder = make_embedder()
+    before = dict(embedder.__dict__)
+    Z = embedder.transform(images)  # works without fit
+    check_is_fitted(embedder)
+    assert embedder.fit(images) is embedder
+    assert embedder.__dict__ == before  # neither fit nor transform adds state
+    np.testing.assert_array_equal(embedder.fit_transform(images), Z)
+    np.testing.assert_array_equal(embedder.fit(_noise_images(2, seed=9)).transform(images), Z)
+
+
+def test_feature_names_and_embedding_width(make_embedder):
+    embedder = make_embedder()
+    assert embedder.embed_dim_ == 32
+    names = embedder.get_feature_names_out()
+    assert names.shape == (32,) and names[0] == "clipembedder0" and names[-1] == "clipembedder31"
+
+
+def test_normalize_false_keeps_raw_embeddings(make_embedder):
+    images = _noise_images(3, seed=7)
+    raw = make_embedder(normalize=False).transform(images)
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
+    unit = make_embedder().transform(images)
+    np.testing.assert_allclose(unit, raw / np.linalg.norm(raw, axis=1, keepdims=True), rtol=1e-5)
+
+
+def test_encode_text(make_embedder, tiny_clip_name):
+    embedder = make_embedder(batch_size=2)
+    texts = ["a photo of a dog", "a photo of a cat", "a sketch of a dog"]
+    T = embedder.encode_text(texts)
+    assert T.shape == (3, 32) and T.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(T, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(embedder.encode_text(texts[1]), T[1:2], atol=1e-6)
+    loaded = _load_model(tiny_clip_name, None, "cpu")
+    with torch.no_grad():
+        raw = loaded.model.encode_text(open_clip.get_tokenizer(tiny_clip_name)(texts)).numpy()
+    np.testing.assert_allclose(make_embedder(normalize=False).encode_text(texts), raw, rtol=1e-4)
+    with pytest.raises(ValueError, match="empty"):
+        embedder.encode_text([])
+    with pytest.raises(ValueError, match="strings"):
+        embedder.encode_text(["ok", 3])
+
+
+def test_progress_bar_can_be_switched_off(make_embedder, capsys):
+    images = _noise_images(9, seed=8)
+    make_embedder(progress=True).transform(images)
+    assert "CLIP image embeddings" in capsys.readouterr().err
+    make_embedder(progress=False).transform(images)
+    assert capsys.readouterr().err == ""
+
+
+def test_dataloader_workers_give_the_same_result(make_embedder, image_files):
+    files = [image_files[k] for k in ("jpg0", "png1", "jpg1", "png0")] * 2
+    in_process = make_embedder(num_workers=0, batch_size=2).transform(files)
+    with_workers = make_embedder(num_workers=2, batch_size=2).transform(files)
+    np.testing.assert_array_equal(with_workers, in_process)
+
+
+def test_torchvision_decoder_agrees_with_pillow(make_embedder, image_files, tmp_path):
+    files = [image_files["jpg0"], image_files["png1"], image_files["jpg1"]]
+    pil = make_embedder(decoder="pil").transform(files)
+    tv = make_embedder(decoder="torchvision").transform(files)
+    assert np.all(np.sum(tv * pil, axis=1) > 0.995)  # resampling noise only
+    # Within one decoder every input kind gives the same embedding.
+    arrays = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    np.testing.assert_allclose(
+        make_embedder(decoder="torchvision").transform(arrays), tv, atol=1e-6
+    )
+    np.testing.assert_allclose(make_embedder(decoder="pil").transform(arrays), pil, atol=1e-6)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(image_files["jpg0"].read_bytes()[:400])
+    with pytest.raises(ValueError, match=r"bad\.jpg"):
+        make_embedder(decoder="torchvision").transform([image_files["jpg0"], bad])
+
+
+# --------------------------------------------------------------------------- clone, pickle, cache
+def test_clone_and_pickle_hold_parameters_only(make_embedder, photos):
+    embedder = make_embedder(store="memory")
+    Z = embedder.transform(photos)
+    payload = pickle.dumps(embedder)
+    assert len(payload) < 2000  # parameters, never weights
+    restored = pickle.loads(payload)
+    assert restored.get_params() == embedder.get_params()
+    np.testing.assert_array_equal(restored.transform(photos), Z)
+    cloned = clone(embedder)
+    assert cloned.get_params() == embedder.get_params()
+    cloned.set_params(batch_size=1, normalize=False)
+    assert cloned.batch_size == 1 and embedder.batch_size == 4
+    # Clones share the process-level model.
+    assert _load_model(cloned.model_name, None, "cpu") is _load_model(
+        embedder.model_name, None, "cpu"
+    )
+
+
+def test_grid_search_encodes_each_image_once(make_embedder):
+    from sklearn import config_context
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, GroupKFold
+    from sklearn.pipeline import Pipeline
+
+    from skicm.projection import InvariantProjector
+
+    rng = np.random.default_rng(3)
+    distinct = _noise_images(24, seed=11)
+    X = distinct + distinct[:6]  # repeated images are encoded once too
+    y = np.array([i % 2 for i in range(24)] + [i % 2 for i in range(6)])
+    groups = rng.integers(0, 3, len(X))
+    default_memory_store().clear()
+    embedder = make_embedder(store="memory")
+    with config_context(enable_metadata_routing=True):
+        pipeline = Pipeline(
+            [
+                ("embed", embedder),
+                ("project", InvariantProjector(n_components=4).set_fit_request(groups=True)),
+                ("classify", LogisticRegression()),
+            ]
+        )
+        search = GridSearchCV(
+            pipeline,
+            {"project__n_components": [4, 8], "classify__C": [0.1, 1.0]},
+            cv=GroupKFold(n_splits=3),
+        )
+        with count_vision_images(embedder) as counted, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            search.fit(X, y, groups=groups)
+            search.predict(X)
+    # 4 candidates x 3 folds + refit + predict, and still one pass per distinct image.
+    assert counted.total == 24
+    assert search.best_estimator_.predict(X).shape == (30,)
+
+
+# --------------------------------------------------------------------------- on-disk store
+def test_sqlite_store_is_reused_by_another_embedder(make_embedder, image_files, tmp_path):
+    files = [image_files["png0"], image_files["jpg1"]]
+    path = tmp_path / "embeddings.sqlite"
+    first = make_embedder(store=str(path))
+    with count_vision_images(first) as counted:
+        Z = first.transform(files)
+        assert counted.total == 2
+        np.testing.assert_array_equal(make_embedder(store=path).transform(files), Z)
+        assert counted.total == 2
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0] == 2
+    # A modified file is a different image.
+    os.utime(files[0], ns=(1, 1))
+    with count_vision_images(first) as counted:
+        first.transform(files)
+        assert counted.total == 1
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from skicm.embedding import CLIPEmbedder, _load_model
+    from skicm.model_configs import register_tiny_clip
+
+    folder, store = sys.argv[1], sys.argv[2]
+    files = sorted(Path(folder).glob("*.png"))
+    embedder = CLIPEmbedder(register_tiny_clip(), pretrained=None, device="cpu", batch_size=8,
+                            num_workers=0, store=store, progress=False)
+
+    def slow_down(module, inputs, output):
+        print("batch", flush=True)
+        time.sleep(0.3)
+
+    _load_model(embedder.model_name, None, "cpu").model.visual.register_forward_hook(slow_down)
+    embedder.transform(files)
+    print("finished", flush=True)
+    """
+)
+
+
+def test_sqlite_store_survives_a_killed_process(make_embedder, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i, image in enumerate(_noise_images(120, seed=21, shape=(24, 24, 3))):
+        Image.fromarray(image).save(folder / f"{i:03d}.png")
+    store = tmp_path / "store.sqlite"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(folder), str(store)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO_ROOT,
+    )
+    try:
+        for _ in range(4):
+            assert child.stdout.readline().strip() == "batch"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(30)
+    assert child.returncode == -signal.SIGKILL
+    with sqlite3.connect(store) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = connection.execute("SELECT key, length(vector) FROM embeddings").fetchall()
+    # Whole batches only, each vector complete.
+    assert 8 <= len(rows) < 120 and len(rows) % 8 == 0
+    assert {length for _, length in rows} == {32 * 4}
+
+    files = sorted(folder.glob("*.png"))
+    embedder = make_embedder(store=store, batch_size=8)
+    with count_vision_images(embedder) as counted:
+        Z = embedder.transform(files)
+    assert counted.total == 120 - len(rows)  # resumed: only what was missing
+    np.testing.assert_allclose(Z, make_embedder().transform(files), atol=1e-6)
+
+
+# --------------------------------------------------------------------------- bad input
+def test_unreadable_files_are_all_reported_and_good_ones_stored(
+    make_embedder, image_files, tmp_path
+):
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(image_files["jpg0"].read_bytes()[:2000])
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(os.urandom(5000))
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image at all")
+    store = tmp_path / "store.sqlite"
+    files = [image_files["png0"], truncated, garbage, image_files["jpg1"], text]
+    embedder = make_embedder(store=store, batch_size=2)
+    with pytest.raises(ValueError, match="3 image") as raised:
+        embedder.transform(files)
+    for name in ("truncated.jpg", "garbage.png", "notes.jpg"):
+        assert name in str(raised.value)
+    assert "photo0.png" not in str(raised.value)
+    with sqlite3.connect(store) as connection:
+        assert connection.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0] == 2
+
+
+def test_missing_files_are_all_reported_before_any_encoding(make_embedder, image_files, tmp_path):
+    files = [image_files["png0"], tmp_path / "absent1.jpg", tmp_path / "absent2.png", tmp_path]
+    embedder = make_embedder()
+    with count_vision_images(embedder) as counted, pytest.raises(FileNotFoundError) as raised:
+        embedder.transform(files)
+    assert counted.total == 0
+    for name in ("absent1.jpg", "absent2.png", "not a regular file"):
+        assert name in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("X", "match"),
+    [
+        ([], "empty"),
+        (np.zeros((0, 8, 8, 3), dtype=np.uint8), "empty"),
+        (None, "None"),
+        ("photo.jpg", "single image"),
+        (np.zeros((20, 3)), "2-D numeric array"),
+        (np.zeros(5), "1-D numeric array"),
+        (np.zeros((8, 8, 3), dtype=np.uint8), "single colour image"),
+        ([np.zeros((8, 8, 3))], r"X\[0\].*float64"),
+        ([np.zeros((8, 8, 3), dtype=np.uint8), np.zeros((8, 8, 5), dtype=np.uint8)], r"X\[1\]"),
+        ([np.zeros((8, 8, 3), dtype=np.uint8), 3, b"a", {"x": 1}], r"3 item.*X\[1\].*X\[3\]"),
+        ([np.zeros((0, 8), dtype=np.uint8)], "no pixels"),
+    ],
+)
+def test_inputs_that_are_not_images(make_embedder, X, match, tmp_path):
+    if isinstance(X, str):
+        X = tmp_path / X
+    with pytest.raises(ValueError, match=match):
+        make_embedder().transform(X)
+
+
+def test_single_pil_image_and_sparse_input_are_rejected(make_embedder):
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    with pytest.raises(ValueError, match="single image"):
+        make_embedder().transform(Image.new("RGB", (8, 8)))
+    with pytest.raises(TypeError, match="sparse"):
+        make_embedder().fit(scipy_sparse.csr_array(np.eye(3)))
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"precision": "fp8"}, "precision"),
+        ({"num_workers": -1}, "num_workers"),
+        ({"decoder": "gpu"}, "decoder"),
+        ({"normalize": "yes"}, "normalize"),
+    ],
+)
+def test_invalid_parameters(make_embedder, params, match):
+    embedder = make_embedder(**params)
+    with pytest.raises(InvalidParameterError, match=match):
+        embedder.fit(_noise_images(1))
+    with pytest.raises(InvalidParameterError, match=match):
+        embedder.transform(_noise_images(1))
+
+
+def test_unknown_model_and_device(make_embedder):
+    with pytest.raises(ValueError, match="no-such-model"):
+        make_embedder(model_name="no-such-model").transform(_noise_images(1))
+    with pytest.raises(ValueError, match="device="):
+        make_embedder(device="abacus").transform(_noise_images(1))
+
+
+def test_missing_checkpoint_and_unknown_tag(make_embedder, tmp_path):
+    missing = tmp_path / "missing.pt"
+    with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
+        make_embedder(pretrained=str(missing)).transform(_noise_images(1))
+    with pytest.raises(ValueError, match="not-a-tag"):
+        make_embedder(pretrained="not-a-tag").transform(_noise_images(1))
+
+
+def test_weights_that_cannot_be_downloaded_say_how_to_use_a_local_file(monkeypatch):
+    hub_constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)  # guarantees no network access
+    embedder = CLIPEmbedder("ViT-B-32", pretrained="openai", device="cpu")
+    with pytest.raises(OSError, match="local path") as raised:
+        embedder.encode_text("a dog")
+    assert "ViT-B-32" in str(raised.value) and "openai" in str(raised.value)
+
+
+class _NotATensor:
+    """Pickled into a checkpoint: ``torch.load(weights_only=True)`` must refuse it."""
+
+
+def test_local_checkpoint_is_loaded(make_embedder, tiny_clip_name, photos, tmp_path):
+    model, _, _ = open_clip.create_model_and_transforms(tiny_clip_name, pretrained=None)
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(123)
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    checkpoint = tmp_path / "tiny.pt"
+    torch.save(model.state_dict(), checkpoint)
+    Z = make_embedder(pretrained=str(checkpoint), normalize=False).transform(photos)
+    loaded = _load_model(tiny_clip_name, str(checkpoint), "cpu")
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(loaded.model.state_dict()[name], tensor)
+    assert not np.allclose(Z, make_embedder(normalize=False).transform(photos), atol=1e-3)
+    assert pickle.loads(pickle.dumps(make_embedder(pretrained=checkpoint))).pretrained == checkpoint
+
+    unsafe = tmp_path / "unsafe.pt"
+    torch.save({"state_dict": model.state_dict(), "extra": _NotATensor()}, unsafe)
+    with pytest.raises(ValueError, match=r"unsafe\.pt"):
+        make_embedder(pretrained=str(unsafe)).transform(photos)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError, match=r"corrupt\.pt"):
+        make_embedder(pretrained=str(corrupt)).transform(photos)
+
+
+# --------------------------------------------------------------------------- sklearn checks
+def test_common_checks_pass_except_the_listed_ones():
+    """The checks listed in _EXPECTED_FAILED_CHECKS fail, with a ValueError, all others pass."""
+    from sklearn.utils.estimator_checks import check_estimator
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = check_estimator(_common_check_instance(), on_fail=None)
+    failed = {r["check_name"] for r in results if r["status"] == "failed"}
+    assert failed == set(_EXPECTED_FAILED_CHECKS)
+    assert sum(r["status"] == "passed" for r in results) >= 20
+    for r in results:
+        if r["status"] == "failed":
+            assert isinstance(r["exception"], ValueError), r["check_name"]
+
+
+# --------------------------------------------------------------------------- CUDA
+@needs_cuda
+def test_cuda_autocast_returns_float32_close_to_fp32(make_embedder, photos):
+    fp32 = make_embedder().transform(photos)
+    for precision in ("auto", "bf16", "fp16"):
+        Z = make_embedder(device="cuda", precision=precision).transform(photos)
+        assert Z.dtype == np.float32
+        assert np.all(np.sum(Z * fp32, axis=1) > 0.99), precision
+
+
+@needs_cuda
+def test_cuda_jpeg_decoding_agrees_with_pillow(make_embedder, image_files):
+    files = [image_files["jpg0"], image_files["png1"], image_files["jpg1"]] * 3
+    pil = make_embedder(decoder="pil", precision="fp32").transform(files)
+    gpu = make_embedder(device="cuda", decoder="auto", precision="fp32", num_workers=2)
+    assert np.all(np.sum(gpu.transform(files) * pil, axis=1) > 0.995)

@@ -1,0 +1,151 @@
+"""Tests of skicm.store: the in-memory LRU store and the SQLite store behind one interface."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import sqlite3
+
+import numpy as np
+import pytest
+
+from skicm.store import MemoryStore, SQLiteStore, default_memory_store, open_store
+
+
+def _vectors(n, dim=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return {f"key-{i}": rng.standard_normal(dim).astype(np.float32) for i in range(n)}
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request, tmp_path):
+    if request.param == "memory":
+        return MemoryStore()
+    return SQLiteStore(tmp_path / "store.sqlite")
+
+
+def test_round_trip_and_namespaces(store):
+    items = _vectors(5)
+    store.put_many("model-a", items)
+    store.put_many("model-b", {"key-0": np.zeros(8, dtype=np.float32)})
+    found = store.get_many("model-a", [*items, "absent"])
+    assert sorted(found) == sorted(items)
+    for key, vector in items.items():
+        assert found[key].dtype == np.float32
+        np.testing.assert_array_equal(found[key], vector)
+    np.testing.assert_array_equal(store.get_many("model-b", ["key-0"])["key-0"], np.zeros(8))
+    assert store.get_many("model-c", list(items)) == {}
+    assert store.count() == 6
+    assert store.count("model-a") == 5
+
+
+def test_put_replaces_and_empty_put_is_a_no_op(store):
+    store.put_many("ns", {"k": np.ones(3, dtype=np.float32)})
+    store.put_many("ns", {"k": np.full(3, 2.0, dtype=np.float32)})
+    store.put_many("ns", {})
+    assert store.count() == 1
+    np.testing.assert_array_equal(store.get_many("ns", ["k"])["k"], [2.0, 2.0, 2.0])
+
+
+def test_many_keys_in_one_lookup(store):
+    # More keys than SQLite accepts bound parameters in one statement.
+    items = _vectors(2500, dim=2)
+    store.put_many("ns", items)
+    assert len(store.get_many("ns", list(items))) == 2500
+
+
+def test_memory_store_copies_and_freezes_vectors():
+    store = MemoryStore()
+    vector = np.ones(4, dtype=np.float32)
+    store.put_many("ns", {"k": vector})
+    vector[:] = 5
+    stored = store.get_many("ns", ["k"])["k"]
+    np.testing.assert_array_equal(stored, np.ones(4))
+    with pytest.raises(ValueError, match="read-only"):
+        stored[0] = 3
+
+
+def test_memory_store_evicts_least_recently_used():
+    store = MemoryStore(max_bytes=3 * 4 * 4)  # three 4-d float32 vectors
+    for i in range(3):
+        store.put_many("ns", {f"k{i}": np.full(4, i, dtype=np.float32)})
+    store.get_many("ns", ["k0"])  # k0 becomes the most recently used
+    store.put_many("ns", {"k3": np.zeros(4, dtype=np.float32)})
+    assert sorted(store.get_many("ns", ["k0", "k1", "k2", "k3"])) == ["k0", "k2", "k3"]
+    store.clear()
+    assert store.count() == 0
+
+
+def test_sqlite_store_persists_across_instances_and_uses_wal(tmp_path):
+    path = tmp_path / "nested" / "folder" / "store.sqlite"
+    items = _vectors(4)
+    SQLiteStore(path).put_many("ns", items)
+    reopened = SQLiteStore(path)
+    np.testing.assert_array_equal(reopened.get_many("ns", ["key-3"])["key-3"], items["key-3"])
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_sqlite_readers_are_not_blocked_by_an_open_write(tmp_path):
+    path = tmp_path / "store.sqlite"
+    store = SQLiteStore(path)
+    store.put_many("ns", _vectors(3))
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO embeddings VALUES ('ns', 'pending', x'00000000')")
+    try:
+        # A reader in another connection sees the committed rows, not the pending one.
+        assert SQLiteStore(path).count("ns") == 3
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+def test_sqlite_failed_batch_leaves_nothing(tmp_path):
+    store = SQLiteStore(tmp_path / "store.sqlite")
+    good = _vectors(3)
+    # A None key violates NOT NULL after the first rows of the batch were inserted.
+    batch = {**good, None: np.zeros(8, dtype=np.float32)}
+    with pytest.raises(sqlite3.IntegrityError):
+        store.put_many("ns", batch)
+    assert store.count() == 0
+    store.put_many("ns", good)  # the connection is usable after the rollback
+    assert store.count() == 3
+
+
+def test_sqlite_store_pickles_without_its_connection(tmp_path):
+    store = SQLiteStore(tmp_path / "store.sqlite")
+    store.put_many("ns", _vectors(2))
+    copy = pickle.loads(pickle.dumps(store))
+    assert copy.path == store.path
+    assert copy.count() == 2
+    assert repr(copy) == f"SQLiteStore({str(store.path)!r})"
+
+
+def _child_writes(store):
+    store.put_many("child", {"from-child": np.ones(2, dtype=np.float32)})
+
+
+def test_sqlite_store_reconnects_in_a_forked_child(tmp_path):
+    store = SQLiteStore(tmp_path / "store.sqlite")
+    store.put_many("ns", _vectors(1))  # the parent opened its connection
+    process = multiprocessing.get_context("fork").Process(target=_child_writes, args=(store,))
+    process.start()
+    process.join(30)
+    assert process.exitcode == 0
+    assert "from-child" in store.get_many("child", ["from-child"])
+
+
+def test_sqlite_store_rejects_a_file_that_is_not_a_database(tmp_path):
+    path = tmp_path / "not-a-database.sqlite"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(OSError, match=r"not-a-database\.sqlite"):
+        SQLiteStore(path).count()
+
+
+def test_open_store_resolves_specs(tmp_path):
+    assert open_store(None) is None
+    assert open_store("memory") is default_memory_store()
+    first = open_store(tmp_path / "a.sqlite")
+    assert isinstance(first, SQLiteStore)
+    assert open_store(str(tmp_path / "a.sqlite")) is first  # one store per file and process
