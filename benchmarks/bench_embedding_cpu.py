@@ -85,6 +85,7 @@ def main(argv=None):
     parser.add_argument("--n-images", type=int, default=288)
     parser.add_argument("--batch-size", type=int, default=36)
     parser.add_argument("--num-workers", default="auto")
+    parser.add_argument("--repeats", type=int, default=3, help="best of, interleaved")
     args = parser.parse_args(argv)
 
     import open_clip
@@ -113,10 +114,13 @@ def main(argv=None):
     tensors = torch.stack([preprocess(Image.open(p)) for p in paths])
 
     n = len(paths)
-    t_reference = timed(reference_loop, model, preprocess, paths)
-    t_bare = timed(bare_forward, model, tensors, args.batch_size)
-    t_ours = timed(embedder.transform, paths)
-    ips = {name: n / t for name, t in [("ref", t_reference), ("bare", t_bare), ("ours", t_ours)]}
+    # Interleaved repeats, best of each: other processes on a shared machine slow all three alike.
+    best = {"ref": np.inf, "bare": np.inf, "ours": np.inf}
+    for _ in range(args.repeats):
+        best["ref"] = min(best["ref"], timed(reference_loop, model, preprocess, paths))
+        best["bare"] = min(best["bare"], timed(bare_forward, model, tensors, args.batch_size))
+        best["ours"] = min(best["ours"], timed(embedder.transform, paths))
+    ips = {name: n / t for name, t in best.items()}
     print(
         f"{args.model}, random weights, {n} JPEG 500x375 files, batch {args.batch_size}, "
         f"{torch.get_num_threads()} torch threads, {os.cpu_count()} cores, "
@@ -132,7 +136,10 @@ def main(argv=None):
     reference = reference_loop(model, preprocess, paths[:8])
     reference /= np.linalg.norm(reference, axis=1, keepdims=True)
     ours = embedder.transform(paths[:8])
-    print(f"  max |ours - reference| on 8 images: {np.abs(ours - reference).max():.2e}")
+    print(
+        f"  max |ours - reference| on 8 unit-norm embeddings: {np.abs(ours - reference).max():.1e}"
+        " (torchvision resize vs Pillow's)"
+    )
 
 
 if __name__ == "__main__":

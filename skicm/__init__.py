@@ -7,14 +7,21 @@ Vision-Language Models", ICML 2025).
 
 from skicm.embedding import CLIPEmbedder
 from skicm.exceptions import NoInvarianceWarning
+from skicm.interventions import ImageInterventions, TextInterventions
+from skicm.pipelines import make_clip_icm_pipeline
 from skicm.projection import InterventionStatistics, InvariantProjector
+from skicm.zero_shot import ZeroShotClassifier
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CLIPEmbedder",
+    "ImageInterventions",
     "InterventionStatistics",
     "InvariantProjector",
     "NoInvarianceWarning",
+    "TextInterventions",
+    "ZeroShotClassifier",
     "__version__",
+    "make_clip_icm_pipeline",
 ]

@@ -686,7 +686,7 @@ def _decode_jpegs_on_device(indices, data, loaded, dataset):
         groups.setdefault(tuple(image.shape), []).append(position)
     for positions in groups.values():
         batch = torch.stack([images[p] for p in positions])
-        out.append(loaded.pil_transform(batch))
+        out.append(dataset.tensor_transform(batch))
         out_idx.extend(indices[p] for p in positions)
     if not out:
         return [], None, errors

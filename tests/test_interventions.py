@@ -1,0 +1,254 @@
+"""Image and text interventions: determinism, the paper's transforms, shapes, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw, ImageOps
+from sklearn.base import clone
+from torchvision import transforms as T
+
+from skicm.embedding import CLIPEmbedder
+from skicm.interventions import (
+    PAPER_IMAGE_INTERVENTIONS,
+    ImageInterventions,
+    TextInterventions,
+    clear_text_cache,
+    paper_image_transforms,
+)
+from skicm.projection import InvariantProjector
+
+
+def _scene(seed, size=(40, 32)):
+    """A small RGB scene: a coloured shape on a gradient background (uint8, H x W x 3)."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    ramp = np.linspace(30, 220, width, dtype=np.float64)
+    background = np.stack([ramp, ramp[::-1], np.full(width, rng.uniform(0, 255))], axis=-1)
+    image = Image.fromarray(np.broadcast_to(background, (height, width, 3)).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    x, y = rng.integers(2, 12, size=2)
+    draw.ellipse([x, y, x + 16, y + 16], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    return np.asarray(image)
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return np.stack([_scene(seed) for seed in range(6)])
+
+
+@pytest.fixture(scope="module")
+def embedder(tiny_clip_name):
+    return CLIPEmbedder(tiny_clip_name, pretrained=None, device="cpu", progress=False)
+
+
+# ----------------------------------------------------------------------------- image interventions
+def test_image_interventions_are_seeded_and_deterministic(scenes):
+    torch_state = torch.get_rng_state()
+    first = ImageInterventions(random_state=0).apply(scenes)
+    assert torch.equal(torch.get_rng_state(), torch_state), "global torch RNG must be untouched"
+    second = ImageInterventions(random_state=0).apply(scenes)
+    other = ImageInterventions(random_state=1).apply(scenes)
+    assert first.shape == scenes.shape and first.dtype == np.uint8
+    np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(first, other)
+    # Counterpart i depends on (seed, i), not on the images after it.
+    np.testing.assert_array_equal(ImageInterventions(random_state=0).apply(scenes[:3]), first[:3])
+    # Every counterpart differs from its image (each transform always fires).
+    assert all(not np.array_equal(a, b) for a, b in zip(first, scenes))
+
+
+@pytest.mark.parametrize("name", PAPER_IMAGE_INTERVENTIONS)
+def test_each_paper_transform_changes_the_image_but_not_its_size(scenes, name):
+    out = ImageInterventions([name], random_state=0).apply(scenes)
+    assert out.shape == scenes.shape
+    assert not np.array_equal(out, scenes)
+    image = scenes.astype(np.int64)
+    if name == "invert":
+        np.testing.assert_array_equal(out, 255 - scenes)
+    elif name == "grayscale":
+        assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+    elif name == "posterize":
+        assert not (out & 0b00011111).any(), "3 bits kept: the low 5 bits are zero"
+    elif name == "solarize":
+        np.testing.assert_array_equal(out, np.where(image >= 128, 255 - image, image))
+
+
+def test_paper_transforms_are_the_seven_of_the_paper():
+    assert tuple(paper_image_transforms()) == PAPER_IMAGE_INTERVENTIONS
+    assert len(PAPER_IMAGE_INTERVENTIONS) == 7
+
+
+def test_several_counterparts_per_image_with_source_index(scenes):
+    interventions = ImageInterventions(n_per_image=4, random_state=0)
+    counterparts, index = interventions.apply(scenes, return_index=True)
+    assert counterparts.shape == (4 * len(scenes), *scenes.shape[1:])
+    np.testing.assert_array_equal(index, np.repeat(np.arange(len(scenes)), 4))
+    # The four counterparts of one image come from different draws.
+    assert len({counterparts[k].tobytes() for k in range(4)}) > 1
+    np.testing.assert_array_equal(
+        counterparts[::4][:1], ImageInterventions(random_state=0).apply(scenes[:1])
+    )
+
+
+def test_paths_pil_and_arrays_in_out(tmp_path, scenes):
+    paths = []
+    for i, scene in enumerate(scenes[:2]):
+        paths.append(tmp_path / f"scene{i}.png")
+        Image.fromarray(scene).save(paths[-1])
+    items = [str(paths[0]), paths[1], Image.fromarray(scenes[2]), scenes[3]]
+    out = ImageInterventions(random_state=0).apply(items)
+    assert isinstance(out, list) and len(out) == 4
+    assert all(isinstance(item, Image.Image) and item.mode == "RGB" for item in out[:3])
+    assert isinstance(out[3], np.ndarray) and out[3].shape == scenes[3].shape
+    assert all(item.size == (40, 32) for item in out[:3])
+    # A file and the same pixels in memory get the same counterpart.
+    np.testing.assert_array_equal(
+        np.asarray(out[0]), ImageInterventions(random_state=0).apply(scenes[:1])[0]
+    )
+
+
+def test_custom_callables_and_torchvision_transforms(scenes):
+    mirrored = ImageInterventions(ImageOps.mirror, random_state=0).apply(scenes)
+    np.testing.assert_array_equal(mirrored, scenes[:, :, ::-1])
+    jitter = T.ColorJitter(brightness=0.8)
+    mixed = ImageInterventions([jitter, "invert"], random_state=3)
+    np.testing.assert_array_equal(mixed.apply(scenes), clone(mixed).apply(scenes))
+    # An array-returning callable is accepted.
+    np.testing.assert_array_equal(
+        ImageInterventions(lambda im: 255 - np.asarray(im)).apply(scenes), 255 - scenes
+    )
+
+
+def test_counterparts_embed_aligned(scenes, embedder):
+    counterparts = ImageInterventions(random_state=0).apply(scenes)
+    Z, Z_counterparts = embedder.transform(scenes), embedder.transform(counterparts)
+    assert Z.shape == Z_counterparts.shape == (len(scenes), 32)
+    assert not np.allclose(Z, Z_counterparts)
+
+
+def test_size_changing_intervention_is_rejected(scenes):
+    resize = T.Resize((16, 16))
+    with pytest.raises(
+        ValueError, match=r"changed the size of images\[0\].*\(40, 32\) to \(16, 16\)"
+    ):
+        ImageInterventions(resize).apply(scenes)
+    out = ImageInterventions(resize, preserve_size=False).apply(scenes)
+    assert out.shape == (len(scenes), 16, 16, 3)
+    crop = T.RandomCrop((16, 16))
+    sizes = ImageInterventions([crop, "invert"], preserve_size=False, random_state=0).apply(scenes)
+    assert {item.shape for item in sizes} == {(16, 16, 3), (32, 40, 3)}
+
+
+def test_bad_image_interventions_raise_clear_errors(scenes):
+    with pytest.raises(ValueError, match="unknown name 'sepia'"):
+        ImageInterventions(["sepia"]).apply(scenes)
+    with pytest.raises(ValueError, match="transforms is empty"):
+        ImageInterventions([]).apply(scenes)
+    with pytest.raises(ValueError, match="must return a PIL image"):
+        ImageInterventions(T.ToTensor()).apply(scenes)
+    with pytest.raises(ValueError, match="n_per_image"):
+        ImageInterventions(n_per_image=0).apply(scenes)
+    with pytest.raises(ValueError, match=r"images\[0\].*not a readable image"):
+        ImageInterventions().apply(["/nonexistent/image.png"])
+
+
+# ------------------------------------------------------------------------------ text interventions
+TEMPLATES = ["a photo of a {}.", "a sketch of a {}.", "a painting of a {}."]
+
+
+def test_domain_prompt_differences_have_the_right_shape_and_values(embedder):
+    text = TextInterventions(embedder, class_names=["cat", "dog"], domain_templates=TEMPLATES)
+    D = text.differences()
+    assert D.shape == (2 * 3, 32) and D.dtype == np.float32
+    pairs = text.domain_prompt_pairs()
+    assert pairs[0] == ("a photo of a cat.", "a sketch of a cat.")
+    assert pairs[-1] == ("a sketch of a dog.", "a painting of a dog.")
+    expected = embedder.encode_text([a for a, _ in pairs]) - embedder.encode_text(
+        [b for _, b in pairs]
+    )
+    np.testing.assert_allclose(D, expected, atol=1e-6)
+
+
+def test_class_names_from_string_labels(embedder):
+    text = TextInterventions(embedder, domain_templates=TEMPLATES)
+    from_labels = text.differences(np.array(["dog", "cat", "dog"]))
+    explicit = TextInterventions(embedder, class_names=["cat", "dog"], domain_templates=TEMPLATES)
+    np.testing.assert_allclose(from_labels, explicit.differences(), atol=1e-6)
+    mapped = TextInterventions(
+        embedder, class_names={0: "cat", 1: "dog"}, domain_templates=TEMPLATES
+    )
+    np.testing.assert_allclose(mapped.differences([0, 1]), explicit.differences(), atol=1e-6)
+
+
+def test_caption_and_image_caption_pairs(embedder, scenes):
+    captions = [("a dog on grass", "a dog on snow"), ("a red car", "a blue car")]
+    images = [(scenes[0], "a drawing of a ball"), (scenes[1], "a ball at night")]
+    text = TextInterventions(
+        embedder, domain_templates=None, caption_pairs=captions, image_caption_pairs=images
+    )
+    D = text.differences()
+    assert D.shape == (4, 32)
+    np.testing.assert_allclose(
+        D[:2],
+        embedder.encode_text([a for a, _ in captions])
+        - embedder.encode_text([b for _, b in captions]),
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        D[2:],
+        embedder.transform(scenes[:2]) - embedder.encode_text([c for _, c in images]),
+        atol=1e-6,
+    )
+    with_domains = clone(text).set_params(class_names=["ball"], domain_templates=TEMPLATES)
+    assert with_domains.differences().shape == (3 + 4, 32)
+
+
+def test_text_interventions_feed_the_projector(embedder, scenes):
+    X = embedder.transform(scenes)
+    y = np.array(["cat", "dog"] * 3)
+    projector = InvariantProjector(
+        n_components=4, interventions=TextInterventions(embedder, domain_templates=TEMPLATES)
+    ).fit(X, y)
+    assert projector.n_differences_seen_ == 2 * 3
+    assert projector.components_.shape == (4, 32)
+
+
+def test_text_intervention_errors(embedder):
+    with pytest.raises(ValueError, match="class_names is required"):
+        TextInterventions(embedder, domain_templates=TEMPLATES).differences()
+    with pytest.raises(ValueError, match="class_names is required when the labels are not strings"):
+        TextInterventions(embedder, domain_templates=TEMPLATES).differences([0, 1])
+    with pytest.raises(ValueError, match="encoder is required"):
+        TextInterventions(class_names=["cat"], domain_templates=TEMPLATES).differences()
+    with pytest.raises(ValueError, match="domain_templates must be strings with exactly one"):
+        TextInterventions(
+            embedder, class_names=["cat"], domain_templates=["a {}", "b"]
+        ).differences()
+    with pytest.raises(ValueError, match="nothing to compare"):
+        TextInterventions(embedder, class_names=["cat"], domain_templates=["a {}"]).differences()
+    with pytest.raises(ValueError, match="caption_pairs must hold"):
+        TextInterventions(embedder, domain_templates=None, caption_pairs=["one"]).differences()
+
+
+def test_text_embeddings_are_encoded_once_per_process(tiny_clip_name):
+    clear_text_cache()
+    embedder = CLIPEmbedder(tiny_clip_name, pretrained=None, device="cpu", progress=False)
+    through_text_tower = []
+    hook = embedder._loaded_model().model.token_embedding.register_forward_hook(
+        lambda module, inputs, output: through_text_tower.append(output.shape[0])
+    )
+    try:
+        text = TextInterventions(embedder, class_names=["cat", "dog"], domain_templates=TEMPLATES)
+        first = text.differences()
+        assert sum(through_text_tower) == 2 * 3  # each distinct prompt once
+        np.testing.assert_array_equal(clone(text).differences(), first)  # a clone: cached
+        assert sum(through_text_tower) == 2 * 3
+        # Another configuration of the encoder is another cache entry.
+        unnormalized = clone(text).set_params(encoder=clone(embedder).set_params(normalize=False))
+        assert not np.allclose(unnormalized.differences(), first)
+        assert sum(through_text_tower) == 2 * 2 * 3
+    finally:
+        hook.remove()
+        clear_text_cache()

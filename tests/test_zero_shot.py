@@ -1,0 +1,177 @@
+"""ZeroShotClassifier: hand-computed cosine argmax, invariant subspace, labels, routing, errors."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import sklearn
+from scipy.special import softmax
+from sklearn.base import clone
+
+from skicm.embedding import CLIPEmbedder
+from skicm.interventions import TextInterventions
+from skicm.projection import InvariantProjector
+from skicm.zero_shot import ZeroShotClassifier
+
+NAMES = ["cat", "dog", "horse"]
+TEMPLATES = ["a photo of a {}.", "a drawing of a {}."]
+
+
+@pytest.fixture(scope="module")
+def embedder(tiny_clip_name):
+    return CLIPEmbedder(tiny_clip_name, pretrained=None, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def image_embeddings(embedder):
+    images = np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    return embedder.transform(images)
+
+
+def _unit(matrix):
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+
+def _hand_class_embeddings(embedder):
+    """open_clip's template ensembling, written out: normalise, average, normalise."""
+    rows = []
+    for name in NAMES:
+        prompts = embedder.encode_text([template.format(name) for template in TEMPLATES])
+        rows.append(_unit(prompts).mean(axis=0))
+    return _unit(np.array(rows))
+
+
+def test_matches_hand_computed_cosine_argmax(embedder, image_embeddings):
+    clf = ZeroShotClassifier(NAMES, encoder=embedder, templates=TEMPLATES).fit(image_embeddings)
+    W = _hand_class_embeddings(embedder)
+    cosine = _unit(image_embeddings) @ W.T
+    np.testing.assert_allclose(clf.class_embeddings_, W, atol=1e-6)
+    np.testing.assert_allclose(clf.similarity(image_embeddings), cosine, atol=1e-5)
+    np.testing.assert_array_equal(clf.predict(image_embeddings), np.array(NAMES)[cosine.argmax(1)])
+    np.testing.assert_allclose(
+        clf.predict_proba(image_embeddings), softmax(100 * cosine, axis=1), atol=1e-4
+    )
+    np.testing.assert_allclose(
+        np.exp(clf.predict_log_proba(image_embeddings)), clf.predict_proba(image_embeddings)
+    )
+    assert clf.classes_.tolist() == NAMES and clf.class_names_ == NAMES
+    y = np.array(NAMES)[cosine.argmax(1)]
+    assert clf.score(image_embeddings, y) == 1.0
+
+
+def test_invariant_subspace_projects_images_and_text(embedder, image_embeddings):
+    y = np.array(NAMES * 4)
+    projector = InvariantProjector(
+        n_components=5, interventions=TextInterventions(embedder, domain_templates=TEMPLATES)
+    )
+    clf = ZeroShotClassifier(encoder=embedder, templates=TEMPLATES, projector=projector)
+    clf.fit(image_embeddings, y)
+    assert not hasattr(projector, "components_"), "the parameter is cloned, not fitted"
+    A = clone(projector).fit(image_embeddings, y).components_
+    np.testing.assert_allclose(clf.projector_.components_, A, atol=1e-6)
+    cosine = _unit(image_embeddings @ A.T) @ _unit(_hand_class_embeddings(embedder) @ A.T).T
+    np.testing.assert_allclose(clf.similarity(image_embeddings), cosine, atol=1e-5)
+    np.testing.assert_array_equal(clf.predict(image_embeddings), np.array(NAMES)[cosine.argmax(1)])
+    assert clf.class_weights_.shape == (3, 5)
+
+
+def test_prefitted_projector_is_used_as_is(embedder, image_embeddings):
+    projector = InvariantProjector(
+        n_components=4, interventions=TextInterventions(embedder, class_names=NAMES)
+    ).fit(image_embeddings)
+    clf = ZeroShotClassifier(NAMES, encoder=embedder, projector=projector, refit_projector=False)
+    clf.fit(image_embeddings[:2])  # too few rows to refit: the given projector is kept
+    np.testing.assert_array_equal(clf.projector_.components_, projector.components_)
+    assert clf.projector_ is not projector
+    cosine = _unit(image_embeddings @ projector.components_.T) @ clf.class_weights_.T
+    np.testing.assert_allclose(clf.similarity(image_embeddings), cosine, atol=1e-5)
+    with pytest.raises(ValueError, match="refit_projector=False needs a fitted projector"):
+        clone(clf).set_params(projector=InvariantProjector(4)).fit(image_embeddings)
+
+
+def test_integer_and_mapped_labels(embedder, image_embeddings):
+    y = np.arange(12) % 3
+    clf = ZeroShotClassifier(NAMES, encoder=embedder, templates=TEMPLATES).fit(image_embeddings, y)
+    np.testing.assert_array_equal(clf.classes_, [0, 1, 2])
+    by_name = ZeroShotClassifier(NAMES, encoder=embedder, templates=TEMPLATES).fit(image_embeddings)
+    np.testing.assert_array_equal(
+        np.array(NAMES)[clf.predict(image_embeddings)], by_name.predict(image_embeddings)
+    )
+    mapping = {10: "cat", 20: "dog", 30: "horse"}
+    mapped = ZeroShotClassifier(mapping, encoder=embedder, templates=TEMPLATES).fit(
+        image_embeddings
+    )
+    np.testing.assert_array_equal(
+        mapped.predict(image_embeddings), 10 * (clf.predict(image_embeddings) + 1)
+    )
+    # Open-class: classes that never occur in y are still predicted.
+    only_cats = np.zeros(12, dtype=int)
+    fitted = ZeroShotClassifier(NAMES, encoder=embedder, templates=TEMPLATES).fit(
+        image_embeddings, only_cats
+    )
+    assert fitted.predict_proba(image_embeddings).shape == (12, 3)
+
+
+def test_precomputed_embeddings_and_image_means():
+    text = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    X = np.array([[3.0, 1.0, 0.0], [0.5, 2.0, 9.0]])
+    clf = ZeroShotClassifier(["a", "b"], class_embeddings=text).fit(X)
+    np.testing.assert_array_equal(clf.predict(X), ["a", "b"])
+    assert clf.decision_function(X).shape == (2,)
+    assert clf.decision_function(X)[0] < 0 < clf.decision_function(X)[1]
+
+    y = np.array([0, 0, 1, 1])
+    X = np.array([[1.0, 0.1], [2.0, -0.1], [0.1, 1.0], [-0.1, 3.0]])
+    means = ZeroShotClassifier(class_embeddings="image_means").fit(X, y)
+    hand = _unit(np.array([_unit(X[:2]).mean(axis=0), _unit(X[2:]).mean(axis=0)]))
+    np.testing.assert_allclose(means.class_embeddings_, hand)
+    np.testing.assert_array_equal(means.predict(X), y)
+
+
+def test_routes_fit_metadata_to_the_projector(embedder, image_embeddings):
+    rng = np.random.default_rng(1)
+    X_intervened = image_embeddings + 0.1 * rng.normal(size=image_embeddings.shape)
+    X_intervened = X_intervened.astype(np.float32)
+    # Without routing, fit keywords go straight to the projector.
+    clf = ZeroShotClassifier(NAMES, encoder=embedder, projector=InvariantProjector(3))
+    clf.fit(image_embeddings, X_intervened=X_intervened)
+    assert clf.projector_.n_differences_seen_ == len(image_embeddings)
+    with sklearn.config_context(enable_metadata_routing=True):
+        projector = InvariantProjector(3).set_fit_request(X_intervened=True)
+        clf = ZeroShotClassifier(NAMES, encoder=embedder, projector=projector)
+        clf.fit(image_embeddings, X_intervened=X_intervened)
+        assert clf.projector_.n_differences_seen_ == len(image_embeddings)
+        with pytest.raises(Exception, match="groups"):
+            clf.fit(image_embeddings, groups=np.zeros(12))
+    with pytest.raises(TypeError, match="nothing to pass them to"):
+        ZeroShotClassifier(NAMES, encoder=embedder).fit(image_embeddings, groups=np.zeros(12))
+
+
+def test_clone_and_pickle_round_trip(embedder, image_embeddings):
+    clf = ZeroShotClassifier(NAMES, encoder=embedder, templates=TEMPLATES).fit(image_embeddings)
+    restored = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(restored.predict(image_embeddings), clf.predict(image_embeddings))
+    assert not hasattr(clone(clf), "classes_")
+
+
+def test_zero_shot_errors(embedder, image_embeddings):
+    with pytest.raises(ValueError, match="class_names is required when fit gets no labels"):
+        ZeroShotClassifier(encoder=embedder).fit(image_embeddings)
+    with pytest.raises(ValueError, match="class_names is required when the labels are not strings"):
+        ZeroShotClassifier(encoder=embedder).fit(image_embeddings, np.arange(12) % 2)
+    with pytest.raises(ValueError, match="encoder is required"):
+        ZeroShotClassifier(NAMES).fit(image_embeddings)
+    with pytest.raises(ValueError, match="templates must be strings with exactly one"):
+        ZeroShotClassifier(NAMES, encoder=embedder, templates=["a photo"]).fit(image_embeddings)
+    with pytest.raises(ValueError, match=r"y contains labels \['zebra'\]"):
+        ZeroShotClassifier(NAMES, encoder=embedder).fit(image_embeddings[:1], ["zebra"])
+    with pytest.raises(ValueError, match="class_embeddings has 2 rows but there are 3 classes"):
+        ZeroShotClassifier(NAMES, class_embeddings=np.eye(2)).fit(np.eye(2))
+    with pytest.raises(ValueError, match="have 2 features but X has 32"):
+        ZeroShotClassifier(NAMES[:2], class_embeddings=np.eye(2)).fit(image_embeddings)
+    with pytest.raises(ValueError, match="class 2 has none"):
+        ZeroShotClassifier({0: "a", 1: "b", 2: "c"}, class_embeddings="image_means").fit(
+            np.eye(2), [0, 1]
+        )
