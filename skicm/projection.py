@@ -6,7 +6,6 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
-import scipy.linalg
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
@@ -498,7 +497,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
         objective = signal - self.alpha * intervention
         objective = (objective + objective.T) / 2
-        eigenvalues, eigenvectors = scipy.linalg.eigh(objective)
+        eigenvalues, eigenvectors = np.linalg.eigh(objective)
         eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]
 
         if self.n_components == "auto":
@@ -517,8 +516,8 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.components_ = components.astype(dtype, copy=False)
         self.eigenvalues_ = eigenvalues
         self.n_components_ = n_components
-        self.signal_variance_ = np.einsum("ij,jk,ik->i", components, signal, components)
-        self.intervention_variance_ = np.einsum("ij,jk,ik->i", components, intervention, components)
+        self.signal_variance_ = np.sum((components @ signal) * components, axis=1)
+        self.intervention_variance_ = np.sum((components @ intervention) * components, axis=1)
         self.invariance_ratio_ = np.divide(
             self.intervention_variance_,
             self.signal_variance_,
