@@ -27,6 +27,10 @@ def test_readme_quick_example_selects_the_invariant_rank(capsys):
     namespace = run_blocks(ROOT / "README.md")
     assert namespace["search"].best_params_ == {"invariantprojector__n_components": 4}
     assert "{'invariantprojector__n_components': 4}" in capsys.readouterr().out
+    # The image example: text interventions from the two class names (28 prompt pairs each).
+    projector = namespace["pipe"].named_steps["icm"]
+    assert projector.n_differences_seen_ == 2 * 28
+    assert projector.components_.shape == (8, 32)
 
 
 def test_projector_guide_example_builds_a_routed_pipeline():
