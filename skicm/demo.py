@@ -56,7 +56,20 @@ class DemoResults:
     color_agreement: tuple = field(default=())
 
     def accuracy(self, method, split="test"):
-        """Return the ``split`` (``"train"`` or ``"test"``) accuracy of ``method``."""
+        """Accuracy of one method of the table.
+
+        Parameters
+        ----------
+        method : str
+            Row of the table, e.g. ``"ERM"``, ``"CLIP-ICM projector"``, ``"grayscale oracle"``.
+        split : {"train", "test"}, default="test"
+            Training environments or test environment.
+
+        Returns
+        -------
+        accuracy : float
+            The accuracy.
+        """
         for row in self.rows:
             if row["method"] == method:
                 return row[f"{split}_accuracy"]
@@ -64,7 +77,13 @@ class DemoResults:
         raise ValueError(f"method must be one of {names}, got {method!r}.")
 
     def to_text(self):
-        """Format the results as the plain-text table printed by ``skicm demo``."""
+        """Format the results as the plain-text table printed by ``skicm demo``.
+
+        Returns
+        -------
+        table : str
+            The table, with IRM's published figures beside the measured ones.
+        """
         *train_agreement, test_agreement = self.color_agreement
         header = (
             f"Colored digits (IRM's Colored MNIST protocol on scikit-learn's 8x8 digits)\n"

@@ -40,7 +40,13 @@ class DomainScores:
         return float(np.mean(self.scores))
 
     def as_dict(self):
-        """Return ``{domain: score}``."""
+        """Scores by held-out domain.
+
+        Returns
+        -------
+        scores : dict of str to float
+            ``{domain: score}``.
+        """
         return {str(d): float(s) for d, s in zip(self.domains, self.scores)}
 
 

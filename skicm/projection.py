@@ -92,6 +92,13 @@ class InterventionStatistics:
         Blocks of rows are processed in the input's precision (float32 stays float32: no
         float64 copy of the data) and accumulated in float64; the differences
         ``X - X_intervened`` exist one block at a time only.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            Embeddings.
+        X_intervened : ndarray of shape (n_samples, n_features), default=None
+            Intervened counterpart of each row of ``X``.
         """
         step = _block_rows(self.n_features)
         ones = np.ones(min(step, X.shape[0]), dtype=X.dtype)
@@ -110,14 +117,30 @@ class InterventionStatistics:
             self.n_differences += X.shape[0]
 
     def add_differences(self, differences):
-        """Add interventional differences that are not aligned with any embedding."""
+        """Add interventional differences that are not aligned with any embedding.
+
+        Parameters
+        ----------
+        differences : ndarray of shape (n_differences, n_features)
+            Rows of ``Delta``.
+        """
         step = _block_rows(self.n_features)
         for start in range(0, differences.shape[0], step):
             _add_gram(self.difference_gram, differences[start : start + step])
         self.n_differences += differences.shape[0]
 
     def add_environments(self, X, labels, environments):
-        """Add per-(label, environment) sums of the embeddings."""
+        """Add per-(label, environment) sums of the embeddings.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            Embeddings.
+        labels : array-like of shape (n_samples,)
+            Class label of each row.
+        environments : array-like of shape (n_samples,)
+            Environment label of each row.
+        """
         label_values, label_index = np.unique(labels, return_inverse=True)
         environment_values, environment_index = np.unique(environments, return_inverse=True)
         cells = label_index.ravel() * len(environment_values) + environment_index.ravel()
@@ -161,6 +184,11 @@ class InterventionStatistics:
 
     def merge(self, other):
         """Add another :class:`InterventionStatistics` of the same width into this one.
+
+        Parameters
+        ----------
+        other : InterventionStatistics
+            Statistics of other data, e.g. computed on another worker.
 
         Returns
         -------
