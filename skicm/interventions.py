@@ -24,9 +24,6 @@ Nothing here imports torch, torchvision or open_clip at module import time.
 from __future__ import annotations
 
 import copy
-import os
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from itertools import combinations
 from numbers import Integral
@@ -353,66 +350,36 @@ def _resolve_class_names(y, class_names):
     return [str(label) for label in labels]
 
 
-# Text embeddings computed by _encode_texts, per encoder configuration: text interventions and
-# zero-shot prompts are recomputed in every fit of a grid search (each fit gets a clone), and the
-# text tower costs seconds per fit for a full-size model on a CPU (3.3 s for 56 prompts with
-# ViT-B-32 on 2 cores), while each distinct prompt needs encoding once per process.
-_TEXT_CACHE: OrderedDict = OrderedDict()
-_TEXT_CACHE_MAX_ENTRIES = 50_000
-_TEXT_CACHE_LOCK = threading.Lock()
-
-
-def _encoder_key(encoder):
-    """A hashable description of what determines the encoder's outputs, or None (no caching)."""
-    if not isinstance(encoder, BaseEstimator):
-        return None
-    params = encoder.get_params(deep=False)
-    for name, value in params.items():
-        if isinstance(value, (str, os.PathLike)) and os.path.isfile(value):
-            # a checkpoint file: its contents may change under the same name
-            stat = os.stat(value)
-            params[name] = (os.fspath(value), stat.st_size, stat.st_mtime_ns)
-    return (type(encoder).__qualname__, repr(sorted(params.items())))
-
-
 def clear_text_cache():
-    """Forget the text embeddings cached by :class:`TextInterventions` and zero-shot prompts."""
-    with _TEXT_CACHE_LOCK:
-        _TEXT_CACHE.clear()
+    """Forget the cached text embeddings of domain and zero-shot prompts.
+
+    The cache lives in :meth:`skicm.CLIPEmbedder.encode_text`; this is
+    :func:`skicm.embedding.clear_text_cache`.
+    """
+    from skicm.embedding import clear_text_cache as clear
+
+    clear()
 
 
 def _encode_texts(encoder, texts, name="encoder"):
-    """``encoder.encode_text(texts)`` as a float array, checked; cached per encoder config."""
+    """``encoder.encode_text(texts)`` as a float array, checked.
+
+    A :class:`~skicm.CLIPEmbedder` answers texts it has seen before from its process-level text
+    cache, so prompts recomputed in every fit of a grid search are encoded once.
+    """
     if encoder is None or not hasattr(encoder, "encode_text"):
         raise ValueError(
             f"{name} is required to encode text: pass a skicm.CLIPEmbedder (or any object "
             "with encode_text(list_of_str) -> array)."
         )
     texts = list(texts)
-    key = _encoder_key(encoder)
-    found = {}
-    if key is not None:
-        with _TEXT_CACHE_LOCK:
-            for text in texts:
-                if (key, text) in _TEXT_CACHE:
-                    _TEXT_CACHE.move_to_end((key, text))
-                    found[text] = _TEXT_CACHE[(key, text)]
-    todo = list(dict.fromkeys(text for text in texts if text not in found))
-    if todo:
-        embeddings = np.asarray(encoder.encode_text(todo))
-        if embeddings.ndim != 2 or embeddings.shape[0] != len(todo):
-            raise ValueError(
-                f"{name}.encode_text returned shape {embeddings.shape} for {len(todo)} texts; "
-                "expected (n_texts, embed_dim)."
-            )
-        found.update(zip(todo, embeddings))
-        if key is not None:
-            with _TEXT_CACHE_LOCK:
-                for text, row in zip(todo, embeddings):
-                    _TEXT_CACHE[(key, text)] = row
-                while len(_TEXT_CACHE) > _TEXT_CACHE_MAX_ENTRIES:
-                    _TEXT_CACHE.popitem(last=False)
-    return np.stack([found[text] for text in texts])
+    embeddings = np.asarray(encoder.encode_text(texts))
+    if embeddings.ndim != 2 or embeddings.shape[0] != len(texts):
+        raise ValueError(
+            f"{name}.encode_text returned shape {embeddings.shape} for {len(texts)} texts; "
+            "expected (n_texts, embed_dim)."
+        )
+    return embeddings
 
 
 def _pairs(values, name):

@@ -27,6 +27,7 @@ from skicm.embedding import (
     _common_check_instance,
     _load_model,
     clear_model_cache,
+    clear_text_cache,
 )
 from skicm.store import default_memory_store
 
@@ -261,11 +262,46 @@ def test_encode_text(make_embedder, tiny_clip_name):
     loaded = _load_model(tiny_clip_name, None, "cpu")
     with torch.no_grad():
         raw = loaded.model.encode_text(open_clip.get_tokenizer(tiny_clip_name)(texts)).numpy()
-    np.testing.assert_allclose(make_embedder(normalize=False).encode_text(texts), raw, rtol=1e-4)
+    # Batches of 2 (cached) vs. one batch of 3: float noise of ~1e-6 on entries near zero.
+    np.testing.assert_allclose(
+        make_embedder(normalize=False).encode_text(texts), raw, rtol=1e-4, atol=1e-5
+    )
     with pytest.raises(ValueError, match="empty"):
         embedder.encode_text([])
     with pytest.raises(ValueError, match="strings"):
         embedder.encode_text(["ok", 3])
+
+
+def test_encode_text_encodes_only_texts_not_seen_before(make_embedder, tiny_clip_name):
+    clear_text_cache()
+    embedder = make_embedder(batch_size=2)
+    model = _load_model(tiny_clip_name, None, "cpu").model
+    encoded = []
+    handle = model.token_embedding.register_forward_hook(
+        lambda module, inputs, output: encoded.extend(inputs[0].tolist())
+    )
+    tokenizer = open_clip.get_tokenizer(tiny_clip_name)
+    seen = ["a photo of a dog", "a photo of a cat"]
+    unseen = ["a sketch of a dog", "a toy cat", "art of a dog"]
+    mixed = [unseen[0], seen[1], unseen[1], seen[0], unseen[0], unseen[2], seen[1]]
+    try:
+        first = embedder.encode_text(seen)
+        encoded.clear()
+        T = embedder.encode_text(mixed)
+        # Only the unseen texts went through the text tower, each once, in order of first use.
+        assert encoded == tokenizer(unseen).tolist()
+        encoded.clear()
+        np.testing.assert_array_equal(clone(embedder).encode_text(mixed), T)
+        assert encoded == []
+    finally:
+        handle.remove()
+        clear_text_cache()
+    assert T.shape == (len(mixed), 32) and T.dtype == np.float32
+    np.testing.assert_array_equal(T[[1, 3]], first[[1, 0]])
+    uncached = make_embedder(batch_size=3).encode_text(mixed)  # cache cleared: all encoded
+    np.testing.assert_allclose(T, uncached, rtol=1e-5, atol=1e-6)
+    raw = make_embedder(normalize=False).encode_text(mixed)  # raw vectors are cached
+    np.testing.assert_allclose(T, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6)
 
 
 def test_progress_bar_can_be_switched_off(make_embedder, capsys):

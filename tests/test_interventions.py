@@ -245,10 +245,18 @@ def test_text_embeddings_are_encoded_once_per_process(tiny_clip_name):
         assert sum(through_text_tower) == 2 * 3  # each distinct prompt once
         np.testing.assert_array_equal(clone(text).differences(), first)  # a clone: cached
         assert sum(through_text_tower) == 2 * 3
-        # Another configuration of the encoder is another cache entry.
+        # The cache holds raw vectors: normalize=False is answered from it too.
         unnormalized = clone(text).set_params(encoder=clone(embedder).set_params(normalize=False))
         assert not np.allclose(unnormalized.differences(), first)
+        assert sum(through_text_tower) == 2 * 3
+        # Another precision is another cache entry.
+        bf16 = clone(text).set_params(encoder=clone(embedder).set_params(precision="bf16"))
+        bf16.differences()
         assert sum(through_text_tower) == 2 * 2 * 3
+        # skicm.interventions.clear_text_cache clears the embedder's cache.
+        clear_text_cache()
+        np.testing.assert_array_equal(clone(text).differences(), first)
+        assert sum(through_text_tower) == 3 * 2 * 3
     finally:
         hook.remove()
         clear_text_cache()

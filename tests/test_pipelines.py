@@ -2,7 +2,8 @@
 
 1. a plain pipeline whose projector gets text interventions, fitted with no extra arguments;
 2. image counterparts routed through the embedder with metadata routing;
-3. GridSearchCV with GroupKFold / LeaveOneGroupOut, each image through the image tower once;
+3. GridSearchCV with GroupKFold / LeaveOneGroupOut, each image through the image tower once and
+   each prompt through the text tower once;
 and the zero-shot classifier selected by GridSearchCV.
 """
 
@@ -118,12 +119,19 @@ def test_grid_search_over_environments_encodes_each_image_once(
     tiny_clip_name, dataset, counterparts, cv, tmp_path
 ):
     paths, y, environments = dataset
-    # A fresh on-disk store, so the count below starts from zero.
+    # A fresh on-disk store and an empty text cache, so the counts below start from zero.
     embedder = _embedder(tiny_clip_name, store=str(tmp_path / "embeddings.sqlite"))
-    through_image_tower = []
-    hook = embedder._loaded_model().model.visual.register_forward_hook(
-        lambda module, inputs, output: through_image_tower.append(output.shape[0])
-    )
+    embedding.clear_text_cache()
+    model = embedder._loaded_model().model
+    through_image_tower, through_text_tower = [], []
+    hooks = [
+        model.visual.register_forward_hook(
+            lambda module, inputs, output: through_image_tower.append(output.shape[0])
+        ),
+        model.token_embedding.register_forward_hook(
+            lambda module, inputs, output: through_text_tower.append(output.shape[0])
+        ),
+    ]
     try:
         with sklearn.config_context(enable_metadata_routing=True):
             pipe = make_clip_icm_pipeline(
@@ -136,8 +144,12 @@ def test_grid_search_over_environments_encodes_each_image_once(
                 paths, y, groups=environments, X_intervened=counterparts
             )
     finally:
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
     assert sum(through_image_tower) == 2 * len(paths)  # every image and counterpart, once
+    # 4 candidates x 3 folds + the refit fit the text interventions 13 times, from the labels
+    # of each fold (both classes in every one): each of the 2 x 3 domain prompts is encoded once.
+    assert sum(through_text_tower) == 2 * len(TEMPLATES)
     assert search.best_params_["icm__n_components"] in (2, 4)
     assert len(search.cv_results_["mean_test_score"]) == 4
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
