@@ -282,7 +282,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
     Attributes
     ----------
-    components_ : ndarray of shape (n_components_, n_features)
+    components_ : ndarray of shape (n_components, n_features)
         Orthonormal basis of the invariant subspace, one direction per row, in order of
         decreasing eigenvalue. The sign of each row makes its largest-magnitude entry
         positive.
@@ -290,12 +290,12 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         The whole spectrum of ``M`` in decreasing order.
     n_components_ : int
         Number of kept directions.
-    signal_variance_ : ndarray of shape (n_components_,)
+    signal_variance_ : ndarray of shape (n_components,)
         Second moment of the embeddings along each kept direction, ``a^T (Z^T Z / n) a``.
-    intervention_variance_ : ndarray of shape (n_components_,)
+    intervention_variance_ : ndarray of shape (n_components,)
         Second moment of the differences along each kept direction,
         ``a^T (Delta^T Delta / m) a``; zero without interventional data.
-    invariance_ratio_ : ndarray of shape (n_components_,)
+    invariance_ratio_ : ndarray of shape (n_components,)
         ``intervention_variance_ / signal_variance_``: 0 for a perfectly invariant
         direction, near 2 for a direction that interventions resample completely.
     mean_ : ndarray of shape (n_features,)
@@ -307,9 +307,9 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     n_differences_seen_ : int
         Number of interventional difference rows used.
     n_features_in_ : int
-        Number of features seen during :term:`fit`.
+        Number of features seen during ``fit``.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features seen during :term:`fit`, when ``X`` has string column names.
+        Names of features seen during ``fit``, when ``X`` has string column names.
 
     See Also
     --------
@@ -572,7 +572,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
         Returns
         -------
-        X_new : ndarray of shape (n_samples, n_components_)
+        X_new : ndarray of shape (n_samples, n_components)
             Coordinates in the invariant subspace, in the dtype of ``X`` (float32 stays
             float32).
         """
@@ -588,7 +588,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_components_)
+        X : array-like of shape (n_samples, n_components)
             Coordinates in the invariant subspace.
 
         Returns
