@@ -32,18 +32,61 @@ class EmbeddingStore:
 
     Subclasses implement :meth:`get_many` and :meth:`put_many`; vectors are float32 and one-
     dimensional, and all vectors of a namespace have the same length.
+
+    See Also
+    --------
+    MemoryStore : The in-process implementation.
+    SQLiteStore : The on-disk implementation.
+
+    Examples
+    --------
+    >>> from skicm.store import EmbeddingStore, MemoryStore
+    >>> isinstance(MemoryStore(), EmbeddingStore)
+    True
     """
 
     def get_many(self, namespace: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
-        """Return the vectors stored under those ``keys`` that are present (others left out)."""
+        """Look up stored vectors.
+
+        Parameters
+        ----------
+        namespace : str
+            What determines the embeddings besides the image (model, weights, preprocessing).
+        keys : sequence of str
+            Image identities.
+
+        Returns
+        -------
+        vectors : dict of str to ndarray
+            The vectors stored under those ``keys`` that are present (others left out).
+        """
         raise NotImplementedError
 
     def put_many(self, namespace: str, items: Mapping[str, np.ndarray]) -> None:
-        """Store ``items`` (key -> vector) all together or, on failure, not at all."""
+        """Store vectors, all together or, on failure, not at all.
+
+        Parameters
+        ----------
+        namespace : str
+            What determines the embeddings besides the image.
+        items : mapping of str to ndarray
+            Image identity -> one-dimensional float32 vector.
+        """
         raise NotImplementedError
 
     def count(self, namespace: str | None = None) -> int:
-        """Number of stored vectors, in ``namespace`` or in all namespaces."""
+        """Number of stored vectors.
+
+        Parameters
+        ----------
+        namespace : str or None, default=None
+            Count this namespace only; None counts all namespaces.
+
+        Returns
+        -------
+        count : int
+            Number of stored vectors.
+        """
         raise NotImplementedError
 
 
@@ -256,7 +299,19 @@ _SQLITE_LOCK = threading.Lock()
 
 
 def default_memory_store() -> MemoryStore:
-    """The process-level :class:`MemoryStore` that embedders use with ``store="memory"``."""
+    """The process-level :class:`MemoryStore` that embedders use with ``store="memory"``.
+
+    Returns
+    -------
+    store : MemoryStore
+        The one in-process store shared by every :class:`~skicm.CLIPEmbedder` of the process.
+
+    Examples
+    --------
+    >>> from skicm.store import default_memory_store
+    >>> default_memory_store() is default_memory_store()
+    True
+    """
     return _DEFAULT_MEMORY_STORE
 
 
