@@ -247,7 +247,8 @@ def main(argv=None):
     Returns
     -------
     status : int
-        0 on success, 2 on a usage error (message on stderr).
+        0 on success; 2 when no subcommand is given or the run rejects an argument (message on
+        stderr). Arguments that argparse itself rejects exit with ``SystemExit(2)``, as usual.
 
     Examples
     --------

@@ -159,8 +159,9 @@ def run_colored_digits_demo(
     label_noise : float, default=0.25
         Probability of flipping a label; the best possible accuracy is ``1 - label_noise``.
     embedder : transformer or None, default=None
-        If None, the classifiers see raw pixels. Otherwise an unfitted-or-fitted transformer
-        whose ``transform`` maps uint8 RGB images of shape (n, 8, 8, 3) to features, e.g.
+        If None, the classifiers see raw pixels. Otherwise a fitted or stateless transformer
+        (``transform`` is called without ``fit``) whose ``transform`` maps uint8 RGB images
+        of shape (n, 8, 8, 3) to features, e.g.
         :class:`skicm.CLIPEmbedder`; its features are standardised before the classifier.
     random_state : int, RandomState instance or None, default=0
         Seed of the data (environments, label noise, colours) and of the classifiers.

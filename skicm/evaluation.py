@@ -86,7 +86,9 @@ def leave_one_domain_out(
     domain_param : str or None, default=None
         Name of a fit parameter that should receive the training samples' domains, e.g.
         ``"invariantprojector__groups"`` for a pipeline whose
-        :class:`~skicm.InvariantProjector` learns invariance from environment labels.
+        :class:`~skicm.InvariantProjector` learns invariance from environment labels. With
+        metadata routing enabled, parameters are routed by their plain names instead: use
+        ``"groups"`` and ``InvariantProjector().set_fit_request(groups=True)``.
     params : dict or None, default=None
         Further fit parameters, passed as in :func:`~sklearn.model_selection.cross_validate`.
     scoring : str, callable or None, default=None
@@ -104,7 +106,8 @@ def leave_one_domain_out(
     Raises
     ------
     ValueError
-        If there are fewer than two domains or ``test_domains`` names an unknown domain.
+        If there are fewer than two domains, ``test_domains`` names an unknown domain or
+        repeats one, or ``scoring`` names several metrics.
 
     See Also
     --------
@@ -147,6 +150,16 @@ def leave_one_domain_out(
                 f"test_domains must be a non-empty subset of the domains {known.tolist()}, "
                 f"got unknown {unknown if unknown else 'empty selection'}."
             )
+    if len(set(held_out.tolist())) != len(held_out):
+        raise ValueError(
+            f"test_domains must not repeat a domain (each domain counts once in the mean), got "
+            f"{held_out.tolist()}."
+        )
+    if scoring is not None and not (isinstance(scoring, str) or callable(scoring)):
+        raise ValueError(
+            "scoring must be one scorer (a name or a callable); several metrics would need one "
+            f"leave_one_domain_out call each. Got {scoring!r}."
+        )
     splits = [
         (np.flatnonzero(domains != domain), np.flatnonzero(domains == domain))
         for domain in held_out
@@ -176,6 +189,24 @@ def leave_one_domain_out(
     )
 
 
+def _check_same_domains(results):
+    """Check that every method of ``results`` held out the same domains in the same order.
+
+    Returns the first :class:`DomainScores`, whose domains label the rows of tables and plots.
+    """
+    if not isinstance(results, Mapping) or not results:
+        raise ValueError("results must be a non-empty mapping of method name to DomainScores.")
+    first = next(iter(results.values()))
+    for name, scores in results.items():
+        if scores.domains.tolist() != first.domains.tolist():
+            raise ValueError(
+                f"results[{name!r}] holds out domains {scores.domains.tolist()}, the others "
+                f"{first.domains.tolist()}: every method must hold out the same domains in the "
+                "same order."
+            )
+    return first
+
+
 def format_domain_scores(results, *, precision=3):
     """Format several estimators' :class:`DomainScores` as a plain-text table.
 
@@ -203,12 +234,7 @@ def format_domain_scores(results, *, precision=3):
     b                     2  1.000
     mean                     0.750
     """
-    if not isinstance(results, Mapping) or not results:
-        raise ValueError("results must be a non-empty mapping of method name to DomainScores.")
-    first = next(iter(results.values()))
-    for name, scores in results.items():
-        if scores.domains.tolist() != first.domains.tolist():
-            raise ValueError(f"results[{name!r}] holds out different domains than the others.")
+    first = _check_same_domains(results)
     names = list(results)
     rows = [
         [str(domain), str(n_test), *(f"{results[m].scores[i]:.{precision}f}" for m in names)]

@@ -10,6 +10,9 @@ import numpy as np
 from sklearn.utils import Bunch
 from sklearn.utils.validation import check_is_fitted
 
+from skicm.evaluation import _check_same_domains
+from skicm.projection import count_positive_eigenvalues
+
 __all__ = ["plot_domain_scores", "plot_spectrum", "spectrum_diagnostics"]
 
 
@@ -69,15 +72,15 @@ def spectrum_diagnostics(projector):
     """
     check_is_fitted(projector, ["eigenvalues_", "components_"])
     eigenvalues = np.asarray(projector.eigenvalues_, dtype=float)
-    scale = np.abs(eigenvalues).max() if eigenvalues.size else 0.0
-    tolerance = len(eigenvalues) * np.finfo(np.float64).eps * scale
-    positive = eigenvalues[eigenvalues > tolerance]
+    # The rule of n_components="auto", in the precision the projector was fitted in.
+    n_positive = count_positive_eigenvalues(eigenvalues, projector.components_.dtype)
+    positive = eigenvalues[:n_positive]
     k = int(projector.n_components_)
     kept_positive = np.clip(eigenvalues[:k], 0, None).sum()
     return Bunch(
         eigenvalues=eigenvalues,
         n_components=k,
-        n_positive=int(positive.size),
+        n_positive=n_positive,
         alpha=float(projector.alpha),
         signal_variance=np.asarray(projector.signal_variance_, dtype=float),
         intervention_variance=np.asarray(projector.intervention_variance_, dtype=float),
@@ -187,13 +190,11 @@ def plot_domain_scores(results, *, ax=None, title=None):
     1
     """
     plt = _pyplot()
-    if not results:
-        raise ValueError("results must be a non-empty mapping of method name to DomainScores.")
+    first = _check_same_domains(results)
     if ax is None:
         figure, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
     else:
         figure = ax.figure
-    first = next(iter(results.values()))
     labels = [*map(str, first.domains), "mean"]
     width = 0.8 / len(results)
     for i, (name, scores) in enumerate(results.items()):

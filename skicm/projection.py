@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from skicm.exceptions import NoInvarianceWarning
 
-__all__ = ["InterventionStatistics", "InvariantProjector"]
+__all__ = ["InterventionStatistics", "InvariantProjector", "count_positive_eigenvalues"]
 
 # Rows per block when forming Gram matrices: the float32/float64 block product is exact BLAS
 # work, and adding each block into a float64 accumulator keeps the rounding error of a
@@ -210,6 +210,41 @@ class InterventionStatistics:
                 total, count = previous_total + total, previous_count + count
             self.cell_sums[key] = (total, count)
         return self
+
+
+def count_positive_eigenvalues(eigenvalues, dtype):
+    """Number of eigenvalues of ``M`` that are positive beyond round-off.
+
+    The rule of ``n_components="auto"``: an eigenvalue counts when it exceeds
+    ``n_features * eps(dtype) * max|eigenvalue|``, where ``dtype`` is the precision of the
+    embeddings (float32 Gram blocks carry float32 round-off).
+
+    Parameters
+    ----------
+    eigenvalues : array-like of shape (n_features,)
+        Spectrum of ``M``.
+    dtype : dtype
+        Precision of the embeddings the spectrum was computed from.
+
+    Returns
+    -------
+    count : int
+        Number of positive eigenvalues.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skicm.projection import count_positive_eigenvalues
+    >>> count_positive_eigenvalues(np.array([2.0, 1e-9, -1.0]), np.float32)
+    1
+    >>> count_positive_eigenvalues(np.array([2.0, 1e-9, -1.0]), np.float64)
+    2
+    """
+    eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
+    if eigenvalues.size == 0:
+        return 0
+    tolerance = eigenvalues.size * np.finfo(dtype).eps * np.abs(eigenvalues).max()
+    return int(np.sum(eigenvalues > tolerance))
 
 
 def _non_finite_message(name, dtype):
@@ -491,7 +526,6 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         return differences
 
     def _solve(self, statistics, extra_differences, dtype):
-        n_features = statistics.n_features
         difference_gram = statistics.difference_gram.copy()
         n_differences = statistics.n_differences
         for differences in extra_differences:
@@ -529,9 +563,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]
 
         if self.n_components == "auto":
-            scale = np.abs(eigenvalues).max()
-            tolerance = n_features * np.finfo(dtype).eps * scale
-            n_components = max(1, int(np.sum(eigenvalues > tolerance)))
+            n_components = max(1, count_positive_eigenvalues(eigenvalues, dtype))
         else:
             n_components = self.n_components
         components = eigenvectors[:, :n_components].T

@@ -46,6 +46,14 @@ def test_test_domains_and_scoring(shifted_domains):
     )
     assert result.domains.tolist() == ["d3", "d1"]
     assert result.n_train.tolist() == [450, 450]
+    log_loss = leave_one_domain_out(
+        LogisticRegression(), X, y, domains, test_domains=["d3", "d1"], scoring="neg_log_loss"
+    )
+    for domain, score in zip(log_loss.domains, log_loss.scores):
+        train, test = domains != domain, domains == domain
+        model = LogisticRegression().fit(X[train], y[train])
+        probability = model.predict_proba(X[test])[np.arange(150), y[test]]
+        assert score == pytest.approx(np.mean(np.log(probability)))
 
 
 def test_domain_param_gives_the_projector_the_training_domains(shifted_domains):
@@ -76,9 +84,13 @@ def test_sample_aligned_params_are_sliced(shifted_domains):
         params={"invariantprojector__X_intervened": X_intervened},
         return_estimator=True,
     )
-    train = domains != "d0"
-    expected = InvariantProjector(n_components=1).fit(X[train], X_intervened=X_intervened[train])
-    np.testing.assert_allclose(result.estimators[0][0].components_, expected.components_)
+    for domain, fitted in zip(result.domains, result.estimators):
+        train = domains != domain
+        expected = InvariantProjector(n_components=1).fit(
+            X[train], X_intervened=X_intervened[train]
+        )
+        np.testing.assert_allclose(fitted[0].components_, expected.components_)
+        assert fitted[0].n_differences_seen_ == train.sum()
 
 
 def test_invalid_input_names_the_parameter(shifted_domains):
@@ -89,6 +101,10 @@ def test_invalid_input_names_the_parameter(shifted_domains):
         leave_one_domain_out(LogisticRegression(), X, y, np.zeros(len(y)))
     with pytest.raises(ValueError, match="inconsistent numbers of samples"):
         leave_one_domain_out(LogisticRegression(), X, y, domains[:-1])
+    with pytest.raises(ValueError, match=r"must not repeat a domain.*'d1', 'd1'"):
+        leave_one_domain_out(LogisticRegression(), X, y, domains, test_domains=["d1", "d1"])
+    with pytest.raises(ValueError, match="scoring must be one scorer"):
+        leave_one_domain_out(LogisticRegression(), X, y, domains, scoring=["accuracy", "f1"])
     with pytest.raises(ValueError, match="domain_param"):
         leave_one_domain_out(
             LogisticRegression(), X, y, domains, domain_param="groups", params={"groups": domains}
@@ -107,7 +123,7 @@ def test_format_domain_scores():
         "mean                     0.50  0.75",
     ]
     other = DomainScores(np.array(["art", "sketch"]), a.scores, a.n_train, a.n_test)
-    with pytest.raises(ValueError, match="different domains"):
+    with pytest.raises(ValueError, match="must hold out the same domains"):
         format_domain_scores({"base": a, "other": other})
     with pytest.raises(ValueError, match="results"):
         format_domain_scores({})

@@ -48,6 +48,18 @@ def test_diagnostics_on_a_known_spectrum():
     assert d.kept_eigenvalue_fraction == pytest.approx(13 / 14, abs=0.02)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_diagnostics_count_positive_eigenvalues_like_auto(dtype):
+    """Rank-10 embeddings in 64 dimensions: round-off eigenvalues are not "positive"."""
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(2000, 10)) @ rng.normal(size=(10, 64))).astype(dtype)
+    X_intervened = X + (rng.normal(size=(2000, 1)) @ rng.normal(size=(1, 64))).astype(dtype)
+    projector = InvariantProjector().fit(X, X_intervened=X_intervened)
+    d = spectrum_diagnostics(projector)
+    assert d.n_positive == projector.n_components_ == 10  # the rank, not the 54 round-off ones
+    assert d.kept_eigenvalue_fraction == pytest.approx(1.0)
+
+
 def test_diagnostics_need_a_fitted_projector():
     with pytest.raises(NotFittedError):
         spectrum_diagnostics(InvariantProjector())
@@ -89,6 +101,9 @@ def test_plot_domain_scores_writes_a_png(tmp_path):
     assert path.read_bytes()[:8] == PNG_SIGNATURE
     with pytest.raises(ValueError, match="results"):
         plot_domain_scores({})
+    swapped = DomainScores(domains[::-1], np.array([0.9, 0.1, 0.2]), np.ones(3), np.ones(3))
+    with pytest.raises(ValueError, match="must hold out the same domains in the same order"):
+        plot_domain_scores({**results, "other order": swapped})
 
 
 def test_missing_matplotlib_gives_a_clear_error(projector, monkeypatch):

@@ -36,7 +36,7 @@ def load_image_folders(root, *, domains=None, class_aliases=None, extensions=IMA
         Class name for class folders whose name is not the class name, such as VLCS-style
         folders named differently in each domain (``{"hund": "dog", "husky": "dog"}``).
         Folders not in the mapping keep their own name.
-    extensions : sequence of str, default=IMAGE_EXTENSIONS
+    extensions : str or sequence of str, default=IMAGE_EXTENSIONS
         File extensions (matched case-insensitively) that count as images.
 
     Returns
@@ -92,6 +92,8 @@ def load_image_folders(root, *, domains=None, class_aliases=None, extensions=IMA
             f"{type(class_aliases).__name__}."
         )
     aliases = dict(class_aliases or {})
+    if isinstance(extensions, str):
+        extensions = [extensions]
     suffixes = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
 
     available = {p.name: p for p in _subfolders(root_path)}
@@ -108,7 +110,11 @@ def load_image_folders(root, *, domains=None, class_aliases=None, extensions=IMA
                 f"{sorted(available)}."
             )
     if not selected:
-        raise ValueError(f"root {str(root)!r} has no domain subfolders.")
+        raise ValueError(
+            "domains is an empty selection."
+            if domains is not None
+            else f"root {str(root)!r} has no domain subfolders."
+        )
 
     records = []
     for domain in selected:
