@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+#: Interventional data that ``skicm evaluate`` can give the projector.
+INTERVENTION_KINDS = ("groups", "image", "text")
+
 __all__ = ["build_parser", "main"]
 
 _NO_WEIGHTS = ("none", "random", "")
@@ -117,7 +120,10 @@ def build_parser():
         description="Embed every image of ROOT (laid out as ROOT/domain/class/image) with a "
         "CLIP model, then for each domain train on the others and test on it: logistic "
         "regression on the embeddings, and on their projection by an InvariantProjector "
-        "learned from the training domains' labels (class-conditional domain differences).",
+        "learned from the training folds' interventional data: the training domains' labels "
+        "(groups: class-conditional domain differences), the paper's image interventions "
+        "(image: counterparts encoded by the same model), or domain prompts built from the "
+        "class names (text).",
     )
     evaluate.add_argument("root", metavar="ROOT", help="folder with one subfolder per domain")
     evaluate.add_argument(
@@ -131,6 +137,16 @@ def build_parser():
         help="class name of a class folder named otherwise (repeatable), e.g. hund=dog",
     )
     evaluate.add_argument("--plot", metavar="PATH", help="save a per-domain accuracy plot here")
+    evaluate.add_argument(
+        "--interventions",
+        nargs="+",
+        choices=INTERVENTION_KINDS,
+        default=["groups"],
+        help="interventional data of the projector, one result column each (default: groups)",
+    )
+    evaluate.add_argument(
+        "--seed", type=int, default=0, help="seed of the image interventions (default: 0)"
+    )
     _add_projector_options(evaluate)
     _add_model_options(evaluate, required=True)
     return parser
@@ -192,6 +208,7 @@ def _class_aliases(pairs):
 
 def _run_evaluate(args):
     import numpy as np
+    from sklearn.base import clone
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -209,24 +226,50 @@ def _run_evaluate(args):
         f"(pretrained={args.pretrained})",
         flush=True,
     )
-    Z = np.asarray(_embedder(args).transform(data.paths))
+    embedder = _embedder(args)
+    Z = np.asarray(embedder.transform(data.paths))
 
     def probe():
         return [StandardScaler(), LogisticRegression(max_iter=2000)]
 
-    methods = {
-        "CLIP + LR": make_pipeline(*probe()),
-        "CLIP-ICM + LR": make_pipeline(
-            InvariantProjector(n_components=args.n_components, alpha=args.alpha), *probe()
-        ),
-    }
-    params = {"CLIP-ICM + LR": "invariantprojector__groups"}
+    def projector(**params):
+        return InvariantProjector(n_components=args.n_components, alpha=args.alpha, **params)
+
     results = {
-        name: leave_one_domain_out(
-            estimator, Z, data.target, data.domains, domain_param=params.get(name)
-        )
-        for name, estimator in methods.items()
+        "CLIP + LR": leave_one_domain_out(make_pipeline(*probe()), Z, data.target, data.domains)
     }
+    for kind in dict.fromkeys(args.interventions):
+        name = f"CLIP-ICM ({kind}) + LR"
+        if kind == "groups":
+            results[name] = leave_one_domain_out(
+                make_pipeline(projector(), *probe()),
+                Z,
+                data.target,
+                data.domains,
+                domain_param="invariantprojector__groups",
+            )
+        elif kind == "image":
+            from skicm.interventions import ImageInterventions
+
+            counterparts = ImageInterventions(random_state=args.seed).apply(data.paths)
+            Z_intervened = np.asarray(embedder.transform(counterparts))
+            results[name] = leave_one_domain_out(
+                make_pipeline(projector(), *probe()),
+                Z,
+                data.target,
+                data.domains,
+                params={"invariantprojector__X_intervened": Z_intervened},
+            )
+        else:  # text: domain prompts of the class names, encoded by the same model
+            from skicm.interventions import TextInterventions
+
+            text = TextInterventions(clone(embedder), class_names=list(data.target_names))
+            results[name] = leave_one_domain_out(
+                make_pipeline(projector(interventions=text), *probe()),
+                Z,
+                data.target,
+                data.domains,
+            )
     print(format_domain_scores(results))
     if args.plot:
         from skicm.plotting import plot_domain_scores

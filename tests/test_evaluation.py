@@ -150,29 +150,21 @@ def test_cli_evaluate_on_pacs_mini(tmp_path, capsys):
     argv = [
         "evaluate", str(_pacs_mini()), "--model-config", str(config),
         "--model-name", "skicm-eval-tiny", "--pretrained", "none", "--device", "cpu",
-        "--plot", str(plot),
+        "--plot", str(plot), "--interventions", "groups", "image", "text", "--n-components", "8",
     ]  # fmt: skip
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("40 images, 7 classes, domains art_painting, cartoon, photo")
     table = lines[lines.index(next(line for line in lines if line.startswith("held-out"))) :]
-    assert table[0].split() == [
-        "held-out",
-        "domain",
-        "n_test",
-        "CLIP",
-        "+",
-        "LR",
-        "CLIP-ICM",
-        "+",
-        "LR",
-    ]
+    methods = ["CLIP + LR", *(f"CLIP-ICM ({kind}) + LR" for kind in ("groups", "image", "text"))]
+    assert table[0].startswith("held-out domain  n_test  " + "  ".join(methods))
     assert [row.split()[0] for row in table[1:6]] == [
         "art_painting", "cartoon", "photo", "sketch", "mean"
     ]  # fmt: skip
     for row in table[1:5]:
         assert row.split()[1] == "10"
-        assert all(0 <= float(v) <= 1 for v in row.split()[2:4])
+        assert len(row.split()[2:]) == 4
+        assert all(0 <= float(v) <= 1 for v in row.split()[2:])
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
 
