@@ -156,7 +156,8 @@ class ImageInterventions(BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seed of the draws. An integer makes the counterparts reproducible; counterpart ``j``
         of image ``i`` depends only on the seed, ``i`` and ``j``, not on the other images.
-        Torch's global random state is left untouched.
+        Torch's global random state is left untouched: each draw seeds only the CPU
+        generator, inside :func:`torch.random.fork_rng`, and no CUDA generator is seeded.
 
     See Also
     --------
@@ -288,8 +289,10 @@ class ImageInterventions(BaseEstimator):
             for j in range(self.n_per_image):
                 rng = np.random.default_rng([seed, i, j])
                 name, transform = transforms[int(rng.integers(len(transforms)))]
+                # fork_rng(devices=[]) saves and restores the CPU generator only, so seed only
+                # that one: torch.manual_seed would also (lazily) re-seed every CUDA device.
                 with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(int(rng.integers(2**62)))
+                    torch.random.default_generator.manual_seed(int(rng.integers(2**62)))
                     result = transform(pil)
                 result = self._check_result(result, pil, name, i)
                 counterparts.append(np.asarray(result, dtype=np.uint8) if as_array else result)
@@ -326,28 +329,46 @@ def _callable_name(function):
     return getattr(function, "__name__", None) or type(function).__name__
 
 
-def _resolve_class_names(y, class_names):
-    """Class names from ``class_names`` (list or label->name dict) or the string labels of ``y``.
+def _class_labels_and_names(class_names, y=None, *, string_labels=True):
+    """Class labels and names from ``class_names`` (list or label->name dict) or the labels ``y``.
 
-    Explicit names keep their order; names from ``y`` are its sorted unique labels.
+    The one validation of ``class_names`` shared by :class:`TextInterventions` and
+    :class:`~skicm.zero_shot.ZeroShotClassifier`. Explicit names keep their order; names from
+    ``y`` are its sorted unique labels, which must be strings when ``string_labels`` is True.
+
+    Returns
+    -------
+    labels : ndarray or None
+        The dict keys, or the unique labels of ``y``; None for a list of names, whose labels
+        are up to the caller.
+    names : list of str
+        One name per class.
     """
-    if class_names is not None:
-        names = list(class_names.values() if isinstance(class_names, Mapping) else class_names)
-        if not names or not all(isinstance(name, str) for name in names):
-            raise ValueError(f"class_names must be a non-empty list of strings, got {names!r}.")
-        return names
-    if y is None:
+    if isinstance(class_names, Mapping):
+        labels = np.asarray(list(class_names.keys()))
+        names = list(class_names.values())
+    elif class_names is not None:
+        labels = None
+        names = list(class_names)
+    elif y is None:
         raise ValueError(
-            "class_names is required: no labels were given to take class names from. Pass "
-            "class_names=[...] or fit with string labels y."
+            "class_names is required when fit gets no labels y: pass class_names=[...] or fit "
+            "with string labels y."
         )
-    labels = np.unique(np.asarray(y, dtype=object).ravel())
-    if not all(isinstance(label, str) for label in labels):
-        raise ValueError(
-            f"class_names is required when the labels are not strings (got labels such as "
-            f"{labels[:3].tolist()!r}); pass class_names=[...] in label order."
-        )
-    return [str(label) for label in labels]
+    else:
+        labels = np.unique(y)
+        if string_labels and not all(isinstance(label, str) for label in labels):
+            raise ValueError(
+                "class_names is required when the labels are not strings (got labels such as "
+                f"{labels[:3].tolist()!r}); pass class_names=[...] in label order."
+            )
+        names = [str(label) for label in labels]
+
+    if not names or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"class_names must be a non-empty list of strings, got {names!r}.")
+    if labels is None and len(set(names)) != len(names):
+        raise ValueError(f"class_names has duplicates: {names!r}.")
+    return labels, names
 
 
 def clear_text_cache():
@@ -355,6 +376,11 @@ def clear_text_cache():
 
     The cache lives in :meth:`skicm.CLIPEmbedder.encode_text`; this is
     :func:`skicm.embedding.clear_text_cache`.
+
+    Examples
+    --------
+    >>> from skicm.interventions import clear_text_cache
+    >>> clear_text_cache()  # the next encode_text calls run the text tower again
     """
     from skicm.embedding import clear_text_cache as clear
 
@@ -499,7 +525,8 @@ class TextInterventions(BaseEstimator):
         templates = self._templates()
         if not templates:
             return []
-        names = _resolve_class_names(y, self.class_names)
+        labels = None if y is None else np.asarray(y, dtype=object).ravel()
+        _, names = _class_labels_and_names(self.class_names, labels)
         return [
             (first.format(name), second.format(name))
             for name in names

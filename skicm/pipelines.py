@@ -34,20 +34,30 @@ def make_clip_icm_pipeline(
     once for all of them. Because the text encoder is a copy, a grid over ``clip__model_name``
     would change the image model only: search models with one pipeline per model.
 
+    **What is copied and what is not.** ``projector`` is cloned (so that giving it text
+    interventions does not modify the caller's object, and a fitted projector arrives unfitted),
+    and the text encoders are clones of ``embedder``. ``embedder`` itself and ``classifier``
+    become pipeline steps as given: fitting the pipeline fits (mutates) those very objects, as
+    :func:`~sklearn.pipeline.make_pipeline` does; pass ``clone(...)`` to keep the originals
+    untouched. The zero-shot classifier is built here, so it is always a new object.
+
     Parameters
     ----------
     embedder : CLIPEmbedder
-        The image (and text) encoder.
+        The image (and text) encoder; the ``clip`` step, used as given.
     classifier : estimator, "zero-shot" or None, default=None
-        Last step. ``None`` is ``LogisticRegression(max_iter=1000)`` (the linear probe).
+        Last step, used as given (not cloned). ``None`` is ``LogisticRegression(max_iter=1000)``
+        (the linear probe).
         ``"zero-shot"`` gives the two steps ``("clip", embedder)`` and ``("zeroshot",
         ZeroShotClassifier(..., projector=projector))``: the projector is nested in the
         zero-shot classifier, which projects both image and class embeddings with it (search
         its rank as ``zeroshot__projector__n_components``).
-    projector : InvariantProjector or None, default=None
-        The projector; ``None`` is ``InvariantProjector()``. If its ``interventions`` is unset
-        and ``domain_templates`` or ``caption_pairs`` are given, it gets
-        ``TextInterventions(clone(embedder), ...)``.
+    projector : InvariantProjector, transformer or None, default=None
+        The projector, cloned; ``None`` is ``InvariantProjector()``. If it has an
+        ``interventions`` parameter that is unset and ``domain_templates`` or ``caption_pairs``
+        are given, the clone gets ``TextInterventions(clone(embedder), ...)``. A projector
+        without that parameter (any transformer, e.g. ``PCA``) is used without text
+        interventions: ``domain_templates`` is then ignored, and ``caption_pairs`` raise.
     class_names : list of str, dict or None, default=None
         Class names for the text interventions and the zero-shot prompts; ``None`` takes them
         from string labels ``y`` at fit time.
@@ -102,7 +112,17 @@ def make_clip_icm_pipeline(
         )
 
     projector = InvariantProjector() if projector is None else clone(projector)
-    if projector.get_params().get("interventions") is None and (domain_templates or caption_pairs):
+    params = projector.get_params(deep=False)
+    if caption_pairs and "interventions" not in params:
+        raise ValueError(
+            f"caption_pairs need a projector with an interventions parameter (such as "
+            f"skicm.InvariantProjector); {type(projector).__name__} has none."
+        )
+    if (
+        "interventions" in params
+        and params["interventions"] is None
+        and (domain_templates or caption_pairs)
+    ):
         projector.set_params(
             interventions=TextInterventions(
                 clone(embedder),

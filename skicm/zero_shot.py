@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
 from numbers import Real
 from typing import ClassVar
 
@@ -27,7 +26,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from skicm.interventions import _encode_texts
+from skicm.interventions import _class_labels_and_names, _encode_texts
 
 __all__ = ["DEFAULT_ZERO_SHOT_TEMPLATES", "ZeroShotClassifier"]
 
@@ -62,6 +61,17 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     the image embeddings ``X`` (or, with ``refit_projector=False``, uses it as fitted) and both
     image and class embeddings are projected before the cosine: the invariant predictor of
     CLIP-ICM, ``argmax_c cos(A f_I(x), A f_T(t_c))``.
+
+    **One map for both modalities.** The class embeddings go through the very same
+    ``projector_.transform`` as the images, so ``class_weights_`` is
+    ``normalise(projector_.transform(class_embeddings_))``. For a projector with
+    ``center=True`` that map is affine, ``x -> A (x - mean_)`` with ``mean_`` the mean *image*
+    embedding, and the class embeddings are centred on that image mean too:
+    ``class_weights_ = normalise(A (t_c - mean_))``, not ``normalise(A t_c)``. This is
+    deliberate: images and prompts are compared after one and the same map, and subtracting
+    the image mean from both removes part of CLIP's modality gap (the nearly constant offset
+    between image and text embeddings) instead of leaving it in the class side only. With the
+    default ``center=False`` the map is linear and ``class_weights_ = normalise(A t_c)``.
 
     **Why the projector is a parameter, not the previous pipeline step.** Inside a
     :class:`~sklearn.pipeline.Pipeline`, and more so in
@@ -113,11 +123,14 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         Name of each class.
     class_embeddings_ : ndarray of shape (n_classes, n_features)
         Normalised, template-averaged class text embeddings in the embedding space.
-    class_weights_ : ndarray of shape (n_classes, n_components)
-        The class embeddings as compared with images: projected (when ``projector`` is
-        given) and normalised.
+    class_weights_ : ndarray of shape (n_classes, n_features) or (n_classes, n_components)
+        The class embeddings as compared with images:
+        ``normalise(projector_.transform(class_embeddings_))``, of shape
+        ``(n_classes, n_components)``, with a ``projector``; ``class_embeddings_`` itself, of
+        shape ``(n_classes, n_features)``, without one.
     projector_ : estimator or None
-        The fitted clone (or, with ``refit_projector=False``, copy) of ``projector``.
+        The fitted clone (or, with ``refit_projector=False``, copy) of ``projector``; None
+        without a projector.
     n_features_in_ : int
         Width of the image embeddings.
 
@@ -205,8 +218,17 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         -------
         self : ZeroShotClassifier
             The fitted classifier.
+
+        Notes
+        -----
+        All fitted attributes are assigned together once every step has succeeded: a ``fit``
+        that raises leaves the previous fit intact, or, on a first fit, the classifier
+        unfitted (:class:`~sklearn.exceptions.NotFittedError`).
         """
-        X = validate_data(self, X, dtype=[np.float64, np.float32])
+        # Everything is computed into locals and assigned at the end: a fit that raises leaves
+        # the previous fitted state intact (or, on a first fit, no fitted attribute at all).
+        X_given = X
+        X = check_array(X, dtype=[np.float64, np.float32], input_name="X", estimator=self)
         if y is not None:
             y = column_or_1d(y, warn=True)
             if y.shape[0] != X.shape[0]:
@@ -217,74 +239,88 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             target_type = type_of_target(y, input_name="y")
             if target_type not in ("binary", "multiclass"):
                 raise ValueError(f"Unknown label type: {target_type}; y must hold class labels.")
-        self.classes_, self.class_names_ = self._resolve_classes(y)
+        elif isinstance(self.class_embeddings, str):  # "image_means"
+            raise ValueError(
+                'class_embeddings="image_means" needs labels y in fit: each class is the mean '
+                "of its training image embeddings."
+            )
+        classes, class_names = self._resolve_classes(y)
 
         if _routing_enabled():
             routed = process_routing(self, "fit", **fit_params)
         else:
             routed = Bunch(projector=Bunch(fit=fit_params))
             if fit_params and not self._fits_projector():
+                if self.projector is None:
+                    reason = "without a projector to fit there is nothing to pass them to."
+                else:
+                    reason = (
+                        "with refit_projector=False the projector is used as already fitted, "
+                        "so fit metadata cannot reach it; fit the projector with them first, or "
+                        "keep refit_projector=True."
+                    )
                 raise TypeError(
-                    f"fit got unexpected keyword arguments {sorted(fit_params)}: without a "
-                    "projector to fit there is nothing to pass them to."
+                    f"fit got unexpected keyword arguments {sorted(fit_params)}: {reason}"
                 )
+        if self.projector is not None and not self.refit_projector:
+            self._check_prefitted_projector(X)
 
-        self.class_embeddings_ = self._class_text_embeddings(X, y)
-        if self.class_embeddings_.shape[1] != X.shape[1]:
+        class_embeddings = self._class_text_embeddings(X, y, classes, class_names)
+        if class_embeddings.shape[1] != X.shape[1]:
             raise ValueError(
-                f"The class text embeddings have {self.class_embeddings_.shape[1]} features but "
+                f"The class text embeddings have {class_embeddings.shape[1]} features but "
                 f"X has {X.shape[1]}; X must be image embeddings of the same model."
             )
         if self._fits_projector():
-            self.projector_ = clone(self.projector).fit(X, y, **routed.projector.fit)
-            weights = self.projector_.transform(self.class_embeddings_)
+            projector = clone(self.projector).fit(X, y, **routed.projector.fit)
         elif self.projector is not None:
-            try:
-                check_is_fitted(self.projector)
-            except NotFittedError as error:
-                raise ValueError(
-                    "refit_projector=False needs a fitted projector; fit it first or keep "
-                    "refit_projector=True."
-                ) from error
-            self.projector_ = copy.deepcopy(self.projector)
-            weights = self.projector_.transform(self.class_embeddings_)
+            projector = copy.deepcopy(self.projector)
         else:
-            self.projector_ = None
-            weights = self.class_embeddings_
-        self.class_weights_ = _normalize_rows(np.asarray(weights, dtype=X.dtype))
+            projector = None
+        # One map for both modalities: the class embeddings go through the same
+        # projector.transform as the images (with center=True, minus the image mean).
+        weights = class_embeddings if projector is None else projector.transform(class_embeddings)
+        class_weights = _normalize_rows(np.asarray(weights, dtype=X.dtype))
+
+        validate_data(self, X_given, skip_check_array=True)  # n_features_in_, feature_names_in_
+        self.classes_ = classes
+        self.class_names_ = class_names
+        self.class_embeddings_ = class_embeddings
+        self.projector_ = projector
+        self.class_weights_ = class_weights
         return self
 
     def _fits_projector(self):
         return self.projector is not None and self.refit_projector
 
-    def _resolve_classes(self, y):
-        names = self.class_names
-        if isinstance(names, Mapping):
-            labels = np.asarray(list(names.keys()))
-            names = list(names.values())
-        elif names is not None:
-            names = list(names)
-            labels = None
-        elif y is not None:
-            labels = np.unique(y)
-            if self.class_embeddings is None and labels.dtype.kind not in "OUS":
-                raise ValueError(
-                    "class_names is required when the labels are not strings (got labels "
-                    f"such as {labels[:3].tolist()!r}); pass class_names=[...] in label order."
-                )
-            names = [str(label) for label in labels]
-        elif self.class_embeddings is not None and not isinstance(self.class_embeddings, str):
-            n_classes = len(self.class_embeddings)
-            return np.arange(n_classes), [str(i) for i in range(n_classes)]
-        else:
+    def _check_prefitted_projector(self, X):
+        try:
+            check_is_fitted(self.projector)
+        except NotFittedError as error:
             raise ValueError(
-                "class_names is required when fit gets no labels y: pass class_names=[...]."
+                "refit_projector=False needs a fitted projector; fit it first or keep "
+                "refit_projector=True."
+            ) from error
+        n_features = getattr(self.projector, "n_features_in_", X.shape[1])
+        if n_features != X.shape[1]:
+            raise ValueError(
+                f"refit_projector=False: the projector was fitted on {n_features} features but X "
+                f"has {X.shape[1]}; fit it on embeddings of the same model as X."
             )
 
-        if not names or not all(isinstance(name, str) for name in names):
-            raise ValueError(f"class_names must be a non-empty list of strings, got {names!r}.")
-        if len(set(names)) != len(names) and labels is None:
-            raise ValueError(f"class_names has duplicates: {names!r}.")
+    def _resolve_classes(self, y):
+        if (
+            self.class_names is None
+            and y is None
+            and self.class_embeddings is not None
+            and not isinstance(self.class_embeddings, str)
+        ):
+            n_classes = len(self.class_embeddings)
+            return np.arange(n_classes), [str(i) for i in range(n_classes)]
+        # Names from y need not be strings when no prompts are built from them.
+        labels, names = _class_labels_and_names(
+            self.class_names, y, string_labels=self.class_embeddings is None
+        )
         if labels is None:
             integer_labels = y is not None and np.asarray(y).dtype.kind in "iu"
             labels = np.arange(len(names)) if integer_labels else np.asarray(names, dtype=object)
@@ -297,15 +333,13 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
                 )
         return labels, names
 
-    def _class_text_embeddings(self, X, y):
+    def _class_text_embeddings(self, X, y, classes, class_names):
         dtype = X.dtype
-        n_classes = len(self.classes_)
-        if isinstance(self.class_embeddings, str):  # "image_means"
-            if y is None:
-                raise ValueError('class_embeddings="image_means" needs labels y in fit.')
+        n_classes = len(classes)
+        if isinstance(self.class_embeddings, str):  # "image_means", y checked in fit
             images = _normalize_rows(X)
             means = np.zeros((n_classes, X.shape[1]), dtype=dtype)
-            for index, label in enumerate(self.classes_):
+            for index, label in enumerate(classes):
                 members = y == label
                 if not members.any():
                     raise ValueError(
@@ -319,7 +353,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             if embeddings.shape[0] != n_classes:
                 raise ValueError(
                     f"class_embeddings has {embeddings.shape[0]} rows but there are "
-                    f"{n_classes} classes ({self.classes_.tolist()!r}); give one row per class."
+                    f"{n_classes} classes ({classes.tolist()!r}); give one row per class."
                 )
             return _normalize_rows(embeddings.astype(dtype, copy=False))
         templates = [self.templates] if isinstance(self.templates, str) else list(self.templates)
@@ -330,7 +364,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
                 f"templates must be strings with exactly one '{{}}' for the class name; got "
                 f"{self.templates!r}."
             )
-        prompts = [template.format(name) for name in self.class_names_ for template in templates]
+        prompts = [template.format(name) for name in class_names for template in templates]
         embeddings = _encode_texts(self.encoder, prompts).astype(dtype, copy=False)
         embeddings = _normalize_rows(embeddings).reshape(n_classes, len(templates), -1)
         return _normalize_rows(embeddings.mean(axis=1))

@@ -18,6 +18,7 @@ from skicm.interventions import (
     paper_image_transforms,
 )
 from skicm.projection import InvariantProjector
+from skicm.zero_shot import ZeroShotClassifier
 
 
 def _scene(seed, size=(40, 32)):
@@ -57,6 +58,22 @@ def test_image_interventions_are_seeded_and_deterministic(scenes):
     np.testing.assert_array_equal(ImageInterventions(random_state=0).apply(scenes[:3]), first[:3])
     # Every counterpart differs from its image (each transform always fires).
     assert all(not np.array_equal(a, b) for a, b in zip(first, scenes))
+
+
+def test_image_interventions_never_seed_cuda(scenes, monkeypatch):
+    """Only the CPU generator is seeded (inside fork_rng); torch.manual_seed would also re-seed
+    every CUDA device, which fork_rng(devices=[]) does not restore."""
+    cuda_seeds = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", cuda_seeds.append)
+    monkeypatch.setattr(torch.cuda, "manual_seed", cuda_seeds.append)
+    first = ImageInterventions(random_state=0).apply(scenes)
+    jitter = ImageInterventions(T.ColorJitter(brightness=0.8), random_state=0).apply(scenes)
+    assert cuda_seeds == []
+    # The draws stay seeded without them.
+    np.testing.assert_array_equal(ImageInterventions(random_state=0).apply(scenes), first)
+    again = ImageInterventions(T.ColorJitter(brightness=0.8), random_state=0).apply(scenes)
+    np.testing.assert_array_equal(again, jitter)
+    assert cuda_seeds == []
 
 
 @pytest.mark.parametrize("name", PAPER_IMAGE_INTERVENTIONS)
@@ -230,6 +247,28 @@ def test_text_intervention_errors(embedder):
         TextInterventions(embedder, class_names=["cat"], domain_templates=["a {}"]).differences()
     with pytest.raises(ValueError, match="caption_pairs must hold"):
         TextInterventions(embedder, domain_templates=None, caption_pairs=["one"]).differences()
+
+
+@pytest.mark.parametrize(
+    "class_names, labels, message",
+    [
+        ([], None, "class_names must be a non-empty list of strings"),
+        (["cat", 3], None, "class_names must be a non-empty list of strings"),
+        (["cat", "dog", "cat"], None, "class_names has duplicates"),
+        (None, None, "class_names is required when fit gets no labels y"),
+        (None, [0, 1], "class_names is required when the labels are not strings"),
+    ],
+)
+def test_class_names_are_validated_alike_by_text_interventions_and_zero_shot(
+    embedder, class_names, labels, message
+):
+    """One validation of class_names, shared by TextInterventions and ZeroShotClassifier."""
+    text = TextInterventions(embedder, class_names=class_names, domain_templates=TEMPLATES)
+    with pytest.raises(ValueError, match=message):
+        text.differences(labels)
+    X = np.zeros((2, 32)) if labels is None else np.zeros((len(labels), 32))
+    with pytest.raises(ValueError, match=message):
+        ZeroShotClassifier(class_names, encoder=embedder).fit(X, labels)
 
 
 def test_text_embeddings_are_encoded_once_per_process(tiny_clip_name):

@@ -17,8 +17,14 @@ import pytest
 import sklearn
 from PIL import Image, ImageDraw
 from sklearn.base import clone
+from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, GroupKFold, LeaveOneGroupOut
+from sklearn.model_selection import (
+    GridSearchCV,
+    GroupKFold,
+    LeaveOneGroupOut,
+    cross_val_score,
+)
 from sklearn.pipeline import Pipeline
 
 from skicm import embedding
@@ -165,14 +171,57 @@ def test_zero_shot_rank_selected_by_grid_search(tiny_clip_name, dataset):
         _embedder(tiny_clip_name), "zero-shot", domain_templates=TEMPLATES
     )
     assert [name for name, _ in pipe.steps] == ["clip", "zeroshot"]
-    grid = {"zeroshot__projector__n_components": [2, 8]}
-    search = GridSearchCV(pipe, grid, cv=GroupKFold(n_splits=3)).fit(paths, y, groups=environments)
-    assert search.best_params_["zeroshot__projector__n_components"] in (2, 8)
+    ranks = [2, 8]
+    grid = {"zeroshot__projector__n_components": ranks}
+    cv = GroupKFold(n_splits=3)
+    search = GridSearchCV(pipe, grid, cv=cv).fit(paths, y, groups=environments)
+    # The scores are those of a cross-validation of each candidate by hand, and the best rank
+    # is the one with the best of them.
+    manual = [
+        cross_val_score(
+            clone(pipe).set_params(zeroshot__projector__n_components=rank),
+            paths,
+            y,
+            groups=environments,
+            cv=cv,
+        ).mean()
+        for rank in ranks
+    ]
+    np.testing.assert_allclose(search.cv_results_["mean_test_score"], manual, atol=1e-12)
+    best_rank = ranks[int(np.argmax(manual))]
+    assert search.best_params_ == {"zeroshot__projector__n_components": best_rank}
+    # The refit estimator is the best candidate fitted on all the data.
     zero_shot = search.best_estimator_.named_steps["zeroshot"]
     assert zero_shot.classes_.tolist() == ["circle", "square"]
-    assert zero_shot.class_weights_.shape == (2, search.best_params_[next(iter(grid))])
-    assert set(search.predict(paths)) <= {"circle", "square"}
-    assert 0.0 <= search.score(paths, y) <= 1.0
+    assert zero_shot.projector_.n_components_ == best_rank
+    assert zero_shot.class_weights_.shape == (2, best_rank)
+    refit = clone(pipe).set_params(zeroshot__projector__n_components=best_rank).fit(paths, y)
+    np.testing.assert_array_equal(search.predict(paths), refit.predict(paths))
+    assert search.score(paths, y) == refit.score(paths, y)
+
+
+def test_factory_clones_the_projector_only(tiny_clip_name):
+    embedder = _embedder(tiny_clip_name)
+    projector = InvariantProjector(4)
+    classifier = LogisticRegression()
+    pipe = make_clip_icm_pipeline(embedder, classifier, projector=projector)
+    assert pipe.named_steps["clip"] is embedder
+    assert pipe.named_steps["clf"] is classifier
+    assert pipe.named_steps["icm"] is not projector
+    assert projector.interventions is None, "the caller's projector is not modified"
+    assert isinstance(pipe.named_steps["icm"].interventions, TextInterventions)
+
+
+def test_factory_accepts_a_projector_without_interventions(tiny_clip_name, dataset):
+    paths, y, _ = dataset
+    embedder = _embedder(tiny_clip_name)
+    # The default domain_templates cannot apply to PCA: it is used without text interventions.
+    pipe = make_clip_icm_pipeline(embedder, projector=PCA(4)).fit(paths, y)
+    assert pipe.named_steps["icm"].get_params() == PCA(4).get_params()
+    assert pipe.named_steps["icm"].components_.shape == (4, 32)
+    assert set(pipe.predict(paths)) <= {"circle", "square"}
+    with pytest.raises(ValueError, match="caption_pairs need a projector with an interventions"):
+        make_clip_icm_pipeline(embedder, projector=PCA(4), caption_pairs=[("a", "b")])
 
 
 def test_factory_errors(tiny_clip_name):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import sklearn
 from scipy.special import softmax
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.exceptions import NotFittedError, UnsetMetadataPassedError
 
 from skicm.embedding import CLIPEmbedder
 from skicm.interventions import TextInterventions
@@ -106,12 +107,15 @@ def test_integer_and_mapped_labels(embedder, image_embeddings):
     np.testing.assert_array_equal(
         mapped.predict(image_embeddings), 10 * (clf.predict(image_embeddings) + 1)
     )
-    # Open-class: classes that never occur in y are still predicted.
+    # Open-class: classes that never occur in y are still classes, and are predicted.
     only_cats = np.zeros(12, dtype=int)
     fitted = ZeroShotClassifier(NAMES, encoder=embedder, templates=TEMPLATES).fit(
         image_embeddings, only_cats
     )
+    np.testing.assert_array_equal(fitted.classes_, [0, 1, 2])
     assert fitted.predict_proba(image_embeddings).shape == (12, 3)
+    # An image embedding equal to a class's text embedding is closest to that class (cosine 1).
+    np.testing.assert_array_equal(fitted.predict(fitted.class_embeddings_), [0, 1, 2])
 
 
 def test_precomputed_embeddings_and_image_means():
@@ -143,7 +147,7 @@ def test_routes_fit_metadata_to_the_projector(embedder, image_embeddings):
         clf = ZeroShotClassifier(NAMES, encoder=embedder, projector=projector)
         clf.fit(image_embeddings, X_intervened=X_intervened)
         assert clf.projector_.n_differences_seen_ == len(image_embeddings)
-        with pytest.raises(Exception, match="groups"):
+        with pytest.raises(UnsetMetadataPassedError, match="groups"):
             clf.fit(image_embeddings, groups=np.zeros(12))
     with pytest.raises(TypeError, match="nothing to pass them to"):
         ZeroShotClassifier(NAMES, encoder=embedder).fit(image_embeddings, groups=np.zeros(12))
@@ -175,3 +179,99 @@ def test_zero_shot_errors(embedder, image_embeddings):
         ZeroShotClassifier({0: "a", 1: "b", 2: "c"}, class_embeddings="image_means").fit(
             np.eye(2), [0, 1]
         )
+
+
+def test_class_weights_go_through_the_same_map_as_images_with_center():
+    """center=True: the class embeddings are centred on the image mean, like the images."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 6)) + 3.0  # image embeddings with a large common offset
+    X_intervened = X + rng.normal(size=(50, 6)) * [0, 0, 0, 0, 1, 1]
+    text = rng.normal(size=(3, 6))  # text embeddings without that offset (modality gap)
+    clf = ZeroShotClassifier(
+        ["a", "b", "c"], class_embeddings=text, projector=InvariantProjector(3, center=True)
+    ).fit(X, X_intervened=X_intervened)
+    A, mean = clf.projector_.components_, clf.projector_.mean_
+    np.testing.assert_allclose(
+        clf.class_weights_, _unit(clf.projector_.transform(clf.class_embeddings_)), atol=1e-12
+    )
+    np.testing.assert_allclose(clf.class_weights_, _unit((_unit(text) - mean) @ A.T), atol=1e-12)
+    assert not np.allclose(clf.class_weights_, _unit(_unit(text) @ A.T))
+    np.testing.assert_allclose(
+        clf.similarity(X), _unit((X - mean) @ A.T) @ clf.class_weights_.T, atol=1e-12
+    )
+
+
+class _FailingProjector(TransformerMixin, BaseEstimator):
+    def fit(self, X, y=None):
+        raise RuntimeError("projector fit failed")
+
+    def transform(self, X):
+        return X
+
+
+def _fitted_state(clf):
+    return {key: value for key, value in vars(clf).items() if key.endswith("_")}
+
+
+@pytest.mark.parametrize(
+    "change, X, fit_params, error",
+    [
+        ({"class_names": ["cat", "dog", "horse"]}, None, {}, ValueError),  # 2 rows, 3 classes
+        ({"class_names": ["dog", "cat"]}, None, {"groups": [0, 1]}, TypeError),
+        ({}, np.eye(3)[:2], {}, ValueError),  # another width than the class embeddings
+        ({"projector": _FailingProjector()}, None, {}, RuntimeError),
+        ({"projector": InvariantProjector(1), "refit_projector": False}, None, {}, ValueError),
+    ],
+    ids=["class-rows", "fit-keyword", "width", "projector-fit", "unfitted-projector"],
+)
+def test_failed_refit_keeps_the_previous_fit(change, X, fit_params, error):
+    X_fit = np.array([[1.0, 0.0], [0.0, 1.0]])
+    clf = ZeroShotClassifier(["cat", "dog"], class_embeddings=np.eye(2)).fit(X_fit)
+    before = _fitted_state(clf)
+    clf.set_params(**change)
+    with pytest.raises(error):
+        clf.fit(X_fit if X is None else X, **fit_params)
+    after = _fitted_state(clf)
+    assert after.keys() == before.keys()
+    for key, value in before.items():
+        assert after[key] is value, key
+    np.testing.assert_array_equal(clf.predict([[1.0, 0.0], [0.0, 1.0]]), ["cat", "dog"])
+
+
+@pytest.mark.parametrize(
+    "params, fit_params",
+    [
+        ({"class_embeddings": np.eye(3)}, {}),  # 3 rows for 2 classes
+        ({"class_embeddings": np.eye(2, 3)}, {}),  # width 3, X width 2
+        ({"class_embeddings": np.eye(2)}, {"X_intervened": np.eye(2)}),  # nothing to take it
+        ({"class_embeddings": np.eye(2), "projector": _FailingProjector()}, {}),
+    ],
+    ids=["class-rows", "width", "fit-keyword", "projector-fit"],
+)
+def test_failed_first_fit_leaves_the_classifier_unfitted(params, fit_params):
+    clf = ZeroShotClassifier(["a", "b"], **params)
+    with pytest.raises((ValueError, TypeError, RuntimeError)):
+        clf.fit(np.eye(2), **fit_params)
+    assert _fitted_state(clf) == {}
+    with pytest.raises(NotFittedError):
+        clf.predict(np.eye(2))
+
+
+def test_error_messages_name_the_actual_problem():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(10, 3))
+    fitted = InvariantProjector(2).fit(X, X_intervened=X + rng.normal(size=X.shape))
+    prefitted = ZeroShotClassifier(
+        ["a", "b"], class_embeddings=np.eye(2, 3), projector=fitted, refit_projector=False
+    )
+    with pytest.raises(TypeError, match=r"\['X_intervened'\]: with refit_projector=False the"):
+        prefitted.fit(X, X_intervened=X)
+    with pytest.raises(ValueError, match='class_embeddings="image_means" needs labels y in fit'):
+        ZeroShotClassifier(class_embeddings="image_means").fit(X)
+    with pytest.raises(ValueError, match='"image_means" needs labels y'):
+        ZeroShotClassifier(["a", "b"], class_embeddings="image_means").fit(X)
+    narrow = clone(prefitted).set_params(
+        projector=InvariantProjector(1).fit(X[:, :2], X_intervened=X[:, :2] + 1.0)
+    )
+    with pytest.raises(ValueError, match="projector was fitted on 2 features but X has 3"):
+        narrow.fit(X)
