@@ -6,7 +6,9 @@ References (same model, same files, same process):
   batches of 36, fp32 ``model.encode_image`` under ``torch.no_grad``;
 - ``bare forward``: ``model.encode_image`` alone on tensors preprocessed beforehand (the limit).
 
-Targets: CLIPEmbedder >= 1.0x the reference loop and >= 0.8x the bare forward pass.
+Targets: CLIPEmbedder >= 1.0x the reference loop and >= 0.8x the bare forward pass. With
+``--num-workers auto`` (the default) the embedder decodes in this process between forward passes;
+``--num-workers 1`` measures a DataLoader worker running alongside the forward pass instead.
 
 Run::
 
@@ -121,10 +123,15 @@ def main(argv=None):
         best["bare"] = min(best["bare"], timed(bare_forward, model, tensors, args.batch_size))
         best["ours"] = min(best["ours"], timed(embedder.transform, paths))
     ips = {name: n / t for name, t in best.items()}
+    workers = embedder._n_workers(n, torch.device("cpu"))
+    decoding = (
+        f"{workers} DataLoader workers"
+        if workers
+        else f"decoding in-process on {torch.get_num_threads()} threads between forward passes"
+    )
     print(
         f"{args.model}, random weights, {n} JPEG 500x375 files, batch {args.batch_size}, "
-        f"{torch.get_num_threads()} torch threads, {os.cpu_count()} cores, "
-        f"num_workers={embedder._n_workers(n)}"
+        f"{torch.get_num_threads()} torch threads, {os.cpu_count()} cores, {decoding}"
     )
     print(f"  reference loop (PIL, batches of 36, fp32): {ips['ref']:8.1f} images/s")
     print(f"  bare forward on preprocessed tensors:      {ips['bare']:8.1f} images/s")

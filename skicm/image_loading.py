@@ -17,7 +17,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["ImageDecodingDataset", "as_image_list", "describe_image", "image_keys", "load_rgb"]
+__all__ = [
+    "ImageDecodingDataset",
+    "as_image_list",
+    "collate_decoded",
+    "decode_in_batches",
+    "describe_image",
+    "image_keys",
+    "load_rgb",
+]
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -222,25 +230,33 @@ def load_rgb(item):
     return _rgb_from_pil(item)
 
 
-def _rgb_array(item) -> np.ndarray:
-    """Decode one image to a uint8 (H, W, 3) array; JPEG files with torchvision (libjpeg-turbo)."""
+def _rgb_chw(item):
+    """Decode one image to a uint8 ``(3, H, W)`` tensor; JPEG files with torchvision.
+
+    JPEG files are decoded by ``torchvision.io.decode_jpeg`` (libjpeg-turbo), straight into the
+    channels-first tensor that the resize takes; other images go through :func:`load_rgb`.
+    """
+    import torch
+
     if _is_path(item):
         with open(item, "rb") as file:
-            data = file.read()
+            data = bytearray(os.fstat(file.fileno()).st_size)
+            data = data[: file.readinto(data)]
         if data[:3] == _JPEG_MAGIC:
-            import torch
             from torchvision.io import ImageReadMode, decode_jpeg
 
             try:
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)
-                    chw = decode_jpeg(
-                        torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB
+                    return decode_jpeg(
+                        torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB
                     )
-                return chw.permute(1, 2, 0).numpy()
             except RuntimeError:
                 pass  # e.g. CMYK or damaged: Pillow decodes it or says why not
-    return np.asarray(load_rgb(item))
+    with warnings.catch_warnings():
+        # Arrays from PIL images are read-only; the resize only reads them.
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        return torch.from_numpy(np.asarray(load_rgb(item))).permute(2, 0, 1)
 
 
 class TensorPreprocess:
@@ -313,18 +329,10 @@ class ImageDecodingDataset:
                     data = file.read()
                 if data[:3] == _JPEG_MAGIC:
                     return index, None, np.frombuffer(data, dtype=np.uint8), None
-            return index, self.resize_tensor(_rgb_array(item)), None, None
+            pixels = self.tensor_transform(_rgb_chw(item))
+            return index, np.ascontiguousarray(pixels.numpy()), None, None
         except Exception as error:  # reported with the file name by the caller
             return index, None, None, f"{type(error).__name__}: {error}"
-
-    def resize_tensor(self, hwc: np.ndarray) -> np.ndarray:
-        import torch
-
-        with warnings.catch_warnings():
-            # Arrays from PIL images are read-only; the resize only reads them.
-            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
-            chw = torch.from_numpy(np.ascontiguousarray(hwc)).permute(2, 0, 1)
-        return np.ascontiguousarray(self.tensor_transform(chw).numpy())
 
 
 def collate_decoded(samples):
@@ -348,3 +356,32 @@ def collate_decoded(samples):
             pixels.append(torch.from_numpy(image))
     stacked = torch.stack(pixels) if pixels else None
     return pixel_indices, stacked, jpeg_indices, jpeg_bytes, errors
+
+
+def decode_in_batches(dataset: ImageDecodingDataset, batch_size: int, n_threads: int = 1):
+    """Decode ``dataset`` in this process, one batch at a time, as collated DataLoader batches.
+
+    The next batch is decoded only when asked for, so decoding alternates with the consumer's
+    work (the forward pass) instead of competing with it for the cores. Each batch is split
+    across ``n_threads`` threads: the JPEG decoder, Pillow and torch's resize release the GIL.
+    Yields what :func:`collate_decoded` returns.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    n_threads = max(1, int(n_threads))
+    starts = range(0, len(dataset), batch_size)
+    if n_threads == 1 or batch_size == 1:
+        for start in starts:
+            stop = min(len(dataset), start + batch_size)
+            yield collate_decoded([dataset[i] for i in range(start, stop)])
+        return
+
+    def decode(indices):
+        return [dataset[i] for i in indices]
+
+    with ThreadPoolExecutor(n_threads, thread_name_prefix="skicm-decode") as pool:
+        for start in starts:
+            stop = min(len(dataset), start + batch_size)
+            # Interleaved slices; every item carries its own index, so the order is immaterial.
+            slices = [range(start + k, stop, n_threads) for k in range(n_threads)]
+            yield collate_decoded([item for part in pool.map(decode, slices) for item in part])

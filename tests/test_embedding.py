@@ -319,6 +319,29 @@ def test_dataloader_workers_give_the_same_result(make_embedder, image_files):
     np.testing.assert_array_equal(with_workers, in_process)
 
 
+def test_in_process_decoding_threads_give_every_image_once(make_embedder, image_files, tmp_path):
+    from skicm.image_loading import ImageDecodingDataset, decode_in_batches
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not a jpeg")
+    files = [str(image_files[name]) for name in ("jpg0", "png1", "jpg1", "png0")] * 2 + [str(bad)]
+    transform = _load_model(make_embedder().model_name, None, "cpu").pil_transform
+    dataset = ImageDecodingDataset(files, transform, mode="tensor")
+    serial = list(decode_in_batches(dataset, batch_size=4, n_threads=1))
+    threaded = list(decode_in_batches(dataset, batch_size=4, n_threads=3))
+    assert len(serial) == len(threaded) == 3
+    for (idx_a, px_a, _, _, err_a), (idx_b, px_b, _, _, err_b) in zip(serial, threaded):
+        assert sorted(idx_a) == sorted(idx_b)
+        if idx_a:
+            order_a, order_b = np.argsort(idx_a), np.argsort(idx_b)
+            np.testing.assert_array_equal(px_a.numpy()[order_a], px_b.numpy()[order_b])
+        assert [i for i, _ in err_a] == [i for i, _ in err_b]
+    assert [i for *_, errors in threaded for i, _ in errors] == [8]
+    # On the CPU, "auto" decodes in this process: workers would compete with the forward pass.
+    assert make_embedder(num_workers="auto")._n_workers(1000, torch.device("cpu")) == 0
+    assert make_embedder(num_workers=2)._n_workers(1000, torch.device("cpu")) == 2
+
+
 def test_torchvision_decoder_agrees_with_pillow(make_embedder, image_files, tmp_path):
     files = [image_files["jpg0"], image_files["png1"], image_files["jpg1"]]
     pil = make_embedder(decoder="pil").transform(files)
