@@ -63,13 +63,27 @@ _TEXT_CACHE_LOCK = threading.Lock()
 
 
 def clear_model_cache() -> None:
-    """Drop every model that :class:`CLIPEmbedder` has loaded in this process (frees memory)."""
+    """Drop every model that :class:`CLIPEmbedder` has loaded in this process (frees memory).
+
+    The next ``transform`` or ``encode_text`` loads its model again.
+
+    Examples
+    --------
+    >>> from skicm.embedding import clear_model_cache
+    >>> clear_model_cache()
+    """
     with _MODEL_LOCK:
         _MODEL_CACHE.clear()
 
 
 def clear_text_cache() -> None:
-    """Forget the text embeddings that :meth:`CLIPEmbedder.encode_text` has cached."""
+    """Forget the text embeddings that :meth:`CLIPEmbedder.encode_text` has cached.
+
+    Examples
+    --------
+    >>> from skicm.embedding import clear_text_cache
+    >>> clear_text_cache()  # the next encode_text calls run the text tower again
+    """
     _text_cache().clear()
 
 
