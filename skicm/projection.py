@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from numbers import Integral, Real
 
@@ -400,9 +401,6 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self : InvariantProjector
             The fitted projector.
         """
-        for attribute in ("statistics_", "_labels_seen"):
-            if hasattr(self, attribute):
-                delattr(self, attribute)
         return self._accumulate_and_solve(X, y, X_intervened, deltas, groups, reset=True)
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -472,17 +470,21 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             labels = y if y is not None else np.zeros(n_samples, dtype=int)
             batch.add_environments(X, labels, groups)
 
+        # The fitted state changes only once everything has succeeded: a fit or partial_fit
+        # that raises (bad batch, failing intervention source) leaves the projector as it was.
         if reset:
-            self.statistics_ = InterventionStatistics(n_features)
-            self._labels_seen = set()
-        statistics = self.statistics_.merge(batch)
+            statistics, labels_seen = InterventionStatistics(n_features), set()
+        else:
+            statistics, labels_seen = copy.deepcopy(self.statistics_), set(self._labels_seen)
+        statistics.merge(batch)
         if y is not None:
-            self._labels_seen.update(_as_key(label) for label in np.unique(y))
+            labels_seen.update(_as_key(label) for label in np.unique(y))
 
         extra = [statistics.environment_differences()]
         if self.interventions is not None:
-            extra.append(self._intervention_differences())
+            extra.append(self._intervention_differences(labels_seen))
         self._solve(statistics, extra, dtype=X.dtype)
+        self.statistics_, self._labels_seen = statistics, labels_seen
         return self
 
     def _check_aligned(self, values, X, name, dtype=None):
@@ -511,8 +513,8 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                 "interventional differences must live in the embedding space of X."
             )
 
-    def _intervention_differences(self):
-        labels = sorted(self._labels_seen, key=str) if self._labels_seen else None
+    def _intervention_differences(self, labels_seen):
+        labels = sorted(labels_seen, key=str) if labels_seen else None
         differences = self.interventions.differences(
             None if labels is None else np.asarray(labels, dtype=object)
         )

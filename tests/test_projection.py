@@ -481,3 +481,25 @@ def test_partial_fit_with_another_width_is_rejected(rng):
     projector.partial_fit(X, X_intervened=X + 1)
     with pytest.raises(ValueError, match="X has 3 features"):
         projector.partial_fit(rng.standard_normal((20, 3)))
+
+
+def test_a_failed_batch_leaves_the_fitted_projector_unchanged(scm):
+    projector = InvariantProjector(n_components=4, alpha=20.0)
+    projector.partial_fit(scm.X[:3000], X_intervened=scm.X_intervened[:3000])
+    before = pickle.dumps(projector)
+    bad = scm.X[3000:4000].copy()
+    bad[5, 0] = np.nan
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        projector.partial_fit(bad, X_intervened=scm.X_intervened[3000:4000])
+    with pytest.raises(ValueError, match="X_intervened has shape"):
+        projector.fit(scm.X, X_intervened=scm.X_intervened[:10])
+    assert pickle.dumps(projector) == before
+
+    class FailingSource:
+        def differences(self, y):
+            raise RuntimeError("text encoder unavailable")
+
+    projector.set_params(interventions=FailingSource())
+    with pytest.raises(RuntimeError, match="text encoder unavailable"):
+        projector.partial_fit(scm.X[3000:4000], X_intervened=scm.X_intervened[3000:4000])
+    assert projector.n_samples_seen_ == projector.statistics_.n_samples == 3000
