@@ -112,8 +112,71 @@ def _resolve_device(device: str):
 
 
 def _file_identity(path: str) -> str:
-    stat = os.stat(path)
-    return f"file:{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
+    from skicm.image_loading import _file_key
+
+    return _file_key(path)
+
+
+def _optional_file_identity(path) -> str:
+    try:
+        return _file_identity(path)
+    except OSError as error:
+        return f"absent:{os.path.realpath(path)}:{type(error).__name__}"
+
+
+def _schema_weights_id(model_name: str) -> str:
+    """Identity of the weights of an ``hf-hub:`` or ``local-dir:`` model.
+
+    For ``local-dir:`` the real path of the folder plus the file identities of its
+    ``open_clip_config.json`` and of the checkpoint open_clip picks. For ``hf-hub:`` the repository
+    plus the identities of the config and weights files already in the local Hugging Face cache,
+    when they are there (nothing is downloaded to find out); a repository updated upstream
+    while the cached copy stays is therefore not noticed until the cache is refreshed.
+    """
+    from pathlib import Path
+
+    import open_clip
+
+    if model_name.startswith("local-dir:"):
+        folder = Path(model_name[len("local-dir:") :])
+        parts = [f"local-dir:{os.path.realpath(folder)}"]
+        parts.append(_optional_file_identity(folder / "open_clip_config.json"))
+        checkpoint = None
+        if folder.is_dir():
+            checkpoint = open_clip.factory._find_checkpoint_in_dir(folder)
+        parts.append("no-checkpoint" if checkpoint is None else _optional_file_identity(checkpoint))
+        return "schema:" + "|".join(parts)
+    repo = model_name[len("hf-hub:") :]
+    parts = [f"hf-hub:{repo}"]
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - open_clip needs huggingface_hub for hf-hub:
+        return "schema:" + parts[0]
+    for filename in (
+        "open_clip_config.json",
+        "open_clip_model.safetensors",
+        "open_clip_pytorch_model.bin",
+    ):
+        try:
+            cached = try_to_load_from_cache(repo, filename)
+        except Exception:
+            cached = None
+        if isinstance(cached, str):
+            parts.append(f"{filename}={_optional_file_identity(cached)}")
+    return "schema:" + "|".join(parts)
+
+
+def _random_weights_id(model_name: str) -> str:
+    """Identity of seeded random weights: the architecture's config and the library versions."""
+    import open_clip
+    import torch
+
+    config = open_clip.get_model_config(model_name.replace("/", "-"))
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    return (
+        f"random:seed{_RANDOM_WEIGHTS_SEED}:open_clip{open_clip.__version__}"
+        f":torch{torch.__version__}:config{digest[:24]}"
+    )
 
 
 def _offline_hint(model_name: str) -> str:
@@ -128,12 +191,18 @@ def _resolve_pretrained(model_name: str, pretrained) -> tuple[str | None, str]:
     """Return (what to give open_clip as ``pretrained``, identity of the weights)."""
     import open_clip
 
-    if pretrained is None or pretrained == "":
-        return None, f"random:seed{_RANDOM_WEIGHTS_SEED}:open_clip{open_clip.__version__}"
-    pretrained = os.fspath(pretrained)
     if model_name.startswith(("hf-hub:", "local-dir:")):
         # open_clip takes the weights from the model's own repository or folder.
-        return None, f"schema:{model_name}"
+        if not (pretrained is None or pretrained == ""):
+            raise ValueError(
+                f"pretrained={pretrained!r} cannot be used with model_name={model_name!r}: "
+                "an hf-hub: or local-dir: model takes its weights from its own repository or "
+                "folder. Pass pretrained=None (or put the checkpoint into that folder)."
+            )
+        return None, _schema_weights_id(model_name)
+    if pretrained is None or pretrained == "":
+        return None, _random_weights_id(model_name)
+    pretrained = os.fspath(pretrained)
     if pretrained.startswith("hf-hub:"):
         repo, _, filename = pretrained[len("hf-hub:") :].partition("@")
         try:
@@ -278,7 +347,8 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     the CPU, where the forward pass occupies every core, in this process between passes).
     Embeddings already computed (by this or any clone, or by another process sharing an on-disk
     store) are looked up instead of recomputed, so a grid search over a pipeline that starts with
-    a ``CLIPEmbedder`` passes each distinct image through the image tower once.
+    a ``CLIPEmbedder`` passes each distinct image through the image tower once (within one
+    process: with process-based ``n_jobs>1`` workers, give ``store`` an SQLite file path).
 
     Parameters
     ----------
@@ -291,7 +361,9 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         Weights: an open_clip pretrained tag of ``model_name``, the path of a local checkpoint
         file (loaded with ``torch.load(weights_only=True)``), ``"hf-hub:org/repo"`` (optionally
         ``"hf-hub:org/repo@file.bin"``), or None for random weights (seeded, hence identical in
-        every process; for tests and speed measurements).
+        every process; for tests and speed measurements). Must be None (or "") when
+        ``model_name`` is an ``hf-hub:`` or ``local-dir:`` identifier, which brings its own
+        weights.
 
     device : str, default="auto"
         Torch device; ``"auto"`` picks CUDA when available, else the CPU.

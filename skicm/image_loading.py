@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import warnings
 from collections.abc import Sequence
 
@@ -126,35 +127,68 @@ def _array_problem(array: np.ndarray) -> str | None:
     return f"shape {array.shape} is not (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)"
 
 
-def image_keys(items: Sequence) -> list[str]:
-    """Identity key of every image: content hash for pixels, path+size+mtime for files.
+_MAX_LISTED = 20
 
-    Nothing is decoded. Every problem found is reported at once.
+
+def _listing(entries: list[str]) -> str:
+    """``entries`` joined for an error message: the first 20, then how many more."""
+    shown = "; ".join(entries[:_MAX_LISTED])
+    if len(entries) > _MAX_LISTED:
+        shown += f"; and {len(entries) - _MAX_LISTED} more"
+    return shown
+
+
+def _file_key(path) -> str:
+    """Identity of a file: real path, device, inode, size, modification and change times.
+
+    The path is stat'ed as given (the OS resolves ``..`` after following symbolic links, which
+    :func:`os.path.abspath` would not) and named by :func:`os.path.realpath`. ``st_ctime_ns``
+    changes on every write and on every ``utime`` call, so a file rewritten with its old
+    modification time restored (``cp -p``, ``rsync -t``, ``tar -x``) gets a new key, and a file
+    replaced by another one (new inode) gets a new key too.
+
+    Raises
+    ------
+    OSError
+        If the path cannot be stat'ed; :class:`IsADirectoryError` if it is not a regular file.
+    """
+    path = os.fspath(path)
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise IsADirectoryError(0, "not a regular file")
+    return (
+        f"file:{os.path.realpath(path)}|{info.st_dev}:{info.st_ino}|{info.st_size}"
+        f"|{info.st_mtime_ns}|{info.st_ctime_ns}"
+    )
+
+
+def image_keys(items: Sequence) -> list[str]:
+    """Identity key of every image: a hash of the pixels, or the identity of the file.
+
+    Arrays are keyed by a hash of their dtype, shape and bytes; PIL images by a hash of the 8-bit
+    RGB pixels that are encoded (so that a palette image's key covers its palette); files by their
+    real path, device, inode, size, modification and change times (see :func:`_file_key`). Files
+    are not opened. Every problem found is reported at once (at most 20 items listed).
 
     Raises
     ------
     FileNotFoundError
-        Listing every path that does not exist or is not a regular file.
+        Listing every path that does not exist or is not a regular file, and every other item
+        that is not an image.
     ValueError
-        Listing every item that is not an image (wrong type, dtype or shape).
+        Listing every item that is not an image (wrong type, dtype, shape or PIL mode), when
+        every file exists.
     """
     keys: list[str] = []
     missing: list[str] = []
     invalid: list[str] = []
     for index, item in enumerate(items):
         if _is_path(item):
-            path = os.path.abspath(os.fspath(item))
             try:
-                stat = os.stat(path)
+                keys.append(_file_key(item))
             except OSError as error:
                 missing.append(f"{os.fspath(item)!r} ({error.strerror or error})")
                 keys.append("")
-                continue
-            if not os.path.isfile(path):
-                missing.append(f"{os.fspath(item)!r} (not a regular file)")
-                keys.append("")
-                continue
-            keys.append(f"file:{path}|{stat.st_size}|{stat.st_mtime_ns}")
         elif isinstance(item, np.ndarray):
             problem = _array_problem(item)
             if problem is not None:
@@ -166,9 +200,15 @@ def image_keys(items: Sequence) -> list[str]:
             digest.update(np.ascontiguousarray(item).data)
             keys.append(f"px:{digest.hexdigest()}")
         elif _is_pil(item):
+            try:
+                rgb = _rgb_from_pil(item)
+            except ValueError as error:
+                invalid.append(f"X[{index}]: {error}")
+                keys.append("")
+                continue
             digest = hashlib.blake2b(digest_size=16)
-            digest.update(f"pil{item.mode}{item.size}".encode())
-            digest.update(item.tobytes())
+            digest.update(f"pilrgb{rgb.size}".encode())
+            digest.update(rgb.tobytes())
             keys.append(f"pil:{digest.hexdigest()}")
         else:
             invalid.append(
@@ -177,9 +217,12 @@ def image_keys(items: Sequence) -> list[str]:
             )
             keys.append("")
     if missing:
-        raise FileNotFoundError(f"{len(missing)} image file(s) not found: " + "; ".join(missing))
+        message = f"{len(missing)} image file(s) not found: " + _listing(missing)
+        if invalid:
+            message += f". Also, {len(invalid)} item(s) of X are not images: " + _listing(invalid)
+        raise FileNotFoundError(message)
     if invalid:
-        raise ValueError(f"{len(invalid)} item(s) of X are not images: " + "; ".join(invalid))
+        raise ValueError(f"{len(invalid)} item(s) of X are not images: " + _listing(invalid))
     return keys
 
 
@@ -199,15 +242,38 @@ def _rgb_from_array(array: np.ndarray):
 
 
 def _rgb_from_pil(image):
-    if image.mode == "RGB":
+    """8-bit RGB version of a PIL image; integer modes are read as 16-bit, float is rejected.
+
+    The scaling depends on the mode only, never on the pixel values: ``I;16*`` images (and mode
+    ``I`` images, which is how Pillow may decode 16-bit files) are scaled by ``>> 8`` exactly as
+    uint16 arrays are, so that every input kind of one picture gives the same pixels.
+
+    Raises
+    ------
+    ValueError
+        For mode ``F`` (floating point) images and mode ``I`` images with values outside
+        ``[0, 65535]``: there is no unambiguous way to map them to 8 bits.
+    """
+    mode = image.mode
+    if mode == "RGB":
         return image
-    if image.mode.startswith("I"):
-        # 16-bit (and 32-bit integer) grayscale: Pillow's own conversion clips at 255 instead
-        # of rescaling, which would turn most 16-bit images white.
-        values = np.asarray(image).astype(np.int64)
-        if values.max(initial=0) > 255:
-            values = values >> 8
-        return _rgb_from_array(np.clip(values, 0, 255).astype(np.uint8))
+    if mode == "F":
+        raise ValueError(
+            "PIL image of mode 'F' (32-bit floating point) is not an 8- or 16-bit image; convert "
+            "it, e.g. Image.fromarray((np.asarray(im) * 255).round().clip(0, 255)"
+            ".astype(np.uint8)) for values in [0, 1]"
+        )
+    if mode.startswith("I"):
+        # Pillow's own conversion clips at 255 instead of rescaling, which would turn most
+        # 16-bit images white.
+        values = np.asarray(image)
+        if mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(
+                "PIL image of mode 'I' (32-bit integer) has values outside the 16-bit range "
+                f"[0, 65535] (min {values.min()}, max {values.max()}); convert it to uint8 or "
+                "uint16 first"
+            )
+        return _rgb_from_array(values.astype(np.uint16))
     return image.convert("RGB")
 
 

@@ -2,7 +2,8 @@
 
 A store maps ``(namespace, key)`` to one float32 vector. The namespace identifies everything that
 determines an embedding besides the image (model, weights, precision, preprocessing); the key
-identifies the image (a content hash for pixels, path plus size plus modification time for files).
+identifies the image (a content hash for pixels; for files the real path, inode, size, modification
+and change times).
 Two implementations share one small interface:
 
 - :class:`MemoryStore`, a process-level LRU cache (the default), so that clones of an embedder made
@@ -15,16 +16,25 @@ Both write a batch in one transaction, so a failure never leaves part of a batch
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["EmbeddingStore", "MemoryStore", "SQLiteStore", "default_memory_store", "open_store"]
+__all__ = [
+    "EmbeddingStore",
+    "MemoryStore",
+    "SQLiteStore",
+    "close_stores",
+    "default_memory_store",
+    "open_store",
+]
 
 
 class EmbeddingStore:
@@ -203,41 +213,79 @@ class SQLiteStore(EmbeddingStore):
         self.timeout = float(timeout)
         self._connection: sqlite3.Connection | None = None
         self._pid: int | None = None
+        self._file_id: tuple[int, int] | None = None
         self._lock = threading.Lock()
 
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return None
+        return info.st_dev, info.st_ino
+
+    def _drop_connection(self) -> None:
+        if self._connection is not None and self._pid == os.getpid():
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.close()
+        self._connection = None
+        self._file_id = None
+
     def _connect(self) -> sqlite3.Connection:
-        # A connection must not cross a fork; reopen in a child process.
-        if self._connection is None or self._pid != os.getpid():
+        # A connection must not cross a fork; reopen in a child process. A database file that
+        # was deleted or replaced since the connection was made is reopened by its path, so
+        # that writes do not go to an unlinked file that no other process can see.
+        if self._connection is not None and (
+            self._pid != os.getpid() or self._file_identity() != self._file_id
+        ):
+            self._drop_connection()
+        if self._connection is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 connection = sqlite3.connect(
                     self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
                 )
-                connection.execute("PRAGMA journal_mode=WAL")
+                (journal_mode,) = connection.execute("PRAGMA journal_mode=WAL").fetchone()
                 connection.execute("PRAGMA synchronous=NORMAL")
                 connection.execute(_SCHEMA)
-            except sqlite3.DatabaseError as error:
+            except sqlite3.Error as error:
                 raise OSError(
                     f"Cannot use {str(self.path)!r} as an embedding store: {error}"
                 ) from error
+            if str(journal_mode).lower() != "wal":
+                warnings.warn(
+                    f"The embedding store {str(self.path)!r} could not switch to write-ahead "
+                    f"logging (journal_mode is {journal_mode!r}); it still works, but readers "
+                    "wait for writers. WAL needs shared memory, which network filesystems (NFS, "
+                    "SMB) do not provide: keep the store on a local disk.",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
             self._connection = connection
             self._pid = os.getpid()
+            self._file_id = self._file_identity()
         return self._connection
+
+    def _error(self, action: str, error: sqlite3.Error) -> OSError:
+        return OSError(f"Embedding store {str(self.path)!r}: cannot {action}: {error}")
 
     def get_many(self, namespace, keys):
         keys = list(dict.fromkeys(keys))
         found = {}
         with self._lock:
             connection = self._connect()
-            for start in range(0, len(keys), _SELECT_CHUNK):
-                chunk = keys[start : start + _SELECT_CHUNK]
-                marks = ",".join("?" * len(chunk))
-                rows = connection.execute(
-                    f"SELECT key, vector FROM embeddings WHERE namespace = ? AND key IN ({marks})",
-                    [namespace, *chunk],
-                )
-                for key, blob in rows:
-                    found[key] = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+            try:
+                for start in range(0, len(keys), _SELECT_CHUNK):
+                    chunk = keys[start : start + _SELECT_CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    rows = connection.execute(
+                        "SELECT key, vector FROM embeddings WHERE namespace = ? "
+                        f"AND key IN ({marks})",
+                        [namespace, *chunk],
+                    )
+                    for key, blob in rows:
+                        found[key] = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+            except sqlite3.Error as error:
+                raise self._error("read embeddings", error) from error
         return found
 
     def put_many(self, namespace, items):
@@ -249,44 +297,53 @@ class SQLiteStore(EmbeddingStore):
             return
         with self._lock:
             connection = self._connect()
-            connection.execute("BEGIN IMMEDIATE")
             try:
+                connection.execute("BEGIN IMMEDIATE")
                 connection.executemany(
                     "INSERT OR REPLACE INTO embeddings (namespace, key, vector) VALUES (?, ?, ?)",
                     rows,
                 )
-            except BaseException:
-                connection.execute("ROLLBACK")
+                connection.execute("COMMIT")
+            except BaseException as error:
+                # SQLite may already have rolled back (e.g. on SQLITE_FULL); an unconditional
+                # ROLLBACK would then raise and hide the real error.
+                if connection.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        connection.execute("ROLLBACK")
+                if isinstance(error, sqlite3.Error):
+                    raise self._error(f"store {len(rows)} embedding(s)", error) from error
                 raise
-            connection.execute("COMMIT")
 
     def count(self, namespace=None):
         with self._lock:
             connection = self._connect()
-            if namespace is None:
-                (n,) = connection.execute("SELECT COUNT(*) FROM embeddings").fetchone()
-            else:
-                (n,) = connection.execute(
-                    "SELECT COUNT(*) FROM embeddings WHERE namespace = ?", (namespace,)
-                ).fetchone()
+            try:
+                if namespace is None:
+                    (n,) = connection.execute("SELECT COUNT(*) FROM embeddings").fetchone()
+                else:
+                    (n,) = connection.execute(
+                        "SELECT COUNT(*) FROM embeddings WHERE namespace = ?", (namespace,)
+                    ).fetchone()
+            except sqlite3.Error as error:
+                raise self._error("count embeddings", error) from error
         return int(n)
 
     def close(self) -> None:
         """Close this process's connection (it reopens on next use)."""
         with self._lock:
-            if self._connection is not None and self._pid == os.getpid():
-                self._connection.close()
-            self._connection = None
+            self._drop_connection()
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_connection"] = None
         state["_pid"] = None
+        state["_file_id"] = None
         del state["_lock"]
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self._file_id = None
         self._lock = threading.Lock()
 
     def __repr__(self):
@@ -346,3 +403,21 @@ def open_store(spec) -> EmbeddingStore | None:
         if store is None:
             store = _SQLITE_STORES[path] = SQLiteStore(path)
     return store
+
+
+def close_stores() -> None:
+    """Close the connections of every :class:`SQLiteStore` that :func:`open_store` has opened.
+
+    The stores are forgotten: the next :func:`open_store` (or ``transform``) opens the file again.
+    Call it before deleting or moving a store file, or at the end of a test.
+
+    Examples
+    --------
+    >>> from skicm.store import close_stores
+    >>> close_stores()
+    """
+    with _SQLITE_LOCK:
+        stores = list(_SQLITE_STORES.values())
+        _SQLITE_STORES.clear()
+    for store in stores:
+        store.close()

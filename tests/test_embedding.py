@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pickle
 import signal
@@ -29,7 +30,7 @@ from skicm.embedding import (
     clear_model_cache,
     clear_text_cache,
 )
-from skicm.store import default_memory_store
+from skicm.store import close_stores, default_memory_store
 
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
@@ -625,6 +626,63 @@ def test_local_checkpoint_is_loaded(make_embedder, tiny_clip_name, photos, tmp_p
     corrupt.write_bytes(b"\x00" * 100)
     with pytest.raises(ValueError, match=r"corrupt\.pt"):
         make_embedder(pretrained=str(corrupt)).transform(photos)
+
+
+def _register_arch(name, tmp_path, vision_layers):
+    from skicm.model_configs import TINY_CLIP_CONFIG
+
+    config = json.loads(json.dumps(TINY_CLIP_CONFIG))
+    config["vision_cfg"]["layers"] = vision_layers
+    path = tmp_path / f"{name}-{vision_layers}" / f"{name}.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(config))
+    open_clip.add_model_config(path)
+
+
+def test_random_weights_of_another_config_under_the_same_name_are_not_shared(
+    make_embedder, tmp_path
+):
+    name = f"skicm-test-arch-{os.getpid()}"
+    store = tmp_path / "store.sqlite"
+    images = _noise_images(2)
+    _register_arch(name, tmp_path, 2)
+    Z2 = make_embedder(model_name=name, store=store).transform(images)
+    _register_arch(name, tmp_path, 3)  # same name, another architecture
+    Z3 = make_embedder(model_name=name, store=store).transform(images)
+    np.testing.assert_allclose(Z3, make_embedder(model_name=name).transform(images), atol=1e-6)
+    assert not np.allclose(Z2, Z3, atol=1e-3)
+    close_stores()
+
+
+def test_local_dir_model_with_new_weights_is_not_served_old_embeddings(
+    make_embedder, tiny_clip_name, tmp_path
+):
+    from skicm.model_configs import TINY_CLIP_CONFIG
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": TINY_CLIP_CONFIG, "preprocess_cfg": {}})
+    )
+
+    def save_weights(seed):
+        torch.manual_seed(seed)
+        model = open_clip.create_model(tiny_clip_name, pretrained=None)
+        torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
+
+    store, images = tmp_path / "store.sqlite", _noise_images(1)
+    name = f"local-dir:{folder}"
+    save_weights(1)
+    Z1 = make_embedder(model_name=name, store=store).transform(images)
+    save_weights(2)  # re-trained in place: same folder, same file name
+    Z2 = make_embedder(model_name=name, store=store).transform(images)
+    assert not np.allclose(Z1, Z2, atol=1e-3)
+    np.testing.assert_allclose(Z2, make_embedder(model_name=name).transform(images), atol=1e-6)
+    with pytest.raises(ValueError, match="pretrained="):
+        make_embedder(model_name=name, pretrained=tmp_path / "finetuned.pt").transform(images)
+    with pytest.raises(ValueError, match="pretrained="):
+        make_embedder(model_name="hf-hub:org/repo", pretrained="openai").transform(images)
+    close_stores()
 
 
 # --------------------------------------------------------------------------- sklearn checks

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import multiprocessing
+import os
 import pickle
 import sqlite3
 
 import numpy as np
 import pytest
 
-from skicm.store import MemoryStore, SQLiteStore, default_memory_store, open_store
+from skicm.store import (
+    MemoryStore,
+    SQLiteStore,
+    close_stores,
+    default_memory_store,
+    open_store,
+)
 
 
 def _vectors(n, dim=8, seed=0):
@@ -106,8 +115,9 @@ def test_sqlite_failed_batch_leaves_nothing(tmp_path):
     good = _vectors(3)
     # A None key violates NOT NULL after the first rows of the batch were inserted.
     batch = {**good, None: np.zeros(8, dtype=np.float32)}
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(OSError, match=r"store\.sqlite.*NOT NULL") as raised:
         store.put_many("ns", batch)
+    assert isinstance(raised.value.__cause__, sqlite3.IntegrityError)
     assert store.count() == 0
     store.put_many("ns", good)  # the connection is usable after the rollback
     assert store.count() == 3
@@ -149,3 +159,90 @@ def test_open_store_resolves_specs(tmp_path):
     first = open_store(tmp_path / "a.sqlite")
     assert isinstance(first, SQLiteStore)
     assert open_store(str(tmp_path / "a.sqlite")) is first  # one store per file and process
+
+
+def _rows_on_disk(path):
+    connection = sqlite3.connect(path)
+    try:
+        return connection.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+    finally:
+        connection.close()
+
+
+def _open_store_files(path):
+    names = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            names.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return [name for name in names if name.startswith(str(path))]
+
+
+def test_sqlite_store_reopens_a_deleted_database_file(tmp_path):
+    path = tmp_path / "store.sqlite"
+    store = SQLiteStore(path)
+    store.put_many("ns", _vectors(1))
+    for name in glob.glob(f"{path}*"):  # the user clears the cache: rm store.sqlite*
+        os.remove(name)
+    store.put_many("ns", {"new": np.ones(8, dtype=np.float32)})
+    assert path.exists()
+    assert _rows_on_disk(path) == 1  # written to the new file, visible to other processes
+    assert store.count() == 1
+    if os.path.isdir("/proc/self/fd"):
+        assert not [name for name in _open_store_files(path) if name.endswith("(deleted)")]
+    store.close()
+
+
+def test_sqlite_store_follows_a_replaced_database_file(tmp_path):
+    path, other = tmp_path / "store.sqlite", tmp_path / "other.sqlite"
+    store = SQLiteStore(path)
+    store.put_many("ns", _vectors(2))
+    replacement = SQLiteStore(other)
+    replacement.put_many("ns", {"only": np.ones(8, dtype=np.float32)})
+    replacement.close()
+    for name in glob.glob(f"{path}*"):  # the old database goes, with its -wal and -shm files
+        os.remove(name)
+    os.replace(other, path)
+    assert store.count() == 1
+    assert sorted(store.get_many("ns", ["only", "key-0"])) == ["only"]
+    store.close()
+
+
+def test_sqlite_disk_full_is_reported_with_the_store_path(tmp_path):
+    path = tmp_path / "full.sqlite"
+    store = SQLiteStore(path)
+    store.put_many("ns", _vectors(1))
+    store._connect().execute("PRAGMA max_page_count = 8")  # simulates a full disk
+    with pytest.raises(OSError, match=r"full\.sqlite.*full") as raised:
+        store.put_many("ns", _vectors(200, dim=512, seed=1))
+    assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
+    assert not store._connect().in_transaction
+    store._connect().execute("PRAGMA max_page_count = 1000000")
+    store.put_many("ns", {"after": np.ones(8, dtype=np.float32)})
+    assert store.count() == 2
+    store.close()
+
+
+def test_sqlite_lock_timeout_is_reported_with_the_store_path(tmp_path):
+    path = tmp_path / "locked.sqlite"
+    SQLiteStore(path).count()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(OSError, match=r"locked\.sqlite.*locked"):
+            SQLiteStore(path, timeout=0.2).put_many("ns", _vectors(1))
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+def test_close_stores_closes_and_forgets_the_cached_stores(tmp_path):
+    path = tmp_path / "cached.sqlite"
+    store = open_store(path)
+    store.put_many("ns", _vectors(1))
+    close_stores()
+    assert store._connection is None
+    if os.path.isdir("/proc/self/fd"):
+        assert _open_store_files(path) == []
+    assert open_store(path) is not store
+    assert open_store(path).count() == 1
+    close_stores()
