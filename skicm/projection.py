@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral, Real
 
 import numpy as np
@@ -15,21 +17,76 @@ from sklearn.base import (
 )
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _get_feature_names, check_is_fitted, validate_data
+from threadpoolctl import threadpool_limits
 
 from skicm.exceptions import NoInvarianceWarning
 
 __all__ = ["InterventionStatistics", "InvariantProjector", "count_positive_eigenvalues"]
 
-# Rows per block when forming Gram matrices: the float32/float64 block product is exact BLAS
-# work, and adding each block into a float64 accumulator keeps the rounding error of a
-# 10^5-10^6 row sum at float64 level. 2**23 floats (32 MiB in float32) per block: large
-# enough for BLAS to run at full speed, small next to the input.
+# Rows per block when forming Gram matrices: each block product runs in the input's precision
+# (exact BLAS work, no float64 copy of the data) and is added into a float64 accumulator, so
+# float32 round-off accumulates over at most one block (<= 65,536 rows), never over the whole
+# data set. 2**23 floats (32 MiB in float32) per block: large enough for BLAS to run at full
+# speed, small next to the input.
 _BLOCK_ELEMENTS = 2**23
+_MAX_BLOCK_ROWS = 2**16
 
 
 def _block_rows(n_features):
-    return max(256, _BLOCK_ELEMENTS // max(n_features, 1))
+    return int(np.clip(_BLOCK_ELEMENTS // max(n_features, 1), 256, _MAX_BLOCK_ROWS))
+
+
+def _gram_partials(X, X_intervened, shift):
+    """Float64 sums of ``(X - shift)^T (X - shift)``, ``X - shift`` and ``D^T D``, in parts.
+
+    Large inputs are cut into one contiguous range of blocks per core, each processed by its
+    own thread with single-threaded BLAS: every core then alternates between the memory-bound
+    subtractions (single-threaded in numpy) and the compute-bound Gram products of its range,
+    instead of one core subtracting while the others wait. The parts are returned in row
+    order, so the result does not depend on thread scheduling.
+    """
+    step = _block_rows(X.shape[1])
+    n_blocks = -(-X.shape[0] // step)
+    n_parts = min(n_blocks, _available_cores()) if X.size >= 2**22 else 1
+    bounds = [step * (n_blocks * part // n_parts) for part in range(n_parts + 1)]
+    ranges = [(bounds[i], min(bounds[i + 1], X.shape[0])) for i in range(n_parts)]
+    shift = shift.astype(X.dtype)
+
+    def accumulate(row_range):
+        start, stop = row_range
+        rows = min(step, stop - start)
+        gram = np.zeros((X.shape[1], X.shape[1]))
+        total = np.zeros(X.shape[1])
+        difference_gram = None if X_intervened is None else np.zeros_like(gram)
+        ones = np.ones(rows, dtype=X.dtype)
+        buffer = np.empty((rows, X.shape[1]), dtype=X.dtype)
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite input: caught later
+            for first in range(start, stop, step):
+                block = X[first : min(first + step, stop)]
+                work = buffer[: len(block)]
+                np.subtract(block, shift, out=work)
+                _add_gram(gram, work)
+                total += ones[: len(block)] @ work
+                if X_intervened is not None:
+                    np.subtract(block, X_intervened[first : first + len(block)], out=work)
+                    _add_gram(difference_gram, work)
+        return gram, total, difference_gram
+
+    if n_parts == 1:
+        return [accumulate(ranges[0])]
+    with (
+        threadpool_limits(limits=1, user_api="blas"),
+        ThreadPoolExecutor(n_parts, thread_name_prefix="skicm-gram") as pool,
+    ):
+        return list(pool.map(accumulate, ranges))
+
+
+def _available_cores():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _add_gram(accumulator, block):
@@ -54,10 +111,14 @@ class InterventionStatistics:
     ----------
     n_samples : int
         Number of embeddings seen.
-    sum : ndarray of shape (n_features,)
-        Sum of the embeddings.
-    gram : ndarray of shape (n_features, n_features)
-        Sum of outer products ``Z^T Z``.
+    shift : ndarray of shape (n_features,) or None
+        Reference vector subtracted from the embeddings before their sums are formed (the
+        mean of the first block seen); None before any data.
+    shifted_sum : ndarray of shape (n_features,)
+        Sum of ``Z - shift``.
+    shifted_gram : ndarray of shape (n_features, n_features)
+        Sum of outer products ``(Z - shift)^T (Z - shift)``. The properties :attr:`sum` and
+        :attr:`gram` give ``sum(Z)`` and ``Z^T Z``; :meth:`covariance` the covariance.
     n_differences : int
         Number of interventional differences seen.
     difference_gram : ndarray of shape (n_features, n_features)
@@ -81,18 +142,50 @@ class InterventionStatistics:
     def __init__(self, n_features):
         self.n_features = int(n_features)
         self.n_samples = 0
-        self.sum = np.zeros(self.n_features)
-        self.gram = np.zeros((self.n_features, self.n_features))
+        self.shift = None
+        self.shifted_sum = np.zeros(self.n_features)
+        self.shifted_gram = np.zeros((self.n_features, self.n_features))
         self.n_differences = 0
         self.difference_gram = np.zeros((self.n_features, self.n_features))
         self.cell_sums = {}
+
+    @property
+    def sum(self):
+        """Sum of the embeddings, ``sum(Z)`` (float64)."""
+        if self.shift is None:
+            return self.shifted_sum.copy()
+        return self.shifted_sum + self.n_samples * self.shift
+
+    @property
+    def gram(self):
+        """Sum of outer products ``Z^T Z`` (float64)."""
+        if self.shift is None:
+            return self.shifted_gram.copy()
+        cross = np.outer(self.shift, self.shifted_sum)
+        return (
+            self.shifted_gram + cross + cross.T + self.n_samples * np.outer(self.shift, self.shift)
+        )
+
+    def covariance(self):
+        """Covariance of the embeddings, free of the cancellation of ``Z^T Z / n - m m^T``.
+
+        Returns
+        -------
+        covariance : ndarray of shape (n_features, n_features)
+            ``(Z - mean)^T (Z - mean) / n`` in float64.
+        """
+        shifted_mean = self.shifted_sum / self.n_samples
+        return self.shifted_gram / self.n_samples - np.outer(shifted_mean, shifted_mean)
 
     def add_samples(self, X, X_intervened=None):
         """Add embeddings and, if given, their sample-aligned intervened counterparts.
 
         Blocks of rows are processed in the input's precision (float32 stays float32: no
         float64 copy of the data) and accumulated in float64; the differences
-        ``X - X_intervened`` exist one block at a time only.
+        ``X - X_intervened`` exist one block at a time only. The embeddings are shifted by a
+        fixed reference vector (the mean of the first block, ``shift``) before their Gram
+        products, so that a large common mean does not eat the float32 digits of the
+        covariance.
 
         Parameters
         ----------
@@ -101,18 +194,17 @@ class InterventionStatistics:
         X_intervened : ndarray of shape (n_samples, n_features), default=None
             Intervened counterpart of each row of ``X``.
         """
-        step = _block_rows(self.n_features)
-        ones = np.ones(min(step, X.shape[0]), dtype=X.dtype)
-        if X_intervened is not None:
-            buffer = np.empty((min(step, X.shape[0]), X.shape[1]), dtype=X.dtype)
-        for start in range(0, X.shape[0], step):
-            block = X[start : start + step]
-            _add_gram(self.gram, block)
-            self.sum += ones[: len(block)] @ block
-            if X_intervened is not None:
-                difference = buffer[: len(block)]
-                np.subtract(block, X_intervened[start : start + step], out=difference)
-                _add_gram(self.difference_gram, difference)
+        rows = min(_block_rows(self.n_features), X.shape[0])
+        if self.shift is None and rows:
+            # Representable in float32 and float64 alike, so every batch subtracts it exactly.
+            self.shift = X[:rows].mean(axis=0, dtype=np.float64).astype(np.float32)
+            self.shift = self.shift.astype(np.float64)
+        if rows:
+            for gram, total, difference_gram in _gram_partials(X, X_intervened, self.shift):
+                self.shifted_gram += gram
+                self.shifted_sum += total
+                if difference_gram is not None:
+                    self.difference_gram += difference_gram
         self.n_samples += X.shape[0]
         if X_intervened is not None:
             self.n_differences += X.shape[0]
@@ -200,9 +292,17 @@ class InterventionStatistics:
                 f"Cannot merge statistics of {other.n_features} features into statistics of "
                 f"{self.n_features} features."
             )
+        if other.shift is not None:
+            if self.shift is None:
+                self.shift = other.shift.copy()
+            # Re-express the other's sums around this shift: Z - c = (Z - c_other) + delta.
+            delta = other.shift - self.shift
+            cross = np.outer(delta, other.shifted_sum)
+            self.shifted_gram += (
+                other.shifted_gram + cross + cross.T + other.n_samples * np.outer(delta, delta)
+            )
+            self.shifted_sum += other.shifted_sum + other.n_samples * delta
         self.n_samples += other.n_samples
-        self.sum += other.sum
-        self.gram += other.gram
         self.n_differences += other.n_differences
         self.difference_gram += other.difference_gram
         for key, (total, count) in other.cell_sums.items():
@@ -246,6 +346,9 @@ def count_positive_eigenvalues(eigenvalues, dtype):
         return 0
     tolerance = eigenvalues.size * np.finfo(dtype).eps * np.abs(eigenvalues).max()
     return int(np.sum(eigenvalues > tolerance))
+
+
+_INPUT_ATTRIBUTES = ("n_features_in_", "feature_names_in_")
 
 
 def _non_finite_message(name, dtype):
@@ -327,13 +430,14 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     n_components_ : int
         Number of kept directions.
     signal_variance_ : ndarray of shape (n_components,)
-        Second moment of the embeddings along each kept direction, ``a^T (Z^T Z / n) a``.
+        Second moment of the embeddings along each kept direction, ``a^T (Z^T Z / n) a``
+        (their variance with ``center=True``).
     intervention_variance_ : ndarray of shape (n_components,)
         Second moment of the differences along each kept direction,
         ``a^T (Delta^T Delta / m) a``; zero without interventional data.
     invariance_ratio_ : ndarray of shape (n_components,)
         ``intervention_variance_ / signal_variance_``: 0 for a perfectly invariant
-        direction, near 2 for a direction that interventions resample completely.
+        direction; about 2 for a centred direction that interventions resample completely.
     mean_ : ndarray of shape (n_features,)
         Mean embedding (subtracted in :meth:`transform` only when ``center=True``).
     statistics_ : InterventionStatistics
@@ -433,6 +537,20 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         return self._accumulate_and_solve(X, y, X_intervened, deltas, groups, reset=first_call)
 
     def _accumulate_and_solve(self, X, y, X_intervened, deltas, groups, *, reset):
+        # validate_data(reset=True) records the width and column names of X before the rest is
+        # checked; a fit that then fails must not leave them describing the rejected data.
+        saved = {name: vars(self)[name] for name in _INPUT_ATTRIBUTES if name in vars(self)}
+        try:
+            return self._update(X, y, X_intervened, deltas, groups, reset=reset)
+        except BaseException:
+            for name in _INPUT_ATTRIBUTES:
+                if name in saved:
+                    setattr(self, name, saved[name])
+                else:
+                    vars(self).pop(name, None)
+            raise
+
+    def _update(self, X, y, X_intervened, deltas, groups, *, reset):
         # Finiteness is checked on the Gram diagonals below rather than by another pass over
         # the data: a NaN or infinity in a column makes that column's sum of squares non-finite.
         X = validate_data(
@@ -448,9 +566,20 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             raise ValueError(
                 f"n_components={self.n_components} must be between 1 and n_features={n_features}."
             )
+        if X_intervened is not None and hasattr(self, "feature_names_in_"):
+            names = _get_feature_names(X_intervened)
+            if names is not None and list(names) != list(self.feature_names_in_):
+                raise ValueError(
+                    "X_intervened has columns "
+                    f"{list(names)[:10]} but X has {list(self.feature_names_in_)[:10]}: "
+                    "the counterparts must have the same columns in the same order."
+                )
         X_intervened = self._check_aligned(X_intervened, X, "X_intervened", dtype=X.dtype)
-        y = self._check_aligned(y, X, "y")
         groups = self._check_aligned(groups, X, "groups")
+        # y is used only to pair environments by class and to name classes for an
+        # intervention source; otherwise it is ignored like in any unsupervised transformer.
+        uses_y = groups is not None or self.interventions is not None
+        y = self._check_aligned(y, X, "y") if uses_y else None
         if deltas is not None:
             deltas = check_array(
                 deltas, dtype=[np.float64, np.float32], input_name="deltas", ensure_min_samples=0
@@ -499,10 +628,15 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                 )
             return values
         values = check_array(values, ensure_2d=False, dtype=None, input_name=name)
-        if values.ndim != 1 or values.shape[0] != X.shape[0]:
+        if values.ndim != 1:
             raise ValueError(
-                f"{name} has shape {values.shape} but X has {X.shape[0]} rows; {name} must be "
-                "one-dimensional with one entry per row of X."
+                f"{name} must be one-dimensional (one label per row of X), got shape "
+                f"{values.shape}."
+            )
+        if values.shape[0] != X.shape[0]:
+            raise ValueError(
+                f"{name} has {values.shape[0]} entries but X has {X.shape[0]} rows; {name} "
+                "needs one entry per row of X."
             )
         return values
 
@@ -536,9 +670,10 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                 n_differences += differences.shape[0]
 
         mean = statistics.sum / statistics.n_samples
-        signal = statistics.gram / statistics.n_samples
         if self.center:
-            signal = signal - np.outer(mean, mean)
+            signal = statistics.covariance()
+        else:
+            signal = statistics.gram / statistics.n_samples
         if n_differences == 0:
             warnings.warn(
                 "InvariantProjector was fitted without interventional data (no X_intervened, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import warnings
 
@@ -278,14 +279,58 @@ def test_statistics_merge_like_one_pass(scm):
         merged.merge(InterventionStatistics(3))
 
 
-def test_float32_statistics_are_accumulated_in_float64(rng):
-    # Many rows with a large common offset: a float32 running sum would lose digits.
+def test_float32_statistics_keep_the_covariance_under_a_large_mean(rng):
+    # A large common offset: plain float32 sums of squares cancel catastrophically in
+    # Z^T Z / n - m m^T (9% error on this data before the statistics were shifted).
     X = (rng.standard_normal((300_000, 3)) + 100.0).astype(np.float32)
     statistics = InterventionStatistics(3)
     statistics.add_samples(X)
     exact = X.astype(np.float64)
-    np.testing.assert_allclose(statistics.gram, exact.T @ exact, rtol=1e-6)
-    assert statistics.gram.dtype == np.float64
+    np.testing.assert_allclose(statistics.gram, exact.T @ exact, rtol=1e-9)
+    np.testing.assert_allclose(statistics.sum, exact.sum(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(statistics.covariance(), np.cov(exact.T, bias=True), atol=1e-8)
+    float32_gram = X.T @ X
+    assert not np.allclose(float32_gram / len(X) - np.outer(X.mean(0), X.mean(0)),
+                           np.cov(exact.T, bias=True), rtol=1e-2)  # fmt: skip
+    with pytest.warns(NoInvarianceWarning):
+        projector = InvariantProjector(n_components=3, center=True).fit(X)
+    np.testing.assert_allclose(
+        projector.eigenvalues_, np.linalg.eigvalsh(np.cov(exact.T, bias=True))[::-1], rtol=1e-6
+    )
+
+
+def test_statistics_merge_across_different_shifts(rng):
+    first = (rng.standard_normal((5000, 4)) + 50.0).astype(np.float32)
+    second = (rng.standard_normal((7000, 4)) - 30.0).astype(np.float32)
+    a, b = InterventionStatistics(4), InterventionStatistics(4)
+    a.add_samples(first)
+    b.add_samples(second)
+    assert not np.allclose(a.shift, b.shift)
+    merged = a.merge(b)
+    both = np.vstack([first, second]).astype(np.float64)
+    np.testing.assert_allclose(merged.gram, both.T @ both, rtol=1e-9)
+    np.testing.assert_allclose(merged.covariance(), np.cov(both.T, bias=True), rtol=1e-8)
+
+
+def test_multithreaded_statistics_equal_a_single_pass(rng):
+    # Three blocks of at most 65,536 rows: cut into one range of blocks per core.
+    X = rng.standard_normal((150_000, 64)).astype(np.float32) + 3.0
+    X_intervened = X + rng.standard_normal(X.shape).astype(np.float32)
+    from skicm.projection import _gram_partials
+
+    assert len(_gram_partials(X[:10], None, np.zeros(64))) == 1
+    assert len(_gram_partials(X, X_intervened, np.zeros(64))) == min(3, os.cpu_count())
+    statistics = InterventionStatistics(64)
+    statistics.add_samples(X, X_intervened)
+    exact, differences = X.astype(np.float64), (X - X_intervened).astype(np.float64)
+    gram, difference_gram = exact.T @ exact, differences.T @ differences
+    np.testing.assert_allclose(statistics.gram, gram, atol=1e-6 * np.abs(gram).max())
+    np.testing.assert_allclose(
+        statistics.difference_gram, difference_gram, atol=1e-6 * np.abs(difference_gram).max()
+    )
+    again = InterventionStatistics(64)
+    again.add_samples(X, X_intervened)
+    np.testing.assert_array_equal(again.shifted_gram, statistics.shifted_gram)  # deterministic
 
 
 # ------------------------------------------------------------------------ scikit-learn
@@ -442,7 +487,7 @@ def test_deltas_of_another_width_are_rejected(rng):
 
 
 def test_groups_of_another_length_are_rejected(rng):
-    with pytest.raises(ValueError, match="groups has shape"):
+    with pytest.raises(ValueError, match="groups has 7 entries but X has 20 rows"):
         InvariantProjector().fit(rng.standard_normal((20, 4)), groups=np.zeros(7))
 
 
@@ -503,3 +548,53 @@ def test_a_failed_batch_leaves_the_fitted_projector_unchanged(scm):
     with pytest.raises(RuntimeError, match="text encoder unavailable"):
         projector.partial_fit(scm.X[3000:4000], X_intervened=scm.X_intervened[3000:4000])
     assert projector.n_samples_seen_ == projector.statistics_.n_samples == 3000
+
+
+def test_a_failed_fit_of_another_width_keeps_the_fitted_input_description(scm):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(scm.X, columns=[f"clip{i}" for i in range(scm.X.shape[1])])
+    projector = InvariantProjector(n_components=3, alpha=20.0).fit(
+        frame, X_intervened=scm.X_intervened
+    )
+    narrow = scm.X[:, :5].copy()
+    narrow[0, 0] = np.nan
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        projector.fit(narrow)
+    with pytest.raises(ValueError, match="n_components=3 must be between 1 and n_features=2"):
+        projector.fit(scm.X[:, :2])
+    assert projector.n_features_in_ == scm.X.shape[1]
+    assert list(projector.feature_names_in_) == list(frame.columns)
+    assert projector.transform(frame).shape == (len(frame), 3)
+
+
+def test_counterparts_with_other_columns_are_rejected(scm):
+    pd = pytest.importorskip("pandas")
+    columns = [f"clip{i}" for i in range(scm.X.shape[1])]
+    frame = pd.DataFrame(scm.X, columns=columns)
+    shuffled = pd.DataFrame(scm.X_intervened, columns=columns)[columns[::-1]]
+    with pytest.raises(ValueError, match=r"X_intervened has columns .* same order"):
+        InvariantProjector().fit(frame, X_intervened=shuffled)
+
+
+def test_y_is_ignored_unless_it_is_used(scm):
+    from sklearn.linear_model import Ridge
+
+    targets = np.column_stack([scm.y, -scm.y]).astype(float)  # multi-output regression
+    pipe = make_pipeline(InvariantProjector(n_components=4, alpha=20.0), Ridge())
+    pipe.fit(scm.X, targets, invariantprojector__X_intervened=scm.X_intervened)
+    assert pipe.predict(scm.X[:3]).shape == (3, 2)
+    with pytest.raises(ValueError, match="y must be one-dimensional"):
+        InvariantProjector().fit(scm.X, targets, groups=scm.environments)
+
+
+def test_partial_fit_with_an_intervention_source_equals_fit(scm):
+    source = _ConstantDifferences(scm.X[:500] - scm.X_intervened[:500])
+    labels = np.where(scm.y == 1, "dog", "cat")
+    full = InvariantProjector(n_components=4, alpha=20.0, interventions=source).fit(scm.X, labels)
+    stream = InvariantProjector(n_components=4, alpha=20.0, interventions=source)
+    order = np.argsort(labels, kind="stable")  # the first batch sees only "cat"
+    for rows in np.array_split(order, 3):
+        stream.partial_fit(scm.X[rows], labels[rows])
+    assert source.calls[-1] == ["cat", "dog"]
+    assert stream.n_differences_seen_ == full.n_differences_seen_ == 500
+    np.testing.assert_allclose(stream.components_, full.components_, atol=1e-8)

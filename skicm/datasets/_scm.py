@@ -131,7 +131,7 @@ def make_linear_scm(
     n_environments = agreement.size
 
     # A well-conditioned injective mixing: orthogonal x singular values in [0.5, 2] x orthogonal.
-    left = ortho_group.rvs(n_latent, random_state=rng) if n_latent > 1 else np.ones((1, 1))
+    left = ortho_group.rvs(n_latent, random_state=rng)  # n_latent >= 2
     right = ortho_group.rvs(n_features, random_state=rng)[:n_latent]
     mixing = (left * rng.uniform(0.5, 2.0, size=n_latent)) @ right
     mixing_invariant, mixing_variant = mixing[:n_invariant], mixing[n_invariant:]
