@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import warnings
 
@@ -316,10 +315,10 @@ def test_multithreaded_statistics_equal_a_single_pass(rng):
     # Three blocks of at most 65,536 rows: cut into one range of blocks per core.
     X = rng.standard_normal((150_000, 64)).astype(np.float32) + 3.0
     X_intervened = X + rng.standard_normal(X.shape).astype(np.float32)
-    from skicm.projection import _gram_partials
+    from skicm.projection import _available_cores, _gram_partials
 
     assert len(_gram_partials(X[:10], None, np.zeros(64))) == 1
-    assert len(_gram_partials(X, X_intervened, np.zeros(64))) == min(3, os.cpu_count())
+    assert len(_gram_partials(X, X_intervened, np.zeros(64))) == min(3, _available_cores())
     statistics = InterventionStatistics(64)
     statistics.add_samples(X, X_intervened)
     exact, differences = X.astype(np.float64), (X - X_intervened).astype(np.float64)
