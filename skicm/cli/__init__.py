@@ -1,0 +1,66 @@
+"""The ``skicm`` command: ``skicm demo`` and ``skicm evaluate``.
+
+``skicm demo`` runs the Colored MNIST protocol of IRM on scikit-learn's digits (offline, in
+seconds, no model weights); ``skicm evaluate ROOT`` scores CLIP + logistic regression with and
+without the invariant projector, leaving one domain out at a time, on a DomainBed-layout folder.
+Each subcommand lives in its own module of this package, with ``add_parser(subcommands)`` and
+``run(args)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from skicm.cli import demo, evaluate
+
+__all__ = ["build_parser", "main"]
+
+#: Subcommand modules, in the order ``skicm --help`` lists them.
+SUBCOMMANDS = (demo, evaluate)
+
+
+def build_parser():
+    """Return the :class:`argparse.ArgumentParser` of the ``skicm`` command."""
+    parser = argparse.ArgumentParser(
+        prog="skicm",
+        description="CLIP-ICM for scikit-learn: invariant projections of CLIP embeddings.",
+    )
+    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in SUBCOMMANDS:
+        module.add_parser(subcommands)
+    return parser
+
+
+def main(argv=None):
+    """Run the ``skicm`` command line and return its exit status.
+
+    Parameters
+    ----------
+    argv : list of str or None, default=None
+        Arguments without the program name; None reads ``sys.argv[1:]``.
+
+    Returns
+    -------
+    status : int
+        0 on success; 2 when no subcommand is given or the run rejects an argument (message on
+        stderr). Arguments that argparse itself rejects exit with ``SystemExit(2)``, as usual.
+
+    Examples
+    --------
+    >>> from skicm.cli import main
+    >>> main(["demo", "--fast"])  # doctest: +ELLIPSIS
+    Colored digits (IRM's Colored MNIST protocol on scikit-learn's 8x8 digits)
+    ...
+    0
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"skicm {args.command}: error: {error}", file=sys.stderr)
+        return 2
