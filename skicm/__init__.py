@@ -7,6 +7,7 @@ Vision-Language Models", ICML 2025).
 
 from skicm.embedding import CLIPEmbedder
 from skicm.exceptions import NoInvarianceWarning
+from skicm.image_embedder import ImageEmbedder
 from skicm.interventions import ImageInterventions, TextInterventions
 from skicm.pipelines import make_clip_icm_pipeline
 from skicm.projection import InterventionStatistics, InvariantProjector
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CLIPEmbedder",
+    "ImageEmbedder",
     "ImageInterventions",
     "InterventionStatistics",
     "InvariantProjector",

@@ -272,6 +272,9 @@ def run_colored_digits_demo(
 def _describe(embedder):
     name = getattr(embedder, "model_name", None)
     if name is None:
+        model = getattr(embedder, "model", None)
+        if isinstance(model, str):
+            return f"{type(embedder).__name__}({model!r})"
         return type(embedder).__name__
     return (
         f"{type(embedder).__name__}({name!r}, pretrained={getattr(embedder, 'pretrained', None)!r})"

@@ -3,55 +3,64 @@
 The model is loaded lazily into a process-level cache shared by every clone of an embedder, an
 embedding store (:mod:`skicm.store`) answers images seen before and a process-level text cache
 answers texts seen before, so that a grid search encodes each distinct image and prompt once.
-torch and open_clip are imported inside functions: ``import skicm`` stays fast.
+Batching, decoding, the store and errors are shared with every image encoder of skicm
+(``skicm/_image_encoder_base.py``); this module says how open_clip models are identified,
+fetched and built. torch and open_clip are imported inside functions: ``import skicm`` stays fast.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import difflib
 import json
 import os
+import sys
 import threading
-import warnings
-from dataclasses import dataclass
-from numbers import Integral
-from typing import Any, ClassVar
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
-from sklearn.base import (
-    BaseEstimator,
-    ClassNamePrefixFeaturesOutMixin,
-    TransformerMixin,
-    _fit_context,
+
+from skicm._image_encoder_base import (
+    _MODEL_CACHE,  # noqa: F401  (the process-level model cache, shared by every encoder)
+    EXPECTED_FAILED_CHECKS,
+    RANDOM_WEIGHTS_SEED,
+    LoadedEncoder,
+    _BaseImageEncoder,
+    autocast_dtype,
+    cached_model,
+    check_finite_weights,
+    clear_cached_models,
+    digest,
+    file_identity,
+    optional_file_identity,
+    resolve_device,
+    split_preprocess,
 )
-from sklearn.utils._param_validation import Interval, StrOptions
 
 __all__ = ["CLIPEmbedder", "clear_model_cache", "clear_text_cache"]
 
-# Seed of the random weights built for ``pretrained=None``: every process builds the same model,
-# so embeddings of random-weight models can be shared through an on-disk store.
-_RANDOM_WEIGHTS_SEED = 0
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".npz", ".ckpt")
+_HF_WEIGHTS_NAME = "open_clip_pytorch_model.bin"
+_HF_SAFE_WEIGHTS_NAME = "open_clip_model.safetensors"
+_LOCAL_DIR_FORMAT = (
+    "a folder holding the checkpoint (open_clip_model.safetensors or "
+    "open_clip_pytorch_model.bin) and an open_clip_config.json of the form "
+    '{"model_cfg": <the architecture\'s open_clip config>, "preprocess_cfg": '
+    '{"mean": [...], "std": [...]}}'
+)
+# Seconds to wait for the Hugging Face Hub to answer before calling a download impossible.
+_CONNECT_TIMEOUT = 5.0
 
-
-@dataclass
-class _LoadedModel:
-    """One model in the process-level cache, with what encoding needs besides the weights."""
-
-    model: Any
-    tokenizer: Any
-    device: Any
-    embed_dim: int
-    weights_id: str  # what the weights are, for the store's namespace
-    pil_transform: Any  # the factory's preprocessing up to ToTensor (PIL in, PIL out)
-    preprocess_repr: str
-    mean: Any  # (1, 3, 1, 1) float32 on device
-    std: Any
-
-
-_MODEL_CACHE: dict[tuple, _LoadedModel] = {}
-_MODEL_LOCK = threading.Lock()
+# Backwards-compatible private names (benchmarks use them).
+_LoadedModel = LoadedEncoder
+_RANDOM_WEIGHTS_SEED = RANDOM_WEIGHTS_SEED
+_EXPECTED_FAILED_CHECKS = EXPECTED_FAILED_CHECKS
+_autocast_dtype = autocast_dtype
+_resolve_device = resolve_device
+_split_preprocess = split_preprocess
 
 # Raw text embeddings by (text namespace, text). Text interventions and zero-shot prompts are
 # encoded again in every fit of a grid search (each fit gets a clone), and the text tower costs
@@ -61,19 +70,25 @@ _TEXT_CACHE = None  # a skicm.store.MemoryStore, made on first use
 _TEXT_CACHE_MAX_BYTES = 2**27
 _TEXT_CACHE_LOCK = threading.Lock()
 
+# Files of the Hugging Face Hub resolved to local paths in this process: (repo, filename) -> path.
+# An ``hf-hub:`` model or checkpoint is looked up (and downloaded) once, not on every transform.
+_HUB_FILES: dict[tuple[str, str], str] = {}
+_HUB_LOCK = threading.Lock()
+# Outcome of the last connectivity check per URL: (time, reason it failed or None).
+_REACHABILITY: dict[str, tuple[float, str | None]] = {}
+
 
 def clear_model_cache() -> None:
-    """Drop every model that :class:`CLIPEmbedder` has loaded in this process (frees memory).
+    """Drop every model that the embedders have loaded in this process (frees memory).
 
-    The next ``transform`` or ``encode_text`` loads its model again.
+    The next ``transform`` or ``encode_text`` that needs a model loads it again.
 
     Examples
     --------
     >>> from skicm.embedding import clear_model_cache
     >>> clear_model_cache()
     """
-    with _MODEL_LOCK:
-        _MODEL_CACHE.clear()
+    clear_cached_models()
 
 
 def clear_text_cache() -> None:
@@ -97,101 +112,279 @@ def _text_cache():
         return _TEXT_CACHE
 
 
-def _resolve_device(device: str):
+# --------------------------------------------------------------------------- the Hub, offline
+def _hub_constants():
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover - open_clip depends on huggingface_hub
+        return None
+    return constants
+
+
+@contextlib.contextmanager
+def _hub_offline():
+    """Let open_clip take Hub files from the local cache without asking the Hub (no retries)."""
+    constants = _hub_constants()
+    if constants is None:  # pragma: no cover
+        yield
+        return
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def _unreachable_reason(url: str) -> str | None:
+    """Why ``url`` cannot be downloaded from now (offline mode, no connection), else None.
+
+    One HEAD request with a short timeout and no retries, remembered for 30 s: huggingface_hub
+    itself retries a failing connection for about a minute before giving up.
+    """
+    constants = _hub_constants()
+    if constants is not None and constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set and the file is not in the local Hugging Face cache"
+    import urllib.error
+    import urllib.request
+
+    seen = _REACHABILITY.get(url)
+    if seen is not None and time.monotonic() - seen[0] < 30:
+        return seen[1]
+    reason = None
+    try:
+        request = urllib.request.Request(url, method="HEAD")
+        with urllib.request.urlopen(request, timeout=_CONNECT_TIMEOUT):
+            pass
+    except urllib.error.HTTPError:
+        pass  # the server answered: downloads can be attempted
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = f"cannot connect to {url} ({getattr(error, 'reason', error)})"
+    _REACHABILITY[url] = (time.monotonic(), reason)
+    return reason
+
+
+def _hub_url(repo: str, filename: str) -> str:
+    constants = _hub_constants()
+    endpoint = constants.ENDPOINT if constants is not None else "https://huggingface.co"
+    return f"{endpoint.rstrip('/')}/{repo}/resolve/main/{filename}"
+
+
+def _fetch_instructions(model_name: str, filename: str, url: str, *, is_config=False) -> str:
+    if is_config:
+        return (
+            f"Fetch {filename} and the checkpoint from {url.rsplit('/resolve/', 1)[0]} on a "
+            "machine with internet access and use model_name='local-dir:/path/to/folder' "
+            f"(command line: --model-name local-dir:/path/to/folder), {_LOCAL_DIR_FORMAT}; or "
+            "copy that machine's Hugging Face cache (~/.cache/huggingface/hub) here and set "
+            "HF_HUB_OFFLINE=1."
+        )
+    return (
+        f"Fetch {filename} ({url}) on a machine with internet access, then pass its path: "
+        f"CLIPEmbedder({model_name!r}, pretrained='/path/to/{filename}') (command line: "
+        f"--pretrained /path/to/{filename}); or use model_name='local-dir:/path/to/folder', "
+        f"{_LOCAL_DIR_FORMAT}; or copy that machine's Hugging Face cache "
+        "(~/.cache/huggingface/hub) here and set HF_HUB_OFFLINE=1."
+    )
+
+
+def _cached_hub_file(repo: str, filenames) -> str | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover
+        return None
+    for filename in filenames:
+        try:
+            path = try_to_load_from_cache(repo, filename)
+        except Exception:
+            path = None
+        if isinstance(path, str):
+            return path
+    return None
+
+
+def _weights_alternatives(filename: str) -> list[str]:
+    """The file names open_clip tries for ``filename``: its safetensors twin first."""
+    if filename == _HF_WEIGHTS_NAME:
+        return [_HF_SAFE_WEIGHTS_NAME, filename]
+    if filename.endswith((".bin", ".pth", ".pt")):
+        return [filename.rsplit(".", 1)[0] + ".safetensors", filename]
+    return [filename]
+
+
+def _hub_file(repo: str, filename: str, *, model_name: str, what: str) -> str:
+    """Local path of a file of a Hugging Face repository: cached, else downloaded once.
+
+    Fails within seconds, with one message saying what to fetch and how to pass it, when the
+    file is neither in the local cache nor downloadable (offline).
+    """
+    with _HUB_LOCK:
+        path = _HUB_FILES.get((repo, filename))
+        if path is not None and os.path.isfile(path):
+            return path
+        candidates = _weights_alternatives(filename)
+        path = _cached_hub_file(repo, candidates)
+        if path is None:
+            url = _hub_url(repo, filename)
+            is_config = filename.endswith(".json")
+            reason = _unreachable_reason(url)
+            if reason is not None:
+                raise OSError(
+                    f"Cannot get {what} of model {model_name!r}: {reason}. "
+                    + _fetch_instructions(model_name, filename, url, is_config=is_config)
+                )
+            import open_clip
+
+            try:
+                path = open_clip.pretrained.download_pretrained_from_hf(repo, filename=filename)
+            except Exception as error:
+                raise OSError(
+                    f"Cannot download {what} of model {model_name!r}: {error}. "
+                    + _fetch_instructions(model_name, filename, url, is_config=is_config)
+                ) from error
+        _HUB_FILES[(repo, filename)] = path
+        return path
+
+
+# --------------------------------------------------------------------------- architectures
+def _schema(model_name: str) -> str | None:
+    if model_name.startswith("hf-hub:"):
+        return "hf-hub"
+    if model_name.startswith("local-dir:"):
+        return "local-dir"
+    return None
+
+
+def _unknown_model_error(model_name: str) -> ValueError:
+    import open_clip
+
+    known = open_clip.list_models()
+    by_lower = {name.lower(): name for name in known}
+    close = difflib.get_close_matches(model_name.lower(), list(by_lower), n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(repr(by_lower[c]) for c in close)}?" if close else ""
+    return ValueError(
+        f"model_name={model_name!r} is not an open_clip model.{hint} Known models: "
+        f"{', '.join(known[:8])}, ... ({len(known)} in all, see open_clip.list_models()); "
+        "register an architecture of your own with skicm.model_configs.register_model_config "
+        "or open_clip.add_model_config (command line: --model-config FILE), or use "
+        "'hf-hub:org/repo' or 'local-dir:/path/to/folder'."
+    )
+
+
+def _read_open_clip_config(path, model_name: str) -> tuple[dict, dict]:
+    try:
+        with open(path, encoding="utf-8") as file:
+            config = json.load(file)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"Model {model_name!r} needs {os.fspath(path)!r}, which does not exist: a "
+            f"local-dir: model is {_LOCAL_DIR_FORMAT}."
+        ) from None
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"{os.fspath(path)!r} (config of model {model_name!r}) is not valid JSON: {error}"
+        ) from None
+    if not isinstance(config, dict) or not isinstance(config.get("model_cfg"), dict):
+        raise ValueError(
+            f"{os.fspath(path)!r} (config of model {model_name!r}) has no 'model_cfg' object: "
+            f"a local-dir: model is {_LOCAL_DIR_FORMAT}."
+        )
+    return config["model_cfg"], dict(config.get("preprocess_cfg") or {})
+
+
+def _architecture(model_name: str) -> tuple[dict, dict]:
+    """(open_clip model config, preprocessing config of the model's own files), no model built."""
+    import open_clip
+
+    schema = _schema(model_name)
+    if schema == "local-dir":
+        folder = model_name[len("local-dir:") :]
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(
+                f"model_name={model_name!r}: folder {folder!r} does not exist; a local-dir: model "
+                f"is {_LOCAL_DIR_FORMAT}."
+            )
+        return _read_open_clip_config(os.path.join(folder, "open_clip_config.json"), model_name)
+    if schema == "hf-hub":
+        repo = model_name[len("hf-hub:") :]
+        path = _hub_file(repo, "open_clip_config.json", model_name=model_name, what="the config")
+        return _read_open_clip_config(path, model_name)
+    config = open_clip.get_model_config(model_name.replace("/", "-"))
+    if config is None:
+        raise _unknown_model_error(model_name)
+    return config, {}
+
+
+def _check_model_name(model_name: str) -> None:
+    _architecture(model_name)
+
+
+# --------------------------------------------------------------------------- weights
+def _random_weights_id() -> str:
+    """Identity of seeded random weights (the architecture is identified apart)."""
+    import open_clip
     import torch
 
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, ValueError) as error:
-        raise ValueError(f"device={device!r} is not a torch device: {error}") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but CUDA is not available; use device='cpu'.")
-    return resolved
+    versions = f"open_clip{open_clip.__version__}:torch{torch.__version__}"
+    return f"random:seed{RANDOM_WEIGHTS_SEED}:{versions}"
 
 
-def _file_identity(path: str) -> str:
-    from skicm.image_loading import _file_key
-
-    return _file_key(path)
-
-
-def _optional_file_identity(path) -> str:
-    try:
-        return _file_identity(path)
-    except OSError as error:
-        return f"absent:{os.path.realpath(path)}:{type(error).__name__}"
-
-
-def _schema_weights_id(model_name: str) -> str:
-    """Identity of the weights of an ``hf-hub:`` or ``local-dir:`` model.
-
-    For ``local-dir:`` the real path of the folder plus the file identities of its
-    ``open_clip_config.json`` and of the checkpoint open_clip picks. For ``hf-hub:`` the repository
-    plus the identities of the config and weights files already in the local Hugging Face cache,
-    when they are there (nothing is downloaded to find out); a repository updated upstream
-    while the cached copy stays is therefore not noticed until the cache is refreshed.
-    """
-    from pathlib import Path
-
+def _schema_weights_id(model_name: str) -> tuple[str, bool]:
+    """(identity of the weights of an ``hf-hub:`` or ``local-dir:`` model, all files local)."""
     import open_clip
 
     if model_name.startswith("local-dir:"):
-        folder = Path(model_name[len("local-dir:") :])
-        parts = [f"local-dir:{os.path.realpath(folder)}"]
-        parts.append(_optional_file_identity(folder / "open_clip_config.json"))
-        checkpoint = None
-        if folder.is_dir():
-            checkpoint = open_clip.factory._find_checkpoint_in_dir(folder)
-        parts.append("no-checkpoint" if checkpoint is None else _optional_file_identity(checkpoint))
-        return "schema:" + "|".join(parts)
+        folder = model_name[len("local-dir:") :]
+        checkpoint = open_clip.factory._find_checkpoint_in_dir(Path(folder))
+        identity = "no-checkpoint" if checkpoint is None else optional_file_identity(checkpoint)
+        return f"local-dir:{identity}", True
     repo = model_name[len("hf-hub:") :]
-    parts = [f"hf-hub:{repo}"]
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - open_clip needs huggingface_hub for hf-hub:
-        return "schema:" + parts[0]
-    for filename in (
-        "open_clip_config.json",
-        "open_clip_model.safetensors",
-        "open_clip_pytorch_model.bin",
-    ):
-        try:
-            cached = try_to_load_from_cache(repo, filename)
-        except Exception:
-            cached = None
-        if isinstance(cached, str):
-            parts.append(f"{filename}={_optional_file_identity(cached)}")
-    return "schema:" + "|".join(parts)
+    path = _cached_hub_file(repo, [_HF_SAFE_WEIGHTS_NAME, _HF_WEIGHTS_NAME])
+    if path is None:
+        path = _hub_file(repo, _HF_WEIGHTS_NAME, model_name=model_name, what="the weights")
+    return f"hf-hub:{repo}:{optional_file_identity(path)}", True
 
 
-def _random_weights_id(model_name: str) -> str:
-    """Identity of seeded random weights: the architecture's config and the library versions."""
+class _Weights:
+    """What ``pretrained`` resolves to, before any model is built."""
+
+    def __init__(self, checkpoint, weights_id, tag_cfg=None, local=True):
+        self.checkpoint = checkpoint  # what open_clip gets as ``pretrained``
+        self.weights_id = weights_id
+        self.tag_cfg = tag_cfg or {}  # open_clip's pretrained config of a tag (preprocessing)
+        self.local = local  # every file the build needs is on this machine
+
+
+def _tag_weights(model_name: str, tag: str, tag_cfg: dict) -> _Weights:
+    """A pretrained tag: fine when its file is local; else fail fast if it cannot be fetched."""
+    if tag_cfg.get("file"):
+        return _Weights(tag, f"tag:{tag}", tag_cfg)
+    hf_hub = tag_cfg.get("hf_hub", "")
+    if hf_hub:
+        repo, filename = os.path.split(hf_hub)  # as open_clip reads it: "org/repo/[file]"
+        filename = filename or _HF_WEIGHTS_NAME
+        # Downloaded here (once per process) so that the build takes it from the cache.
+        _hub_file(repo, filename, model_name=model_name, what=f"the pretrained weights {tag!r}")
+        return _Weights(tag, f"tag:{tag}", tag_cfg)
+    url = tag_cfg.get("url", "")
+    if url:
+        filename = os.path.basename(url)
+        if not os.path.isfile(os.path.join(os.path.expanduser("~/.cache/clip"), filename)):
+            reason = _unreachable_reason(url)
+            if reason is not None:
+                raise OSError(
+                    f"Cannot get the pretrained weights {tag!r} of model {model_name!r}: "
+                    f"{reason}. " + _fetch_instructions(model_name, filename, url)
+                )
+            return _Weights(tag, f"tag:{tag}", tag_cfg, local=False)
+    return _Weights(tag, f"tag:{tag}", tag_cfg)
+
+
+def _resolve_pretrained(model_name: str, pretrained) -> _Weights:
+    """What ``pretrained`` means for ``model_name``, checked without building the model."""
     import open_clip
-    import torch
 
-    config = open_clip.get_model_config(model_name.replace("/", "-"))
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
-    return (
-        f"random:seed{_RANDOM_WEIGHTS_SEED}:open_clip{open_clip.__version__}"
-        f":torch{torch.__version__}:config{digest[:24]}"
-    )
-
-
-def _offline_hint(model_name: str) -> str:
-    return (
-        " On a machine without internet access, download the checkpoint elsewhere (e.g. "
-        "open_clip_pytorch_model.bin from the model's Hugging Face repository) and pass its "
-        f"local path: CLIPEmbedder(model_name={model_name!r}, pretrained='/path/to/checkpoint')."
-    )
-
-
-def _resolve_pretrained(model_name: str, pretrained) -> tuple[str | None, str]:
-    """Return (what to give open_clip as ``pretrained``, identity of the weights)."""
-    import open_clip
-
-    if model_name.startswith(("hf-hub:", "local-dir:")):
+    if _schema(model_name) is not None:
         # open_clip takes the weights from the model's own repository or folder.
         if not (pretrained is None or pretrained == ""):
             raise ValueError(
@@ -199,91 +392,104 @@ def _resolve_pretrained(model_name: str, pretrained) -> tuple[str | None, str]:
                 "an hf-hub: or local-dir: model takes its weights from its own repository or "
                 "folder. Pass pretrained=None (or put the checkpoint into that folder)."
             )
-        return None, _schema_weights_id(model_name)
+        weights_id, local = _schema_weights_id(model_name)
+        return _Weights(None, weights_id, local=local)
     if pretrained is None or pretrained == "":
-        return None, _random_weights_id(model_name)
+        return _Weights(None, _random_weights_id())
     pretrained = os.fspath(pretrained)
     if pretrained.startswith("hf-hub:"):
         repo, _, filename = pretrained[len("hf-hub:") :].partition("@")
-        try:
-            path = open_clip.pretrained.download_pretrained_from_hf(repo, filename=filename or None)
-        except Exception as error:
-            raise OSError(
-                f"Cannot download pretrained weights {pretrained!r} for model {model_name!r}: "
-                f"{error}." + _offline_hint(model_name)
-            ) from error
-        return path, _file_identity(path)
-    if open_clip.get_pretrained_cfg(model_name.replace("/", "-"), pretrained):
-        return pretrained, f"tag:{pretrained}"
+        path = _hub_file(
+            repo,
+            filename or _HF_WEIGHTS_NAME,
+            model_name=model_name,
+            what=f"the pretrained weights {pretrained!r}",
+        )
+        return _Weights(path, file_identity(path))
+    tag_cfg = open_clip.get_pretrained_cfg(model_name.replace("/", "-"), pretrained)
+    if tag_cfg:
+        return _tag_weights(model_name, pretrained, tag_cfg)
     if os.path.isfile(pretrained):
-        return pretrained, _file_identity(pretrained)
+        return _Weights(pretrained, file_identity(pretrained))
+    if os.path.isdir(pretrained):
+        raise ValueError(
+            f"pretrained={pretrained!r} is a folder, not a checkpoint file. If it is "
+            f"{_LOCAL_DIR_FORMAT}, pass it as the model: "
+            f"CLIPEmbedder(model_name='local-dir:{pretrained}', pretrained=None) (command line: "
+            f"--model-name local-dir:{pretrained} --pretrained none); else pass the checkpoint "
+            "file inside it."
+        )
     if os.sep in pretrained or pretrained.lower().endswith(_CHECKPOINT_SUFFIXES):
         raise FileNotFoundError(
-            f"Checkpoint file {pretrained!r} (pretrained=) for model {model_name!r} does not exist."
+            f"Checkpoint file {pretrained!r} (pretrained) of model {model_name!r} does not exist."
         )
     tags = open_clip.list_pretrained_tags_by_model(model_name.replace("/", "-"))
+    close = difflib.get_close_matches(pretrained, tags, n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
     raise ValueError(
-        f"pretrained={pretrained!r} is neither a pretrained tag of model {model_name!r} (known "
-        f"tags: {tags or 'none'}) nor an existing checkpoint file."
+        f"pretrained={pretrained!r} is neither a pretrained tag of model {model_name!r} nor an "
+        f"existing checkpoint file.{hint} Known tags: {tags or 'none'}; None gives random "
+        "weights."
     )
 
 
-def _check_model_name(model_name: str) -> None:
-    import open_clip
+def _preprocess_config(model_cfg: dict, own_preprocess: dict, tag_cfg: dict) -> dict:
+    """The preprocessing open_clip will build, as its factory derives it (no model built)."""
+    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 
-    if model_name.startswith(("hf-hub:", "local-dir:")):
-        return
-    if open_clip.get_model_config(model_name.replace("/", "-")) is None:
-        known = open_clip.list_models()
-        raise ValueError(
-            f"Unknown open_clip model {model_name!r} (model_name=). Known models: "
-            f"{', '.join(known[:12])}, ... ({len(known)} in all, see open_clip.list_models()); "
-            "an architecture of your own can be registered with open_clip.add_model_config."
-        )
-
-
-def _split_preprocess(preprocess):
-    """Split open_clip's eval transform into its PIL stage and its (mean, std) normalisation.
-
-    The PIL stage (resize, crop, RGB conversion) runs in DataLoader workers and yields uint8;
-    conversion to float and normalisation run batched on the device, which moves 4x fewer bytes
-    between processes. Falls back to running everything in the workers if the transform does not
-    end with ToTensor + Normalize.
-    """
-    from torchvision import transforms as T
-
-    steps = list(getattr(preprocess, "transforms", []))
-    if len(steps) >= 2 and isinstance(steps[-2], T.ToTensor) and isinstance(steps[-1], T.Normalize):
-        normalize = steps[-1]
-        return T.Compose(steps[:-2]), tuple(normalize.mean), tuple(normalize.std)
-    return None, None, None
+    preprocess = merge_preprocess_dict(asdict(PreprocessCfg()), own_preprocess)
+    if tag_cfg:
+        preprocess = merge_preprocess_dict(preprocess, tag_cfg)
+    size = (model_cfg.get("vision_cfg") or {}).get("image_size")
+    if size is not None:
+        preprocess["size"] = list(size) if isinstance(size, (list, tuple)) else [size, size]
+    return {
+        key: list(value) if isinstance(value, tuple) else value for key, value in preprocess.items()
+    }
 
 
-def _load_model(model_name: str, pretrained, device: str) -> _LoadedModel:
+class _ModelSpec:
+    """Everything that identifies an open_clip model, found without building it."""
+
+    def __init__(self, model_name: str, pretrained):
+        if _schema(model_name) is not None and not (pretrained is None or pretrained == ""):
+            _resolve_pretrained(model_name, pretrained)  # raises: says why, before any download
+        model_cfg, own_preprocess = _architecture(model_name)
+        self.model_name = model_name
+        self.model_cfg = model_cfg
+        self.weights = _resolve_pretrained(model_name, pretrained)
+        self.preprocess = _preprocess_config(model_cfg, own_preprocess, self.weights.tag_cfg)
+        self.identity = {
+            "architecture": digest(model_cfg),
+            "weights": self.weights.weights_id,
+            "preprocess": self.preprocess,
+        }
+
+    def description(self, pretrained) -> str:
+        if self.weights.checkpoint is not None and os.path.isfile(str(self.weights.checkpoint)):
+            return f"checkpoint {self.weights.checkpoint!r} of open_clip model {self.model_name!r}"
+        if pretrained:
+            return f"open_clip model {self.model_name!r} with pretrained={pretrained!r}"
+        return f"open_clip model {self.model_name!r}"
+
+
+def _load_model(model_name: str, pretrained, device: str) -> LoadedEncoder:
     """Load (or fetch from the process-level cache) a model with its preprocessing."""
-    import torch
-
-    resolved_device = _resolve_device(device)
-    _check_model_name(model_name)
-    checkpoint, weights_id = _resolve_pretrained(model_name, pretrained)
-    cache_key = (model_name, weights_id, str(resolved_device))
-    with _MODEL_LOCK:
-        loaded = _MODEL_CACHE.get(cache_key)
-        if loaded is None:
-            loaded = _MODEL_CACHE[cache_key] = _build_model(
-                model_name, checkpoint, weights_id, resolved_device
-            )
-    del torch
-    return loaded
+    resolved_device = resolve_device(device)
+    spec = _ModelSpec(model_name, pretrained)
+    cache_key = ("open_clip", model_name, digest(spec.identity), str(resolved_device))
+    return cached_model(cache_key, lambda: _build_model(spec, pretrained, resolved_device))
 
 
-def _build_model(model_name, checkpoint, weights_id, device) -> _LoadedModel:
+def _build_model(spec: _ModelSpec, pretrained, device) -> LoadedEncoder:
     import open_clip
     import torch
 
+    model_name, checkpoint = spec.model_name, spec.weights.checkpoint
+    offline = _hub_offline() if spec.weights.local else contextlib.nullcontext()
     try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_RANDOM_WEIGHTS_SEED)
+        with offline, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
             model, _, preprocess = open_clip.create_model_and_transforms(
                 model_name, pretrained=checkpoint, device="cpu", weights_only=True
             )
@@ -291,8 +497,8 @@ def _build_model(model_name, checkpoint, weights_id, device) -> _LoadedModel:
         message = str(error)
         if "download" in message.lower() or "hf hub" in message.lower():
             raise OSError(
-                f"Cannot download pretrained weights {checkpoint!r} for model {model_name!r}: "
-                f"{message}." + _offline_hint(model_name)
+                f"Cannot download pretrained weights {checkpoint!r} of model {model_name!r}: "
+                f"{message}. " + _fetch_instructions(model_name, _HF_WEIGHTS_NAME, "the Hub")
             ) from error
         if checkpoint is not None and os.path.isfile(checkpoint):
             raise ValueError(
@@ -306,40 +512,41 @@ def _build_model(model_name, checkpoint, weights_id, device) -> _LoadedModel:
                 f"{type(error).__name__}: {error}"
             ) from error
         raise
+    description = spec.description(pretrained)
+    check_finite_weights(model, description)
     model = model.to(device).eval().requires_grad_(False)
-    pil_transform, mean, std = _split_preprocess(preprocess)
-    if pil_transform is None:  # unusual preprocessing: run all of it in the workers
+    pil_transform, mean, std = split_preprocess(preprocess)
+    if pil_transform is None:  # unusual preprocessing: run all of it where images are decoded
         pil_transform, mean, std = preprocess, None, None
     image_size = model.visual.image_size
     image_size = image_size if isinstance(image_size, tuple) else (image_size, image_size)
     with torch.inference_mode():
         probe = model.encode_image(torch.zeros(1, 3, *image_size, device=device))
-    return _LoadedModel(
+    return LoadedEncoder(
         model=model,
-        tokenizer=open_clip.get_tokenizer(model_name),
         device=device,
         embed_dim=int(probe.shape[-1]),
-        weights_id=weights_id,
         pil_transform=pil_transform,
-        preprocess_repr=repr(preprocess),
         mean=None if mean is None else torch.tensor(mean, device=device).view(1, 3, 1, 1),
         std=None if std is None else torch.tensor(std, device=device).view(1, 3, 1, 1),
+        encode_image=model.encode_image,
+        description=description,
+        weights_id=spec.weights.weights_id,
+        preprocess_repr=repr(preprocess),
+        tokenizer=open_clip.get_tokenizer(model_name),
+        extra={"identity": spec.identity},
     )
 
 
-def _autocast_dtype(precision: str, device):
-    import torch
-
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    if precision == "fp16":
-        return torch.float16
-    if precision == "bf16":
-        return torch.bfloat16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+def _registered_config(model_name) -> dict | None:
+    """The open_clip config registered under ``model_name`` in this process, if any."""
+    open_clip = sys.modules.get("open_clip")
+    if open_clip is None or not isinstance(model_name, str) or _schema(model_name) is not None:
+        return None  # open_clip not loaded here: only its built-in architectures can be meant
+    return open_clip.get_model_config(model_name.replace("/", "-"))
 
 
-class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class CLIPEmbedder(_BaseImageEncoder):
     """Encode images with an open_clip model: a stateless scikit-learn transformer.
 
     ``transform`` maps images to CLIP image embeddings, in batches on the accelerator, with image
@@ -368,8 +575,9 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     device : str, default="auto"
         Torch device; ``"auto"`` picks CUDA when available, else the CPU.
 
-    batch_size : int, default=256
-        Images (or texts) per forward pass.
+    batch_size : int or "auto", default="auto"
+        Images (or texts) per forward pass. ``"auto"`` chooses per device: 32 on the CPU
+        (larger batches are slower there), 256 on CUDA.
 
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
         Autocast dtype of the forward pass; ``"auto"`` is bf16 on CUDA (fp16 where bf16 is not
@@ -394,12 +602,12 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     normalize : bool, default=True
         Scale every embedding (image and text) to unit Euclidean norm, as CLIP's similarity does.
 
-    store : "memory", str, os.PathLike or None, default="memory"
+    store : "memory", str, os.PathLike, EmbeddingStore or None, default="memory"
         Where computed embeddings are kept: ``"memory"`` for the process-level cache
         (:func:`skicm.store.default_memory_store`), a file path for a persistent SQLite store
         (:class:`skicm.store.SQLiteStore`; a killed run resumes from it and other processes
-        reuse it), None to recompute every time. Text embeddings are cached in memory in every
-        case (see :meth:`encode_text`).
+        reuse it), any :class:`skicm.store.EmbeddingStore` instance, None to recompute every
+        time. Text embeddings are cached in memory in every case (see :meth:`encode_text`).
 
     progress : bool, default=True
         Show a tqdm progress bar while encoding more than one batch.
@@ -407,7 +615,10 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     Attributes
     ----------
     embed_dim_ : int
-        Width of the embeddings (loads the model on first access).
+        Width of the embeddings (from the architecture's config when it says).
+
+    has_text_tower : bool
+        True: :meth:`encode_text` embeds texts (zero-shot, text interventions).
 
     See Also
     --------
@@ -416,8 +627,20 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
 
     Notes
     -----
-    The estimator holds its parameters only: pickles and clones never contain model weights.
-    Models live in a process-level cache keyed by architecture, weights and device.
+    The estimator holds its parameters only: pickles and clones never contain model weights. A
+    pickle does carry the open_clip config of an architecture registered at run time (with
+    :func:`skicm.model_configs.register_model_config`, ``open_clip.add_model_config`` or the
+    command line's ``--model-config``), which unpickling registers, so that process-based
+    workers (``GridSearchCV(n_jobs=2)``) know it. Models live in a process-level cache keyed by
+    the architecture's config, the weights, the preprocessing and the device; the store
+    namespace (:meth:`store_namespace`) is keyed the same way plus precision and decoder. A
+    store that holds every requested image answers without loading the model.
+
+    Weights are checked before use: a model with NaN or infinite weights, or one whose forward
+    pass gives a non-finite embedding, raises a ValueError naming the checkpoint; nothing
+    non-finite is stored or returned. Pretrained weights that are not on this machine and cannot
+    be downloaded (offline) fail within seconds, with one message naming the file to fetch and
+    the ways to pass it.
 
     Examples
     --------
@@ -437,18 +660,13 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     array(['clipembedder0', 'clipembedder1'], dtype=object)
     """
 
+    has_text_tower: ClassVar[bool] = True
+    _progress_label: ClassVar[str] = "CLIP image embeddings"
+
     _parameter_constraints: ClassVar[dict] = {
         "model_name": [str],
         "pretrained": [str, os.PathLike, None],
-        "device": [str],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "precision": [StrOptions({"auto", "fp32", "bf16", "fp16"})],
-        "num_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
-        "decoder": [StrOptions({"auto", "pil", "torchvision"})],
-        "normalize": ["boolean"],
-        # "memory" is also a str: any other string is the path of an SQLite file.
-        "store": [str, os.PathLike, None],
-        "progress": ["boolean"],
+        **_BaseImageEncoder._parameter_constraints,
     }
 
     def __init__(
@@ -457,7 +675,7 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         pretrained="openai",
         *,
         device="auto",
-        batch_size=256,
+        batch_size="auto",
         precision="auto",
         num_workers="auto",
         decoder="auto",
@@ -476,82 +694,27 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self.store = store
         self.progress = progress
 
-    # ------------------------------------------------------------------ scikit-learn protocol
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X=None, y=None):
-        """Validate the parameters; nothing is learned (the embedder is stateless).
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self):
+        state = super().__getstate__()
+        # An architecture registered at run time (open_clip.add_model_config, --model-config,
+        # register_tiny_clip) exists only in this process: its config travels with the pickle,
+        # so that process-based workers (GridSearchCV(n_jobs=2), joblib/loky) know it too.
+        config = _registered_config(self.model_name)
+        if config is not None:
+            state = {**state, "_open_clip_model_config": config}
+        return state
 
-        Parameters
-        ----------
-        X : ignored
-            Images; not looked at, so that fitting costs nothing.
-        y : ignored
-            Not used, present for API consistency.
+    def __setstate__(self, state):
+        state = dict(state)
+        config = state.pop("_open_clip_model_config", None)
+        super().__setstate__(state)
+        if config is not None:
+            from skicm.model_configs import register_model_config
 
-        Returns
-        -------
-        self : CLIPEmbedder
-        """
-        _reject_sparse(X)
-        return self
+            register_model_config(self.model_name.replace("/", "-"), config)
 
-    def __sklearn_is_fitted__(self):
-        # Stateless: usable without fit, like sklearn's HashingVectorizer.
-        return True
-
-    def transform(self, X):
-        """Embed images.
-
-        Parameters
-        ----------
-        X : sequence of images, or array of shape (n_samples, H, W, C)
-            Image file paths (str or os.PathLike), PIL images or uint8/uint16 arrays of shape
-            (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), in any mix and of any sizes; or a uint8
-            array (N, H, W, C) or (N, H, W); or a one-column DataFrame or (n, 1) object array of
-            such images (as ColumnTransformer passes a column of paths).
-
-        Returns
-        -------
-        Z : ndarray of shape (n_samples, embed_dim), dtype float32
-            Image embeddings, rows in the order of ``X``.
-
-        Raises
-        ------
-        FileNotFoundError
-            Listing every file of ``X`` that does not exist (before anything is encoded).
-        ValueError
-            Listing every item that is not an image, or every file that cannot be decoded
-            (truncated, corrupt, not an image). Decodable images are still encoded and stored,
-            so a rerun after fixing the files only encodes those.
-        """
-        from skicm.image_loading import as_image_list, image_keys
-
-        self._validate_params()
-        _reject_sparse(X)
-        items = as_image_list(X)
-        keys = image_keys(items)
-        vectors = self._embed_keys(items, keys)
-        Z = np.stack([vectors[key] for key in keys]).astype(np.float32, copy=False)
-        return self._normalized(Z)
-
-    def fit_transform(self, X, y=None, **fit_params):
-        """Validate the parameters and embed ``X``; the same as ``transform(X)``.
-
-        Parameters
-        ----------
-        X : sequence of images
-            See :meth:`transform`.
-        y : ignored
-            Not used, present for API consistency.
-        **fit_params : dict
-            Ignored.
-
-        Returns
-        -------
-        Z : ndarray of shape (n_samples, embed_dim), dtype float32
-        """
-        return self.fit(X, y).transform(X)
-
+    # ------------------------------------------------------------------ texts
     def encode_text(self, texts):
         """Embed texts with the text tower of the same model.
 
@@ -597,276 +760,54 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     @property
     def embed_dim_(self) -> int:
         """Width of the embeddings (from the model config, else from the loaded model)."""
-        import open_clip
-
-        config = None
-        if not self.model_name.startswith(("hf-hub:", "local-dir:")):
-            config = open_clip.get_model_config(self.model_name.replace("/", "-"))
-        if config and "embed_dim" in config:
+        config, _ = _architecture(self.model_name)
+        if "embed_dim" in config:
             return int(config["embed_dim"])
         return self._loaded_model().embed_dim
 
-    @property
-    def _n_features_out(self):
-        return self.embed_dim_
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        # Why these tags. X is a sequence of images, so the honest input kinds are a 1-D
-        # sequence (paths are strings), a one-column table of images (what ColumnTransformer
-        # passes for a column of paths: (n, 1) object array or DataFrame) and an (N, H, W)
-        # stack of grayscale images. A numeric 2-D array (n, d) is NOT accepted: its rows are
-        # not images, and reading them as flattened pixels would need a guessed image shape
-        # and would silently embed garbage. two_d_array=True keeps sklearn's common checks
-        # running (with False they are all skipped): the API checks (cloning, params, fit
-        # returns self, tags, pickling-free fit...) pass for real; the checks that transform
-        # random numeric matrices fail by design, with a ValueError, and are listed in
-        # _EXPECTED_FAILED_CHECKS. fit does not look at X (stateless, like sklearn's
-        # FunctionTransformer(validate=False)), hence no_validation=True and requires_fit=False;
-        # transform validates every image itself.
-        # one_d_array stays False although a 1-D sequence of paths is the usual X: the tag
-        # makes the checks slice their matrices to 1-D, which then break inside the checks.
-        tags.input_tags.two_d_array = True
-        tags.input_tags.three_d_array = True
-        tags.input_tags.string = True
-        tags.no_validation = True
-        tags.requires_fit = False
-        tags.non_deterministic = False
-        tags.transformer_tags.preserves_dtype = []
-        return tags
-
     # ------------------------------------------------------------------ internals
-    def _loaded_model(self) -> _LoadedModel:
+    def _loaded_model(self) -> LoadedEncoder:
         return _load_model(self.model_name, self.pretrained, self.device)
 
-    def _autocast(self, loaded):
-        import torch
-
-        dtype = _autocast_dtype(self.precision, loaded.device)
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=loaded.device.type, dtype=dtype)
-
-    def _decode_mode(self, loaded) -> str:
-        """How the workers decode: see :class:`skicm.image_loading.ImageDecodingDataset`."""
-        if self.decoder == "pil":
-            return "pil"
-        return "raw_jpeg" if loaded.device.type == "cuda" else "tensor"
-
-    def _namespace(self, loaded) -> str:
-        """Store namespace: everything besides the image that determines an embedding."""
-        spec = {
-            "model": self.model_name,
-            "weights": loaded.weights_id,
-            "precision": str(_autocast_dtype(self.precision, loaded.device) or "fp32"),
-            "preprocess": loaded.preprocess_repr,
-            "decode": self._decode_mode(loaded),
-        }
-        digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
-        return f"{self.model_name}:{digest}"
+    def _identity(self) -> tuple[str, dict]:
+        spec = _ModelSpec(self.model_name, self.pretrained)
+        return self.model_name, {"model": self.model_name, **spec.identity}
 
     def _text_namespace(self, loaded) -> str:
         """Text cache namespace: everything besides the text that determines its embedding."""
         tokenizer = loaded.tokenizer
+        identity = loaded.extra["identity"]
         spec = {
             "model": self.model_name,
-            "weights": loaded.weights_id,
-            "precision": str(_autocast_dtype(self.precision, loaded.device) or "fp32"),
+            "architecture": identity["architecture"],
+            "weights": identity["weights"],
+            "precision": str(autocast_dtype(self.precision, loaded.device) or "fp32"),
             "tokenizer": type(tokenizer).__qualname__,
             "tokenizer_name": str(getattr(tokenizer, "tokenizer_name", "")),
             "context_length": getattr(tokenizer, "context_length", None),
         }
-        digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
-        return f"text:{self.model_name}:{digest}"
+        return f"text:{self.model_name}:{digest(spec)}"
 
     def _encode_texts(self, loaded, texts) -> np.ndarray:
         """Raw (unnormalised) embeddings of ``texts`` through the text tower, in batches."""
         import torch
 
-        autocast = self._autocast(loaded)
+        autocast = self._autocast(loaded.device)
+        batch_size = self._batch_size(loaded.device)
         parts = []
         with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                tokens = loaded.tokenizer(texts[start : start + self.batch_size])
+            for start in range(0, len(texts), batch_size):
+                tokens = loaded.tokenizer(texts[start : start + batch_size])
                 with autocast:
                     out = loaded.model.encode_text(tokens.to(loaded.device))
                 parts.append(out.float().cpu().numpy())
-        return np.concatenate(parts).astype(np.float32, copy=False)
-
-    def _normalized(self, Z):
-        if self.normalize:
-            norms = np.linalg.norm(Z, axis=1, keepdims=True)
-            Z = Z / np.maximum(norms, np.finfo(np.float32).tiny)
-        return Z.astype(np.float32, copy=False)
-
-    def _n_workers(self, n_images: int, device) -> int:
-        """DataLoader worker processes; 0 decodes in this process, between forward passes."""
-        if self.num_workers != "auto":
-            return int(self.num_workers)
-        if n_images <= self.batch_size or device.type == "cpu":
-            # On the CPU the forward pass keeps every core busy with torch's intra-op (OpenMP)
-            # threads, which wait for each other at every parallel region: a worker decoding
-            # alongside them preempts one and stalls all, so it costs more forward time than
-            # the decoding it hides (ViT-S-32 on 2 cores: 0.78x the bare forward pass with one
-            # worker, 0.88x decoding in this process with one thread per core between passes).
-            return 0
-        return max(1, min(8, (os.cpu_count() or 2) - 1))
-
-    def _embed_keys(self, items, keys) -> dict[str, np.ndarray]:
-        """Raw (unnormalised) embedding of every distinct key, from the store or the model."""
-        from skicm.store import open_store
-
-        loaded = self._loaded_model()
-        store = open_store(self.store)
-        namespace = self._namespace(loaded)
-        first_index = {}
-        for index, key in enumerate(keys):
-            first_index.setdefault(key, index)
-        vectors = store.get_many(namespace, list(first_index)) if store is not None else {}
-        todo = [index for key, index in first_index.items() if key not in vectors]
-        if todo:
-            vectors.update(self._encode_images(loaded, items, keys, todo, store, namespace))
-        return vectors
-
-    def _encode_images(self, loaded, items, keys, todo, store, namespace):
-        """Encode ``items[i] for i in todo`` through the image tower, storing batch by batch."""
-        import torch
-        from tqdm.auto import tqdm
-
-        from skicm.image_loading import (
-            ImageDecodingDataset,
-            collate_decoded,
-            decode_in_batches,
-            describe_image,
-        )
-
-        todo_items = [items[i] for i in todo]
-        todo_keys = [keys[i] for i in todo]
-        mode = self._decode_mode(loaded)
-        dataset = ImageDecodingDataset(todo_items, loaded.pil_transform, mode=mode)
-        num_workers = self._n_workers(len(todo_items), loaded.device)
-        if num_workers:
-            loader = torch.utils.data.DataLoader(
-                dataset,
-                batch_size=self.batch_size,
-                shuffle=False,
-                num_workers=num_workers,
-                collate_fn=collate_decoded,
-                pin_memory=loaded.device.type == "cuda",
-                prefetch_factor=4,
-            )
-        else:
-            loader = decode_in_batches(dataset, self.batch_size, torch.get_num_threads())
-        autocast = self._autocast(loaded)
-        encoded: dict[str, np.ndarray] = {}
-        errors: list[tuple[int, str]] = []
-        bar = tqdm(
-            total=len(todo_items),
-            unit="img",
-            desc="CLIP image embeddings",
-            disable=not (self.progress and len(todo_items) > self.batch_size),
-        )
-        with bar, torch.inference_mode():
-            for pixel_idx, pixels, jpeg_idx, jpeg_bytes, batch_errors in loader:
-                if jpeg_bytes:
-                    decoded_idx, decoded, jpeg_errors = _decode_jpegs_on_device(
-                        jpeg_idx, jpeg_bytes, loaded, dataset
-                    )
-                    batch_errors = batch_errors + jpeg_errors
-                    if decoded is not None:
-                        pixel_idx = pixel_idx + decoded_idx
-                        pixels = (
-                            decoded
-                            if pixels is None
-                            else torch.cat([pixels.to(loaded.device, non_blocking=True), decoded])
-                        )
-                errors.extend(batch_errors)
-                if pixel_idx:
-                    batch = self._forward(loaded, pixels, autocast)
-                    fresh = {todo_keys[i]: batch[row] for row, i in enumerate(pixel_idx)}
-                    if store is not None:
-                        store.put_many(namespace, fresh)
-                    encoded.update(fresh)
-                bar.update(len(pixel_idx) + len(batch_errors))
-        if errors:
-            errors.sort()
-            lines = [f"{describe_image(items, todo[i])}: {reason}" for i, reason in errors]
+        T = np.concatenate(parts).astype(np.float32, copy=False)
+        if not np.isfinite(T).all():
             raise ValueError(
-                f"{len(errors)} image(s) could not be decoded (the other images were encoded"
-                f"{' and stored' if store is not None else ''}): " + "; ".join(lines)
+                f"{loaded.description} gave non-finite text embeddings (NaN or infinity); "
+                "nothing was cached. Check the checkpoint's weights."
             )
-        return encoded
-
-    def _forward(self, loaded, pixels, autocast):
-        """Normalise a uint8 (or already float) batch on the device and encode it."""
-        x = pixels.to(loaded.device, non_blocking=True)
-        if loaded.mean is not None:
-            x = x.float().div_(255).sub_(loaded.mean).div_(loaded.std)
-        with autocast:
-            out = loaded.model.encode_image(x)
-        return out.float().cpu().numpy()
-
-
-def _decode_jpegs_on_device(indices, data, loaded, dataset):
-    """Decode JPEG bytes with torchvision on the model's device and apply the PIL-stage resize.
-
-    Images are grouped by size so that the factory's resize and crop (torchvision transforms
-    that also accept batched tensors) run once per group. An image nvjpeg cannot decode (CMYK,
-    some progressive files, corrupt data) falls back to Pillow, which reports the error if it
-    fails too.
-    """
-    import torch
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    device = loaded.device
-    with warnings.catch_warnings():
-        # torchvision 0.29 deprecates its image codecs in favour of TorchCodec; they still are
-        # the only batched nvjpeg decoder that installs with torchvision alone.
-        warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)
-        try:
-            images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-        except RuntimeError:
-            images = []
-            for one in data:
-                try:
-                    images.append(decode_jpeg(one, mode=ImageReadMode.RGB, device=device))
-                except RuntimeError:
-                    images.append(None)
-    out_idx, out, errors = [], [], []
-    groups: dict[tuple, list[int]] = {}
-    for position, image in enumerate(images):
-        if image is None:
-            index, pixels, _, error = _pil_fallback(dataset, indices[position])
-            if error is not None:
-                errors.append((index, error))
-            else:
-                out_idx.append(index)
-                out.append(torch.from_numpy(pixels).to(device).unsqueeze(0))
-            continue
-        groups.setdefault(tuple(image.shape), []).append(position)
-    for positions in groups.values():
-        batch = torch.stack([images[p] for p in positions])
-        out.append(dataset.tensor_transform(batch))
-        out_idx.extend(indices[p] for p in positions)
-    if not out:
-        return [], None, errors
-    return out_idx, torch.cat(out), errors
-
-
-def _pil_fallback(dataset, index):
-    from skicm.image_loading import ImageDecodingDataset
-
-    return ImageDecodingDataset(dataset.items, dataset.transform, mode="tensor")[index]
-
-
-def _reject_sparse(X):
-    import scipy.sparse
-
-    if scipy.sparse.issparse(X):
-        raise TypeError(
-            "CLIPEmbedder takes images; a sparse matrix is not supported as X (its rows are not "
-            "images)."
-        )
+        return T
 
 
 def _common_check_instance() -> CLIPEmbedder:
@@ -881,28 +822,3 @@ def _common_check_instance() -> CLIPEmbedder:
         num_workers=0,
         progress=False,
     )
-
-
-_NOT_IMAGES = (
-    "the check transforms random numeric matrices, whose rows are not images; CLIPEmbedder "
-    "rejects them with a ValueError by design (see the comment in __sklearn_tags__), and "
-    "tests/test_embedding.py checks the same property on real images"
-)
-
-#: sklearn common checks that cannot apply to an image transformer, with the reason.
-_EXPECTED_FAILED_CHECKS: dict[str, str] = dict.fromkeys(
-    [
-        "check_fit_score_takes_y",
-        "check_estimators_dtypes",
-        "check_pipeline_consistency",
-        "check_estimators_pickle",
-        "check_f_contiguous_array_estimator",
-        "check_transformer_general",
-        "check_transformers_unfitted_stateless",
-        "check_methods_sample_order_invariance",
-        "check_methods_subset_invariance",
-        "check_dict_unchanged",
-        "check_fit_idempotent",
-    ],
-    _NOT_IMAGES,
-)

@@ -6,11 +6,27 @@ with dtype uint8 or uint16 (grayscale, RGBA and 16-bit images are converted to 8
 uint8 array of shape ``(N, H, W, C)``. Everything here works without torch: decoding runs inside
 :class:`torch.utils.data.DataLoader` worker processes, and :class:`ImageDecodingDataset` is a
 plain map-style dataset so that it pickles for any multiprocessing start method.
+
+Every decoder gives the same picture of a file:
+
+- **EXIF orientation.** Images are turned upright as :func:`PIL.ImageOps.exif_transpose` does
+  (the EXIF ``Orientation`` tag, or the XMP one when EXIF has none): a phone photo stored sideways
+  with ``Orientation=6`` is embedded upright. This holds for files, for PIL images that carry the
+  tag (an image already passed through ``exif_transpose`` has lost it and is not turned twice),
+  and for every decoder (Pillow, torchvision's JPEG decoder on the CPU, the JPEG decoder on the
+  accelerator). Arrays carry no orientation and are taken as they are.
+- **Decompression-bomb limit.** A file whose header declares more than
+  ``2 * PIL.Image.MAX_IMAGE_PIXELS`` pixels is rejected before any pixel is decoded, with an
+  error naming the file (:class:`PIL.Image.DecompressionBombError`); above
+  ``PIL.Image.MAX_IMAGE_PIXELS`` Pillow warns (:class:`PIL.Image.DecompressionBombWarning`).
+  These are Pillow's own rules, applied to every decoder. Raise ``PIL.Image.MAX_IMAGE_PIXELS``
+  (``None`` disables the limit) to embed larger images.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import stat
 import warnings
@@ -25,10 +41,17 @@ __all__ = [
     "decode_in_batches",
     "describe_image",
     "image_keys",
+    "jpeg_orientation",
     "load_rgb",
+    "orient_chw",
 ]
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
+_EXIF_ORIENTATION = 0x0112
+# Suffix of the store keys of files: their embeddings are those of the upright picture, which
+# differ from the raw pixels' embeddings that stores filled by orientation-blind decoders hold
+# under the bare file identity.
+_FILE_KEY_SUFFIX = "|upright"
 
 
 def _is_path(item) -> bool:
@@ -165,9 +188,11 @@ def _file_key(path) -> str:
 def image_keys(items: Sequence) -> list[str]:
     """Identity key of every image: a hash of the pixels, or the identity of the file.
 
-    Arrays are keyed by a hash of their dtype, shape and bytes; PIL images by a hash of the 8-bit
-    RGB pixels that are encoded (so that a palette image's key covers its palette); files by their
-    real path, device, inode, size, modification and change times (see :func:`_file_key`). Files
+    Arrays are keyed by a hash of their dtype, shape and bytes; PIL images by a hash of the size
+    and 8-bit RGB pixels that are encoded, after the EXIF orientation is applied (so that a
+    palette image's key covers its palette and an image tagged ``Orientation=6`` has the key of
+    its upright picture); files by their real path, device, inode, size, modification and change
+    times (see :func:`_file_key`) and a mark that their embedding is the upright picture's. Files
     are not opened. Every problem found is reported at once (at most 20 items listed).
 
     Raises
@@ -185,7 +210,7 @@ def image_keys(items: Sequence) -> list[str]:
     for index, item in enumerate(items):
         if _is_path(item):
             try:
-                keys.append(_file_key(item))
+                keys.append(_file_key(item) + _FILE_KEY_SUFFIX)
             except OSError as error:
                 missing.append(f"{os.fspath(item)!r} ({error.strerror or error})")
                 keys.append("")
@@ -201,7 +226,7 @@ def image_keys(items: Sequence) -> list[str]:
             keys.append(f"px:{digest.hexdigest()}")
         elif _is_pil(item):
             try:
-                rgb = _rgb_from_pil(item)
+                rgb = _rgb_from_pil(_upright(item))
             except ValueError as error:
                 invalid.append(f"X[{index}]: {error}")
                 keys.append("")
@@ -277,30 +302,164 @@ def _rgb_from_pil(image):
     return image.convert("RGB")
 
 
+def _orientation(image) -> int:
+    """EXIF orientation (1 to 8) of a PIL image, as :func:`PIL.ImageOps.exif_transpose` reads it."""
+    try:
+        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # a damaged EXIF block does not stop decoding: the pixels as stored
+        return 1
+    return orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
+
+
+def _upright(image):
+    """``image`` turned upright per its EXIF orientation; the image itself when already upright."""
+    if _orientation(image) == 1:
+        return image
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(image)
+
+
+def _open_image(path):
+    """``Image.open(path)`` whose decompression-bomb error names the file."""
+    from PIL import Image
+
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError as error:
+        raise Image.DecompressionBombError(_bomb_message(path, error)) from None
+
+
+def _bomb_message(path, error) -> str:
+    return (
+        f"image file {os.fspath(path)!r}: {error} Nothing was decoded. To embed it anyway, raise "
+        "PIL.Image.MAX_IMAGE_PIXELS (None disables the limit)."
+    )
+
+
 def load_rgb(item):
-    """Decode one image (path, PIL image or array) to an 8-bit RGB PIL image.
+    """Decode one image (path, PIL image or array) to an upright 8-bit RGB PIL image.
+
+    The EXIF orientation of files and PIL images is applied (see the module documentation).
 
     Raises
     ------
     OSError
         If a file cannot be read or decoded (missing, truncated, not an image).
+    PIL.Image.DecompressionBombError
+        If a file declares more than ``2 * PIL.Image.MAX_IMAGE_PIXELS`` pixels; the message names
+        the file.
+    """
+    if _is_path(item):
+        with _open_image(item) as image:
+            image.load()
+            return _rgb_from_pil(_upright(image))
+    if isinstance(item, np.ndarray):
+        return _rgb_from_array(item)
+    return _rgb_from_pil(_upright(item))
+
+
+def jpeg_orientation(data: bytes | bytearray | memoryview, path=None) -> int:
+    """Check a JPEG file's header and return its EXIF orientation, decoding no pixel.
+
+    The header is parsed by Pillow (EXIF ``Orientation``, else the XMP one), and Pillow's
+    decompression-bomb rule is applied to the declared size, so that a decoder other than Pillow
+    (torchvision's ``decode_jpeg``, on the CPU or the accelerator) gets the same limit and the same
+    orientation as :func:`load_rgb`. Apply the result to the decoded tensor with
+    :func:`orient_chw`.
+
+    Parameters
+    ----------
+    data : bytes-like
+        The JPEG file's bytes.
+    path : str or os.PathLike, optional
+        Its path, for the error message.
+
+    Returns
+    -------
+    orientation : int
+        1 (upright, nothing to do) to 8.
+
+    Raises
+    ------
+    PIL.Image.DecompressionBombError
+        If the header declares more than ``2 * PIL.Image.MAX_IMAGE_PIXELS`` pixels.
+
+    Examples
+    --------
+    >>> import io
+    >>> from PIL import Image
+    >>> from skicm.image_loading import jpeg_orientation
+    >>> exif = Image.Exif()
+    >>> exif[0x0112] = 6  # stored turned: show it turned 90 degrees clockwise
+    >>> file = io.BytesIO()
+    >>> Image.new("RGB", (8, 4)).save(file, format="JPEG", exif=exif.tobytes())
+    >>> jpeg_orientation(file.getvalue())
+    6
     """
     from PIL import Image
 
-    if _is_path(item):
-        with Image.open(item) as image:
-            image.load()
-            return _rgb_from_pil(image)
-    if isinstance(item, np.ndarray):
-        return _rgb_from_array(item)
-    return _rgb_from_pil(item)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return _orientation(image)
+    except Image.DecompressionBombError as error:
+        raise Image.DecompressionBombError(
+            _bomb_message("<bytes>" if path is None else path, error)
+        ) from None
+    except (OSError, SyntaxError, ValueError):
+        return 1  # unreadable header: the decoder reports the damage
+
+
+def orient_chw(chw, orientation: int):
+    """Turn a ``(..., H, W)`` tensor upright as :func:`PIL.ImageOps.exif_transpose` would.
+
+    Parameters
+    ----------
+    chw : torch.Tensor
+        Decoded image(s), channels first.
+    orientation : int
+        EXIF orientation, as :func:`jpeg_orientation` returns it.
+
+    Returns
+    -------
+    upright : torch.Tensor
+        Contiguous; ``chw`` itself for orientation 1.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skicm.image_loading import orient_chw
+    >>> stored = torch.arange(6).reshape(1, 2, 3)
+    >>> orient_chw(stored, 6)  # turned 90 degrees clockwise
+    tensor([[[3, 0],
+             [4, 1],
+             [5, 2]]])
+    """
+    if orientation == 2:  # FLIP_LEFT_RIGHT
+        chw = chw.flip(-1)
+    elif orientation == 3:  # ROTATE_180
+        chw = chw.flip(-2, -1)
+    elif orientation == 4:  # FLIP_TOP_BOTTOM
+        chw = chw.flip(-2)
+    elif orientation == 5:  # TRANSPOSE
+        chw = chw.transpose(-2, -1)
+    elif orientation == 6:  # ROTATE_270 (90 degrees clockwise)
+        chw = chw.transpose(-2, -1).flip(-1)
+    elif orientation == 7:  # TRANSVERSE
+        chw = chw.transpose(-2, -1).flip(-2, -1)
+    elif orientation == 8:  # ROTATE_90 (90 degrees counter-clockwise)
+        chw = chw.transpose(-2, -1).flip(-2)
+    else:
+        return chw
+    return chw.contiguous()
 
 
 def _rgb_chw(item):
-    """Decode one image to a uint8 ``(3, H, W)`` tensor; JPEG files with torchvision.
+    """Decode one image to an upright uint8 ``(3, H, W)`` tensor; JPEG files with torchvision.
 
     JPEG files are decoded by ``torchvision.io.decode_jpeg`` (libjpeg-turbo), straight into the
-    channels-first tensor that the resize takes; other images go through :func:`load_rgb`.
+    channels-first tensor that the resize takes, after :func:`jpeg_orientation` has checked the
+    header; other images go through :func:`load_rgb`.
     """
     import torch
 
@@ -311,12 +470,14 @@ def _rgb_chw(item):
         if data[:3] == _JPEG_MAGIC:
             from torchvision.io import ImageReadMode, decode_jpeg
 
+            orientation = jpeg_orientation(data, item)
             try:
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)
-                    return decode_jpeg(
+                    chw = decode_jpeg(
                         torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB
                     )
+                return orient_chw(chw, orientation)
             except RuntimeError:
                 pass  # e.g. CMYK or damaged: Pillow decodes it or says why not
     with warnings.catch_warnings():
@@ -365,7 +526,10 @@ class ImageDecodingDataset:
     factory's resize and crop) to the PIL image, exactly as open_clip does; ``"tensor"`` decodes
     JPEG files with torchvision and applies ``transform`` to a uint8 tensor (torchvision's SIMD
     resize, about twice as fast on the CPU); ``"raw_jpeg"`` returns JPEG files undecoded, for
-    decoding on the accelerator, and treats everything else as ``"tensor"``.
+    decoding on the accelerator, and treats everything else as ``"tensor"``. Whatever the mode,
+    images come out upright and files over the decompression-bomb limit are rejected from their
+    header (see the module documentation): ``"raw_jpeg"`` returns only JPEG files that need no
+    turning and are within the limit, and decodes the others here.
 
     Item ``i`` is ``(i, pixels, jpeg_bytes, error)`` with exactly one of the last three set:
     ``pixels`` a uint8 ``(3, S, S)`` array, ``jpeg_bytes`` the file as a uint8 array, or ``error``
@@ -393,7 +557,7 @@ class ImageDecodingDataset:
             if self.mode == "raw_jpeg" and _is_path(item):
                 with open(item, "rb") as file:
                     data = file.read()
-                if data[:3] == _JPEG_MAGIC:
+                if data[:3] == _JPEG_MAGIC and jpeg_orientation(data, item) == 1:
                     return index, None, np.frombuffer(data, dtype=np.uint8), None
             pixels = self.tensor_transform(_rgb_chw(item))
             return index, np.ascontiguousarray(pixels.numpy()), None, None

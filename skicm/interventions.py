@@ -72,7 +72,7 @@ DEFAULT_DOMAIN_TEMPLATES = (
 class _GaussianBlur:
     """Gaussian blur whose kernel grows with the image (about 10 % of the shorter side, odd)."""
 
-    def __init__(self, sigma=(0.1, 2.0), kernel_fraction=0.1):
+    def __init__(self, sigma=(0.5, 2.0), kernel_fraction=0.1):
         self.sigma = sigma
         self.kernel_fraction = kernel_fraction
 
@@ -95,7 +95,9 @@ def paper_image_transforms():
     ``color_jitter``  ``ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)``
                       (the SimCLR colour distortion at strength 0.5)
     ``grayscale``     ``Grayscale(num_output_channels=3)``
-    ``gaussian_blur`` ``GaussianBlur(sigma=(0.1, 2.0))``, kernel about 10 % of the shorter side
+    ``gaussian_blur`` ``GaussianBlur(sigma=(0.5, 2.0))``, kernel about 10 % of the shorter side
+                      (torchvision's default lower bound 0.1 returns about one uint8 image in
+                      ten unchanged: no intervention at all)
     ``invert``        ``RandomInvert(p=1.0)``
     ``posterize``     ``RandomPosterize(bits=3, p=1.0)`` (keep 3 bits per channel)
     ``solarize``      ``RandomSolarize(threshold=128, p=1.0)``
@@ -121,7 +123,7 @@ def paper_image_transforms():
     return {
         "color_jitter": T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1),
         "grayscale": T.Grayscale(num_output_channels=3),
-        "gaussian_blur": _GaussianBlur(sigma=(0.1, 2.0)),
+        "gaussian_blur": _GaussianBlur(sigma=(0.5, 2.0)),
         "invert": T.RandomInvert(p=1.0),
         "posterize": T.RandomPosterize(bits=3, p=1.0),
         "solarize": T.RandomSolarize(threshold=128, p=1.0),
@@ -136,7 +138,8 @@ class ImageInterventions(BaseEstimator):
     ``transforms``, as in the authors' released code. The counterparts are then encoded by the
     same :class:`~skicm.CLIPEmbedder` as the images (in a pipeline: ``transform_input=
     ["X_intervened"]``, see :doc:`/interventions`), and row ``i`` of the encoded counterparts is
-    the interventional partner of row ``i`` of ``X``.
+    the interventional partner of row ``i`` of ``X``. ``apply(images, return_transforms=True)``
+    also says which intervention made each counterpart.
 
     Parameters
     ----------
@@ -240,9 +243,17 @@ class ImageInterventions(BaseEstimator):
                     f"transforms contains {item!r}, which is neither an intervention name nor "
                     "a callable."
                 )
-        return resolved
+        # Name each callable so that two different ones never share a name (two lambdas, two
+        # ColorJitter of different strengths): the names say which one made a counterpart.
+        counts = {}
+        for name, function in resolved:
+            counts.setdefault(name, set()).add(id(function))
+        return [
+            (f"{name}[{position}]" if len(counts[name]) > 1 else name, function)
+            for position, (name, function) in enumerate(resolved)
+        ]
 
-    def apply(self, images, *, return_index=False):
+    def apply(self, images, *, return_index=False, return_transforms=False):
         """Make the intervened counterparts of ``images``.
 
         Parameters
@@ -252,6 +263,8 @@ class ImageInterventions(BaseEstimator):
             arrays (H, W[, C]); grayscale and RGBA are converted to RGB).
         return_index : bool, default=False
             Also return the index of the source image of each counterpart.
+        return_transforms : bool, default=False
+            Also return the name of the intervention that made each counterpart.
 
         Returns
         -------
@@ -262,6 +275,25 @@ class ImageInterventions(BaseEstimator):
         index : ndarray of shape (len(images) * n_per_image,)
             Source image of each counterpart (``np.repeat(np.arange(N), n_per_image)``); only
             with ``return_index=True``.
+        transform_names : ndarray of str of shape (len(images) * n_per_image,)
+            The intervention that made each counterpart: its name in
+            :data:`PAPER_IMAGE_INTERVENTIONS`, or a callable's ``__name__`` (its class name
+            for a transform object such as ``ColorJitter``), followed by ``[k]``, its position
+            in ``transforms``, when different callables share that name; only with
+            ``return_transforms=True``. Returned after ``index`` when both are asked for.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skicm.interventions import ImageInterventions
+        >>> images = np.full((4, 8, 8, 3), 200, dtype=np.uint8)
+        >>> counterparts, names = ImageInterventions(
+        ...     ["invert", "grayscale"], random_state=2
+        ... ).apply(images, return_transforms=True)
+        >>> names.tolist()
+        ['invert', 'grayscale', 'invert', 'grayscale']
+        >>> [int(image[0, 0, 0]) for image in counterparts]  # 255 - 200 where inverted
+        [55, 200, 55, 200]
         """
         self._validate_params()
         import torch
@@ -277,7 +309,7 @@ class ImageInterventions(BaseEstimator):
         # a counterpart does not depend on the other images or on how they are batched.
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
-        counterparts = []
+        counterparts, names = [], []
         for i, image in enumerate(items):
             try:
                 pil = load_rgb(image)
@@ -296,12 +328,16 @@ class ImageInterventions(BaseEstimator):
                     result = transform(pil)
                 result = self._check_result(result, pil, name, i)
                 counterparts.append(np.asarray(result, dtype=np.uint8) if as_array else result)
+                names.append(name)
 
         if stacked and len({counterpart.shape for counterpart in counterparts}) == 1:
             counterparts = np.stack(counterparts)
+        extra = []
         if return_index:
-            return counterparts, np.repeat(np.arange(len(items)), self.n_per_image)
-        return counterparts
+            extra.append(np.repeat(np.arange(len(items)), self.n_per_image))
+        if return_transforms:
+            extra.append(np.asarray(names, dtype=str).reshape(-1))
+        return (counterparts, *extra) if extra else counterparts
 
     def _check_result(self, result, original, name, index):
         from PIL import Image

@@ -10,7 +10,7 @@ import json
 import tempfile
 from pathlib import Path
 
-__all__ = ["TINY_CLIP_CONFIG", "register_tiny_clip"]
+__all__ = ["TINY_CLIP_CONFIG", "register_model_config", "register_tiny_clip", "tiny_image_model"]
 
 #: open_clip model config of the tiny CLIP: 32-d joint embedding, 32x32 images, two layers of
 #: width 64 in each tower.
@@ -54,13 +54,115 @@ def register_tiny_clip(name: str = "skicm-tiny-clip") -> str:
     >>> name in open_clip.list_models()
     True
     """
+    if name in _registered:
+        import open_clip
+
+        if open_clip.get_model_config(name) == TINY_CLIP_CONFIG:
+            return name
+    register_model_config(name, TINY_CLIP_CONFIG)
+    _registered.add(name)
+    return name
+
+
+def register_model_config(name: str, config: dict) -> str:
+    """Register the open_clip architecture ``config`` under ``name`` and return the name.
+
+    open_clip learns architectures from JSON files (``open_clip.add_model_config``); this writes
+    ``config`` to a private temporary file and registers it. A name registered before with
+    another config now means ``config``. :class:`skicm.CLIPEmbedder` pickles carry the config
+    of such a name and register it when unpickled, so that worker processes know it.
+
+    Parameters
+    ----------
+    name : str
+        Name under which open_clip will know the architecture.
+    config : dict
+        open_clip model config: ``embed_dim``, ``vision_cfg`` and ``text_cfg``.
+
+    Returns
+    -------
+    name : str
+        The registered model name.
+
+    Raises
+    ------
+    ValueError
+        If ``config`` is not an open_clip model config.
+
+    Examples
+    --------
+    >>> import open_clip
+    >>> from skicm.model_configs import TINY_CLIP_CONFIG, register_model_config
+    >>> register_model_config("my-tiny-clip", TINY_CLIP_CONFIG)
+    'my-tiny-clip'
+    >>> open_clip.get_model_config("my-tiny-clip")["embed_dim"]
+    32
+    """
     import open_clip
 
-    if name in _registered and name in open_clip.list_models():
+    check_model_config(config, f"the config of {name!r}")
+    if open_clip.get_model_config(name) == config:
         return name
     folder = Path(tempfile.mkdtemp(prefix="skicm-model-config-"))
     path = folder / f"{name}.json"
-    path.write_text(json.dumps(TINY_CLIP_CONFIG))
+    path.write_text(json.dumps(config))
     open_clip.add_model_config(path)
-    _registered.add(name)
     return name
+
+
+def check_model_config(config, what: str) -> None:
+    """Raise a ValueError naming ``what`` unless ``config`` looks like an open_clip model config."""
+    missing = (
+        ["an object"]
+        if not isinstance(config, dict)
+        else [key for key in ("embed_dim", "vision_cfg", "text_cfg") if key not in config]
+    )
+    if missing:
+        raise ValueError(
+            f"{what} is not an open_clip model config: it needs {', '.join(missing)} (see the "
+            "JSON files in open_clip/model_configs/, e.g. ViT-B-32.json, or "
+            "skicm.model_configs.TINY_CLIP_CONFIG)."
+        )
+
+
+def tiny_image_model():
+    """A tiny random-weight convolutional image model with its preprocessing (16-d features).
+
+    For tests, documentation examples and smoke runs of :class:`skicm.ImageEmbedder`
+    (``ImageEmbedder("skicm.model_configs:tiny_image_model")``): two convolutions on 32x32
+    images, then global average pooling. Weights are random (seeded by the embedder).
+
+    Returns
+    -------
+    module : torch.nn.Module
+        Maps a float batch (B, 3, 32, 32) to (B, 16) features.
+    preprocess : torchvision.transforms.Compose
+        Resize to 32, centre crop 32, ToTensor, Normalize (ImageNet mean and std).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skicm.model_configs import tiny_image_model
+    >>> module, preprocess = tiny_image_model()
+    >>> module(torch.zeros(2, 3, 32, 32)).shape
+    torch.Size([2, 16])
+    """
+    import torch
+    from torchvision import transforms as T
+
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+    )
+    preprocess = T.Compose(
+        [
+            T.Resize(32),
+            T.CenterCrop(32),
+            T.ToTensor(),
+            T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
+    return module, preprocess

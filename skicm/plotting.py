@@ -42,8 +42,9 @@ def spectrum_diagnostics(projector):
         n_components : int
             The chosen rank (the first ``n_components`` eigenvectors are kept).
         n_positive : int
-            Number of positive eigenvalues: the rank ``n_components="auto"`` picks (up to
-            round-off). Directions past it carry more intervention than signal.
+            Number of positive eigenvalues by the rule of ``n_components="auto"``
+            (:func:`skicm.projection.count_positive_eigenvalues`, which ignores round-off).
+            Directions past it carry more intervention than signal.
         alpha : float
             The weight of the intervention term.
         signal_variance, intervention_variance, invariance_ratio : ndarray of shape \
@@ -72,8 +73,8 @@ def spectrum_diagnostics(projector):
     """
     check_is_fitted(projector, ["eigenvalues_", "components_"])
     eigenvalues = np.asarray(projector.eigenvalues_, dtype=float)
-    # The rule of n_components="auto", in the precision the projector was fitted in.
-    n_positive = count_positive_eigenvalues(eigenvalues, projector.components_.dtype)
+    # The very rule of n_components="auto" (one implementation, in skicm.projection).
+    n_positive = count_positive_eigenvalues(eigenvalues)
     positive = eigenvalues[:n_positive]
     k = int(projector.n_components_)
     kept_positive = np.clip(eigenvalues[:k], 0, None).sum()
@@ -89,13 +90,48 @@ def spectrum_diagnostics(projector):
     )
 
 
+def _symlog_ticks(ax, values, linear_threshold, max_ticks=7):
+    """Major ticks of a symlog axis that never crowd: 0 and decades at least 1/max_ticks apart.
+
+    matplotlib's symlog locator puts a tick at every decade and at +-linthresh beside 0, so on a
+    spectrum that spans many decades their labels overlap, worst around 0.
+    """
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    low, high = min(float(np.min(values)), 0.0), max(float(np.max(values)), 0.0)
+    candidates = []
+    first = int(np.floor(np.log10(linear_threshold)))
+    for sign, extreme in ((1.0, high), (-1.0, -low)):
+        if extreme > 0:
+            last = int(np.ceil(np.log10(extreme)))
+            candidates += [sign * 10.0**e for e in range(min(first, last), last + 1)]
+    transform = ax.yaxis.get_transform()
+
+    def position(value):
+        return float(np.ravel(transform.transform(np.array([value], dtype=float)))[0])
+
+    span = max(position(high), position(linear_threshold)) - min(
+        position(low), position(-linear_threshold)
+    )
+    gap = span / max_ticks
+    chosen = [0.0]
+    for sign in (1.0, -1.0):
+        # Outermost decade first, so the labels reach the extreme eigenvalues.
+        for value in sorted((c for c in candidates if np.sign(c) == sign), key=abs, reverse=True):
+            if all(abs(position(value) - position(kept)) >= gap for kept in chosen):
+                chosen.append(value)
+    ax.yaxis.set_major_locator(FixedLocator(sorted(chosen)))
+    ax.yaxis.set_minor_locator(NullLocator())
+
+
 def plot_spectrum(projector, *, axes=None, title=None):
     """Plot the spectrum of the CLIP-ICM objective and the invariance of the kept directions.
 
     Left: the eigenvalues of ``M`` in decreasing order (symmetric-log scale, since they change
-    sign), kept directions in colour, the chosen rank as a dashed line. Right: the invariance
-    ratio of each kept direction (intervention over signal second moment; low is invariant).
-    A good rank stops where the eigenvalues cross zero or where the ratio climbs.
+    sign; tick labels spaced so they never overlap), kept directions in colour, the chosen
+    rank as a dashed line. Right: the invariance ratio of each kept direction (intervention
+    over signal second moment; low is invariant). A good rank stops where the eigenvalues
+    cross zero or where the ratio climbs.
 
     Parameters
     ----------
@@ -135,17 +171,20 @@ def plot_spectrum(projector, *, axes=None, title=None):
         figure = axes[0].figure
     spectrum_ax, ratio_ax = axes
     k = diagnostics.n_components
-    index = np.arange(1, len(diagnostics.eigenvalues) + 1)
+    eigenvalues = diagnostics.eigenvalues
+    index = np.arange(1, len(eigenvalues) + 1)
     kept = index <= k
-    spectrum_ax.scatter(index[kept], diagnostics.eigenvalues[kept], s=12, label="kept")
-    spectrum_ax.scatter(
-        index[~kept], diagnostics.eigenvalues[~kept], s=12, color="0.6", label="dropped"
-    )
+    spectrum_ax.scatter(index[kept], eigenvalues[kept], s=12, label="kept")
+    spectrum_ax.scatter(index[~kept], eigenvalues[~kept], s=12, color="0.6", label="dropped")
     spectrum_ax.axhline(0, color="black", linewidth=0.8)
     spectrum_ax.axvline(k + 0.5, color="C3", linestyle="--", label=f"rank {k}")
-    positive = diagnostics.eigenvalues[diagnostics.eigenvalues > 0]
-    linear_threshold = float(np.median(np.abs(positive))) if positive.size else 1.0
-    spectrum_ax.set_yscale("symlog", linthresh=linear_threshold or 1.0)
+    positive = eigenvalues[eigenvalues > 0]
+    linear_threshold = float(np.median(np.abs(positive))) if positive.size else 0.0
+    if not linear_threshold > 0:
+        nonzero = np.abs(eigenvalues[eigenvalues != 0])
+        linear_threshold = float(nonzero.min()) if nonzero.size else 1.0
+    spectrum_ax.set_yscale("symlog", linthresh=linear_threshold)
+    _symlog_ticks(spectrum_ax, eigenvalues, linear_threshold)
     spectrum_ax.set_xlabel("eigenvalue index (decreasing)")
     spectrum_ax.set_ylabel(f"eigenvalue of M (alpha={diagnostics.alpha:g})")
     spectrum_ax.set_title("spectrum of M = signal - alpha * intervention")
@@ -160,17 +199,45 @@ def plot_spectrum(projector, *, axes=None, title=None):
     return figure
 
 
-def plot_domain_scores(results, *, ax=None, title=None):
-    """Bar chart of leave-one-domain-out scores, one group of bars per held-out domain.
+def _domain_series(results):
+    """(x labels, {series name: (values, errors)}, chance) of per-domain results."""
+    from skicm.evaluation import EvaluationResults
+
+    if isinstance(results, EvaluationResults):
+        labels = [*results.domains, "Average"]
+        series = {}
+        for label, method, split in results._rows():
+            stats = [results.accuracy(method, d, classes=split) for d in [*results.domains, None]]
+            series[label] = (np.array([m for m, _ in stats]), np.array([s for _, s in stats]))
+        return labels, series, results.chance
+    first = _check_same_domains(results)
+    labels = [*map(str, first.domains), "Average"]
+    series = {
+        name: (np.array([*scores.scores, scores.mean_score]), None)
+        for name, scores in results.items()
+    }
+    return labels, series, None
+
+
+def plot_domain_scores(results, *, ax=None, title=None, chance=None):
+    """Bar chart of held-out-domain accuracies, one group of bars per domain plus the average.
+
+    Every bar carries its value as a label (a zero accuracy is drawn as an outlined bar of
+    height zero, labelled ``0.00``); a dotted line marks chance accuracy.
 
     Parameters
     ----------
-    results : mapping of str to DomainScores
-        Scores per method, from :func:`skicm.evaluation.leave_one_domain_out`.
+    results : EvaluationResults or mapping of str to DomainScores
+        From :func:`skicm.evaluation.evaluate_domain_generalization` (bars are means over
+        seeds, error bars their standard deviation) or
+        :func:`skicm.evaluation.leave_one_domain_out` per method.
     ax : matplotlib Axes or None, default=None
         Where to draw; None creates a new figure.
     title : str or None, default=None
         Axes title.
+    chance : float or None, default=None
+        Chance accuracy for the dotted line; None takes ``results.chance`` of an
+        :class:`~skicm.evaluation.EvaluationResults` and draws no line for a mapping.
 
     Returns
     -------
@@ -185,28 +252,49 @@ def plot_domain_scores(results, *, ax=None, title=None):
     >>> from skicm.plotting import plot_domain_scores
     >>> scores = DomainScores(np.array(["a", "b"]), np.array([0.5, 1.0]),
     ...                       np.array([2, 2]), np.array([2, 2]))
-    >>> figure = plot_domain_scores({"model": scores})
-    >>> len(figure.axes)
-    1
+    >>> figure = plot_domain_scores({"model": scores}, chance=0.5)
+    >>> [text.get_text() for text in figure.axes[0].texts]
+    ['0.50', '1.00', '0.75']
     """
     plt = _pyplot()
-    first = _check_same_domains(results)
+    labels, series, default_chance = _domain_series(results)
+    chance = default_chance if chance is None else chance
     if ax is None:
-        figure, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
+        width_inches = max(7.0, 1.0 + 0.35 * len(labels) * len(series))
+        figure, ax = plt.subplots(figsize=(width_inches, 4.2), layout="constrained")
     else:
         figure = ax.figure
-    labels = [*map(str, first.domains), "mean"]
-    width = 0.8 / len(results)
-    for i, (name, scores) in enumerate(results.items()):
-        values = [*scores.scores, scores.mean_score]
-        ax.bar(
-            np.arange(len(labels)) + (i - (len(results) - 1) / 2) * width, values, width, label=name
+    width = 0.8 / len(series)
+    positions = np.arange(len(labels))
+    many = len(series) * len(labels) > 16
+    for i, (name, (values, errors)) in enumerate(series.items()):
+        bars = ax.bar(
+            positions + (i - (len(series) - 1) / 2) * width,
+            values,
+            width,
+            yerr=errors if errors is not None and np.any(errors > 0) else None,
+            capsize=2,
+            label=name,
+            color=f"C{i % 10}",
+            edgecolor="black",  # a bar of height zero still shows as a line
+            linewidth=0.6,
         )
-    ax.set_xticks(np.arange(len(labels)), labels)
+        ax.bar_label(
+            bars,
+            labels=[f"{v:.2f}" for v in values],
+            padding=2,
+            fontsize="x-small",
+            rotation=90 if many else 0,
+        )
+    if chance is not None:
+        ax.axhline(
+            chance, color="0.3", linestyle=":", linewidth=1.2, label=f"chance ({chance:.2f})"
+        )
+    ax.set_xticks(positions, labels)
     ax.set_xlabel("held-out domain")
-    ax.set_ylabel("score")
-    ax.set_ylim(0, 1)
-    ax.legend(loc="best", fontsize="small")
+    ax.set_ylabel("accuracy on the held-out domain")
+    ax.set_ylim(0, 1.15 if many else 1.08)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     if title is not None:
         ax.set_title(title)
     return figure

@@ -313,19 +313,34 @@ class InterventionStatistics:
         return self
 
 
-def count_positive_eigenvalues(eigenvalues, dtype):
-    """Number of eigenvalues of ``M`` that are positive beyond round-off.
+# The precision of the "auto" rank rule, whatever the dtype of the embeddings: float32's.
+# Embeddings come out of networks that compute in float32 or less, so a float64 copy carries
+# no direction finer than float32 rounding of the features; and the statistics of float32
+# embeddings are formed with float32 products. One tolerance for both makes the rank a
+# property of the data, not of its dtype.
+_RANK_EPS = float(np.finfo(np.float32).eps)
 
-    The rule of ``n_components="auto"``: an eigenvalue counts when it exceeds
-    ``n_features * eps(dtype) * max|eigenvalue|``, where ``dtype`` is the precision of the
-    embeddings (float32 Gram blocks carry float32 round-off).
+
+def count_positive_eigenvalues(eigenvalues, dtype=None):
+    """Number of eigenvalues of ``M`` that are positive beyond round-off: the "auto" rank.
+
+    An eigenvalue counts when it exceeds ``n_features * eps * max|eigenvalue|`` with
+    ``eps = 2**-23`` (float32's machine epsilon) **for every dtype**. The tolerance is
+    relative to the spectrum's scale, so multiplying the embeddings by a constant does not
+    change the count, and it is the same for float32 and float64 embeddings, so casting does
+    not change it either. Eigenvalues below it cannot be told apart from zero in float32
+    statistics, and a float64 copy of float32 embeddings carries no direction finer than the
+    float32 rounding of its features: counting them would count round-off. The
+    ``n_features`` factor is the usual bound on how far entry-wise round-off moves the
+    eigenvalues (as in :func:`numpy.linalg.matrix_rank`).
 
     Parameters
     ----------
     eigenvalues : array-like of shape (n_features,)
         Spectrum of ``M``.
-    dtype : dtype
-        Precision of the embeddings the spectrum was computed from.
+    dtype : dtype, default=None
+        Not used: the rule is the same for every dtype. Accepted so that calls written for
+        earlier versions keep working.
 
     Returns
     -------
@@ -336,15 +351,15 @@ def count_positive_eigenvalues(eigenvalues, dtype):
     --------
     >>> import numpy as np
     >>> from skicm.projection import count_positive_eigenvalues
-    >>> count_positive_eigenvalues(np.array([2.0, 1e-9, -1.0]), np.float32)
-    1
-    >>> count_positive_eigenvalues(np.array([2.0, 1e-9, -1.0]), np.float64)
+    >>> count_positive_eigenvalues(np.array([2.0, 1e-3, 1e-9, -1.0]))
+    2
+    >>> count_positive_eigenvalues(1e6 * np.array([2.0, 1e-3, 1e-9, -1.0]))  # scale-free
     2
     """
     eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
     if eigenvalues.size == 0:
         return 0
-    tolerance = eigenvalues.size * np.finfo(dtype).eps * np.abs(eigenvalues).max()
+    tolerance = eigenvalues.size * _RANK_EPS * np.abs(eigenvalues).max()
     return int(np.sum(eigenvalues > tolerance))
 
 
@@ -356,6 +371,22 @@ def _non_finite_message(name, dtype):
         f"Input {name} contains NaN, infinity or a value too large for {np.dtype(dtype).name} "
         "(its squares overflow)."
     )
+
+
+def _describe_raw_images(values):
+    """How ``values`` looks like images rather than embeddings, or None if it does not."""
+    ndim = getattr(values, "ndim", None)
+    if isinstance(ndim, int) and ndim >= 3:
+        return f"an array of shape {tuple(values.shape)}"
+    if isinstance(values, list | tuple) and len(values) > 0:
+        first = values[0]
+        if isinstance(first, str | bytes | os.PathLike):
+            return "a list of file paths"
+        if type(first).__module__.startswith("PIL."):
+            return "a list of PIL images"
+        if getattr(first, "ndim", 0) >= 2:
+            return f"a list of arrays of shape {tuple(first.shape)}"
+    return None
 
 
 def _as_key(value):
@@ -404,8 +435,12 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     n_components : int or "auto", default="auto"
         Dimension of the invariant subspace. ``"auto"`` keeps every direction whose
         eigenvalue of ``M`` is positive, i.e. whose signal second moment exceeds ``alpha``
-        times its intervention second moment (positive beyond a relative tolerance of
-        ``n_features * eps`` of the largest absolute eigenvalue; at least one direction).
+        times its intervention second moment, beyond round-off: above
+        ``n_features * 2**-23`` times the largest absolute eigenvalue (at least one
+        direction). The tolerance is relative, so rescaling the embeddings does not change
+        the rank, and uses float32's precision for every dtype, so float32 and float64
+        copies of the same embeddings get the same rank (see
+        :func:`~skicm.projection.count_positive_eigenvalues`).
     alpha : float, default=1.0
         Weight of the invariance term (the paper's lambda). ``alpha = 0`` ignores the
         interventions.
@@ -469,6 +504,13 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     True
     """
 
+    # Under metadata routing, ``groups`` is what every group-aware splitter consumes
+    # (GroupKFold, LeaveOneGroupOut, TrainingDomainSplit): a search given ``groups=`` for its
+    # splitter must not force environment labels on the projector too. Deriving interventions
+    # from environments is an explicit opt-in: ``set_fit_request(groups=True)``.
+    __metadata_request__fit = {"groups": False}
+    __metadata_request__partial_fit = {"groups": False}
+
     _parameter_constraints: dict = {
         "n_components": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "alpha": [Interval(Real, 0, None, closed="left")],
@@ -494,11 +536,15 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             Labels. Used to form class-conditional environment means with ``groups`` and
             passed (as unique values) to ``interventions``; otherwise ignored.
         X_intervened : array-like of shape (n_samples, n_features), default=None
-            Embedding of the intervened counterpart of each row of ``X``.
+            Embedding of the intervened counterpart of each row of ``X`` (embeddings, not
+            images: in a pipeline that embeds images, route counterpart images through the
+            embedder with ``Pipeline(..., transform_input=["X_intervened"])``).
         deltas : array-like of shape (n_differences, n_features), default=None
             Interventional differences not aligned with ``X``.
         groups : array-like of shape (n_samples,), default=None
-            Environment (domain) label of each row of ``X``.
+            Environment (domain) label of each row of ``X``. Under metadata routing it is not
+            requested by default (splitters such as ``GroupKFold`` consume ``groups``); opt
+            in with ``set_fit_request(groups=True)``.
 
         Returns
         -------
@@ -620,6 +666,20 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         if values is None:
             return None
         if name == "X_intervened":
+            images = _describe_raw_images(values)
+            if images is not None:
+                raise ValueError(
+                    f"X_intervened looks like raw images ({images}), but InvariantProjector "
+                    "takes embeddings: X_intervened must have shape (n_samples, n_features) "
+                    f"like X ({X.shape[1]} features). To give image counterparts to a "
+                    "pipeline that embeds images, let the pipeline embed them too: "
+                    'Pipeline([...], transform_input=["X_intervened"]) with metadata routing '
+                    "on (sklearn.set_config(enable_metadata_routing=True)) and "
+                    "InvariantProjector().set_fit_request(X_intervened=True), then "
+                    "pipe.fit(images, y, X_intervened=counterpart_images); or "
+                    'skicm.make_clip_icm_pipeline(embedder, interventions="X_intervened"), '
+                    "which sets this up."
+                )
             values = check_array(values, dtype=dtype, input_name=name, ensure_all_finite=False)
             if values.shape != X.shape:
                 raise ValueError(
@@ -700,7 +760,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]
 
         if self.n_components == "auto":
-            n_components = max(1, count_positive_eigenvalues(eigenvalues, dtype))
+            n_components = max(1, count_positive_eigenvalues(eigenvalues))
         else:
             n_components = self.n_components
         components = eigenvectors[:, :n_components].T

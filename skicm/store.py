@@ -11,7 +11,13 @@ Two implementations share one small interface:
 - :class:`SQLiteStore`, a file on disk (standard-library :mod:`sqlite3`, WAL journal), so that a
   killed run resumes where it stopped and other processes reuse the embeddings.
 
-Both write a batch in one transaction, so a failure never leaves part of a batch behind.
+Both write a batch in one transaction, so a failure never leaves part of a batch behind, and
+both refuse what would give wrong embeddings later: a vector that is not finite (NaN or
+infinite), not one-dimensional, or not of the length of the vectors already in its namespace
+(``ValueError`` naming the store, the namespace and the keys). A vector of the wrong length read
+from a damaged store is reported the same way instead of being returned. A :class:`SQLiteStore`
+whose file or folder is not writable is opened read-only: it answers look-ups, and only a write
+fails (``PermissionError`` naming the file).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import urllib.parse
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -40,8 +47,8 @@ __all__ = [
 class EmbeddingStore:
     """Interface of an embedding store: batched look-up and batched, atomic insertion.
 
-    Subclasses implement :meth:`get_many` and :meth:`put_many`; vectors are float32 and one-
-    dimensional, and all vectors of a namespace have the same length.
+    Subclasses implement :meth:`get_many` and :meth:`put_many`; vectors are finite, float32 and
+    one-dimensional, and all vectors of a namespace have the same length.
 
     See Also
     --------
@@ -81,6 +88,12 @@ class EmbeddingStore:
             What determines the embeddings besides the image.
         items : mapping of str to ndarray
             Image identity -> one-dimensional float32 vector.
+
+        Raises
+        ------
+        ValueError
+            If a vector is not finite, not one-dimensional, or not of the length of the other
+            vectors of the batch and of ``namespace``; nothing is stored then.
         """
         raise NotImplementedError
 
@@ -98,6 +111,79 @@ class EmbeddingStore:
             Number of stored vectors.
         """
         raise NotImplementedError
+
+    def _name(self) -> str:
+        """How error messages name this store."""
+        return f"embedding store {self!r}"
+
+    def _checked(self, namespace, items, stored_length=None) -> list[tuple[str, np.ndarray]]:
+        """``items`` as ``(key, float32 vector)`` pairs; ValueError naming the bad keys."""
+        pairs = []
+        for key, vector in items.items():
+            array = np.asarray(vector)
+            if array.ndim == 2 and array.shape[0] == 1:
+                array = array[0]
+            pairs.append((key, np.array(array, dtype=np.float32, copy=True)))
+        where = f"{self._name()}, namespace {namespace!r}"
+        shapes = [_Described(f"{key!r} {v.shape}") for key, v in pairs if v.ndim != 1]
+        if shapes:
+            raise ValueError(
+                f"Cannot store {len(shapes)} vector(s) in {where}: embeddings must be "
+                f"one-dimensional; got shapes {_some(shapes)}."
+            )
+        bad = [key for key, v in pairs if not np.isfinite(v).all()]
+        if bad:
+            raise ValueError(
+                f"Cannot store {len(bad)} embedding(s) with NaN or infinite values in {where} "
+                f"(keys {_some(bad)}); nothing of this batch was stored. Non-finite embeddings "
+                "come from a model whose weights or inputs are not finite."
+            )
+        lengths = {}
+        for key, vector in pairs:
+            lengths.setdefault(vector.size, []).append(key)
+        if stored_length is not None:
+            lengths.setdefault(stored_length, [])
+        if len(lengths) > 1:
+            parts = [f"length {n}: {_some(keys)}" for n, keys in sorted(lengths.items()) if keys]
+            known = (
+                f"; the namespace already holds vectors of length {stored_length}"
+                if stored_length is not None
+                else ""
+            )
+            raise ValueError(
+                f"Cannot store vectors of different lengths in {where} ({'; '.join(parts)}"
+                f"{known}); nothing of this batch was stored. One namespace holds the embeddings "
+                "of one model: a different length means a different model under the same "
+                "namespace."
+            )
+        return pairs
+
+    def _check_read(self, namespace, found, stored_length=None) -> dict[str, np.ndarray]:
+        """``found`` unchanged when its vectors have one length; else ValueError naming them."""
+        lengths = {}
+        for key, vector in found.items():
+            lengths.setdefault(vector.size, []).append(key)
+        if stored_length is not None:
+            lengths.setdefault(stored_length, [])
+        if len(lengths) > 1:
+            parts = [f"length {n}: {_some(keys)}" for n, keys in sorted(lengths.items()) if keys]
+            raise ValueError(
+                f"The {self._name()} holds vectors of different lengths in namespace "
+                f"{namespace!r} ({'; '.join(parts)}; the namespace's vectors have length "
+                f"{stored_length if stored_length is not None else 'unknown'}): the store was "
+                "damaged or written by another program. Delete the wrong rows or the store."
+            )
+        return found
+
+
+def _some(keys, limit=5) -> str:
+    """At most ``limit`` keys (or descriptions) for an error message, then how many more."""
+    shown = ", ".join(k if isinstance(k, _Described) else repr(k) for k in keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+class _Described(str):
+    """Text that :func:`_some` shows as it is rather than quoted."""
 
 
 class MemoryStore(EmbeddingStore):
@@ -123,8 +209,15 @@ class MemoryStore(EmbeddingStore):
     def __init__(self, max_bytes: int = 2**31):
         self.max_bytes = int(max_bytes)
         self._vectors: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._lengths: dict[str, int] = {}  # vector length of each namespace ever written
         self._nbytes = 0
         self._lock = threading.Lock()
+
+    def __repr__(self):
+        return f"MemoryStore(max_bytes={self.max_bytes})"
+
+    def _name(self):
+        return "in-process embedding store (MemoryStore)"
 
     def get_many(self, namespace, keys):
         found = {}
@@ -137,15 +230,18 @@ class MemoryStore(EmbeddingStore):
         return found
 
     def put_many(self, namespace, items):
-        # Copies are made before taking the lock, so the insertion itself cannot fail halfway.
-        prepared = [
-            ((namespace, key), np.array(vector, dtype=np.float32, copy=True).reshape(-1))
-            for key, vector in items.items()
-        ]
+        # Copies are checked before taking the lock, so the insertion itself cannot fail halfway.
+        prepared = self._checked(namespace, items, self._lengths.get(namespace))
+        if not prepared:
+            return
         for _, vector in prepared:
             vector.setflags(write=False)
         with self._lock:
-            for full_key, vector in prepared:
+            length = self._lengths.setdefault(namespace, prepared[0][1].size)
+            if length != prepared[0][1].size:  # another thread wrote this namespace meanwhile
+                self._checked(namespace, dict(prepared), length)
+            for key, vector in prepared:
+                full_key = (namespace, key)
                 old = self._vectors.pop(full_key, None)
                 if old is not None:
                     self._nbytes -= old.nbytes
@@ -165,6 +261,7 @@ class MemoryStore(EmbeddingStore):
         """Forget every stored vector."""
         with self._lock:
             self._vectors.clear()
+            self._lengths.clear()
             self._nbytes = 0
 
 
@@ -188,6 +285,12 @@ class SQLiteStore(EmbeddingStore):
     writer, and every :meth:`put_many` is one transaction: a run killed at any moment leaves the
     rows of the batches it finished and nothing of the batch it was writing. Vectors are stored as
     little-endian float32 blobs.
+
+    A store whose file or folder is not writable (permissions, a read-only file system) is
+    opened read-only: look-ups work, so a store that holds every requested embedding is fully
+    usable, and :meth:`put_many` raises :class:`PermissionError` naming the file when it has
+    something to write. A read-only store whose folder cannot hold SQLite's ``-wal``/``-shm``
+    files is read as immutable: rows another process writes meanwhile are not seen.
 
     Parameters
     ----------
@@ -214,6 +317,7 @@ class SQLiteStore(EmbeddingStore):
         self._connection: sqlite3.Connection | None = None
         self._pid: int | None = None
         self._file_id: tuple[int, int] | None = None
+        self._read_only: str | None = None  # why the store is read-only, when it is
         self._lock = threading.Lock()
 
     def _file_identity(self) -> tuple[int, int] | None:
@@ -229,17 +333,61 @@ class SQLiteStore(EmbeddingStore):
                 self._connection.close()
         self._connection = None
         self._file_id = None
+        self._read_only = None
 
-    def _connect(self) -> sqlite3.Connection:
+    def _unwritable(self) -> str | None:
+        """Why this process cannot write the store (None when it can)."""
+        folder = self.path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            return f"its folder {str(folder)!r} cannot be created: {error.strerror or error}"
+        if self.path.exists() and not os.access(self.path, os.W_OK):
+            return "the file is not writable"
+        if not os.access(folder, os.W_OK | os.X_OK):
+            # SQLite writes its journal (-wal, -shm) beside the database.
+            return f"its folder {str(folder)!r} is not writable"
+        return None
+
+    def _connect_read_only(self) -> sqlite3.Connection | None:
+        """A read-only connection; None when there is no database file (nothing stored)."""
+        if not self.path.exists():
+            return None
+        uri = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=ro"
+        last_error: sqlite3.Error | None = None
+        # A WAL database needs its -shm file; without a writable folder to create it in, SQLite
+        # reads the file only when told that it cannot change (immutable).
+        for suffix in ("", "&immutable=1"):
+            connection = sqlite3.connect(
+                uri + suffix, uri=True, timeout=self.timeout, check_same_thread=False
+            )
+            try:
+                connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+                return connection
+            except sqlite3.Error as error:
+                last_error = error
+                connection.close()
+        raise OSError(
+            f"Cannot read the read-only embedding store {str(self.path)!r}: {last_error}"
+        ) from last_error
+
+    def _connect(self) -> sqlite3.Connection | None:
+        """This process's connection; None for a read-only store that has no file yet."""
         # A connection must not cross a fork; reopen in a child process. A database file that
         # was deleted or replaced since the connection was made is reopened by its path, so
         # that writes do not go to an unlinked file that no other process can see.
-        if self._connection is not None and (
+        if (self._connection is not None or self._read_only is not None) and (
             self._pid != os.getpid() or self._file_identity() != self._file_id
         ):
             self._drop_connection()
-        if self._connection is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._connection is None and self._read_only is None:
+            reason = self._unwritable()
+            if reason is not None:
+                self._connection = self._connect_read_only()
+                self._read_only = reason
+                self._pid = os.getpid()
+                self._file_id = self._file_identity()
+                return self._connection
             try:
                 connection = sqlite3.connect(
                     self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
@@ -268,12 +416,33 @@ class SQLiteStore(EmbeddingStore):
     def _error(self, action: str, error: sqlite3.Error) -> OSError:
         return OSError(f"Embedding store {str(self.path)!r}: cannot {action}: {error}")
 
+    def _name(self):
+        return f"embedding store {str(self.path)!r}"
+
+    @staticmethod
+    def _stored_length(connection, namespace) -> int | None:
+        """Length of the vectors of ``namespace`` (from one row), None when it is empty."""
+        row = connection.execute(
+            "SELECT length(vector) FROM embeddings WHERE namespace = ? LIMIT 1", (namespace,)
+        ).fetchone()
+        return None if row is None else row[0] // 4
+
+    def _has_table(self, connection) -> bool:
+        row = connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'embeddings'"
+        ).fetchone()
+        return row is not None
+
     def get_many(self, namespace, keys):
         keys = list(dict.fromkeys(keys))
         found = {}
+        bad_blobs = []
         with self._lock:
             connection = self._connect()
+            if connection is None or (self._read_only and not self._has_table(connection)):
+                return found
             try:
+                stored_length = self._stored_length(connection, namespace)
                 for start in range(0, len(keys), _SELECT_CHUNK):
                     chunk = keys[start : start + _SELECT_CHUNK]
                     marks = ",".join("?" * len(chunk))
@@ -283,22 +452,36 @@ class SQLiteStore(EmbeddingStore):
                         [namespace, *chunk],
                     )
                     for key, blob in rows:
+                        if not isinstance(blob, bytes) or len(blob) % 4:
+                            bad_blobs.append(key)
+                            continue
                         found[key] = np.frombuffer(blob, dtype="<f4").astype(np.float32)
             except sqlite3.Error as error:
                 raise self._error("read embeddings", error) from error
-        return found
+        if bad_blobs:
+            raise ValueError(
+                f"The {self._name()} holds {len(bad_blobs)} value(s) in namespace {namespace!r} "
+                f"that are not float32 vectors (keys {_some(bad_blobs)}): the store was damaged "
+                "or written by another program. Delete the wrong rows or the store."
+            )
+        return self._check_read(namespace, found, stored_length)
 
     def put_many(self, namespace, items):
-        rows = [
-            (namespace, key, np.ascontiguousarray(vector, dtype="<f4").reshape(-1).tobytes())
-            for key, vector in items.items()
-        ]
-        if not rows:
+        pairs = self._checked(namespace, items)
+        if not pairs:
             return
+        rows = [(namespace, key, vector.astype("<f4").tobytes()) for key, vector in pairs]
         with self._lock:
             connection = self._connect()
+            if self._read_only is not None:
+                raise PermissionError(
+                    f"The embedding store {str(self.path)!r} is read-only ({self._read_only}): "
+                    f"cannot store {len(rows)} new embedding(s) in namespace {namespace!r}. "
+                    "Make it writable, or pass another store (a writable path, or 'memory')."
+                )
             try:
                 connection.execute("BEGIN IMMEDIATE")
+                self._checked(namespace, dict(pairs), self._stored_length(connection, namespace))
                 connection.executemany(
                     "INSERT OR REPLACE INTO embeddings (namespace, key, vector) VALUES (?, ?, ?)",
                     rows,
@@ -317,6 +500,8 @@ class SQLiteStore(EmbeddingStore):
     def count(self, namespace=None):
         with self._lock:
             connection = self._connect()
+            if connection is None or (self._read_only and not self._has_table(connection)):
+                return 0
             try:
                 if namespace is None:
                     (n,) = connection.execute("SELECT COUNT(*) FROM embeddings").fetchone()
@@ -338,12 +523,14 @@ class SQLiteStore(EmbeddingStore):
         state["_connection"] = None
         state["_pid"] = None
         state["_file_id"] = None
+        state["_read_only"] = None
         del state["_lock"]
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._file_id = None
+        self._read_only = None
         self._lock = threading.Lock()
 
     def __repr__(self):

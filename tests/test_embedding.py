@@ -590,13 +590,59 @@ def test_missing_checkpoint_and_unknown_tag(make_embedder, tmp_path):
         make_embedder(pretrained="not-a-tag").transform(_noise_images(1))
 
 
-def test_weights_that_cannot_be_downloaded_say_how_to_use_a_local_file(monkeypatch):
+_OFFLINE_MESSAGE_PARTS = (
+    "open_clip_pytorch_model.bin",  # the file to fetch
+    "pretrained='/path/to/open_clip_pytorch_model.bin'",  # Python
+    "--pretrained /path/to/open_clip_pytorch_model.bin",  # command line
+    "local-dir:",
+    "open_clip_config.json",
+    '"model_cfg"',  # the local-dir: config format
+    "HF_HUB_OFFLINE",
+)
+
+
+def _assert_fails_fast_offline(caplog):
+    embedder = CLIPEmbedder("ViT-B-32", pretrained="openai", device="cpu")
+    with caplog.at_level("WARNING"), pytest.raises(OSError) as raised:
+        embedder.transform(_noise_images(1))
+    message = str(raised.value)
+    for part in _OFFLINE_MESSAGE_PARTS:
+        assert part in message, part
+    assert "ViT-B-32" in message and "'openai'" in message
+    # huggingface_hub's retry loop (a minute of "thrown while requesting" warnings) never ran.
+    assert not [r for r in caplog.records if "thrown while requesting" in r.getMessage()]
+
+
+def test_offline_hub_weights_fail_at_once_with_one_message(monkeypatch, caplog):
     hub_constants = pytest.importorskip("huggingface_hub.constants")
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)  # guarantees no network access
-    embedder = CLIPEmbedder("ViT-B-32", pretrained="openai", device="cpu")
-    with pytest.raises(OSError, match="local path") as raised:
-        embedder.encode_text("a dog")
-    assert "ViT-B-32" in str(raised.value) and "openai" in str(raised.value)
+    _assert_fails_fast_offline(caplog)
+
+
+def test_unreachable_hub_fails_after_one_connection_attempt(monkeypatch, caplog):
+    from skicm import embedding
+
+    hub_constants = pytest.importorskip("huggingface_hub.constants")
+    # A closed local port: no network access on any machine, the connection is refused.
+    monkeypatch.setattr(hub_constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(embedding, "_REACHABILITY", {})
+    _assert_fails_fast_offline(caplog)
+
+
+def test_weights_that_cannot_be_downloaded_without_network_here(monkeypatch, caplog):
+    """The machine as it is (this test machine has no network): one attempt, then the message."""
+    import socket
+
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+    except OSError:
+        pass
+    else:
+        pytest.skip("huggingface.co is reachable: the weights would be downloaded")
+    hub_constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    _assert_fails_fast_offline(caplog)
 
 
 class _NotATensor:
@@ -717,3 +763,299 @@ def test_cuda_jpeg_decoding_agrees_with_pillow(make_embedder, image_files):
     pil = make_embedder(decoder="pil", precision="fp32").transform(files)
     gpu = make_embedder(device="cuda", decoder="auto", precision="fp32", num_workers=2)
     assert np.all(np.sum(gpu.transform(files) * pil, axis=1) > 0.995)
+
+
+# --------------------------------------------------------------------------- weights and identity
+def _tiny_checkpoint(tiny_clip_name, path, seed=1, poison=None):
+    torch.manual_seed(seed)
+    model = open_clip.create_model(tiny_clip_name, pretrained=None)
+    state = model.state_dict()
+    if poison is not None:
+        state[poison] = torch.full_like(state[poison], float("nan"))
+    torch.save(state, path)
+    return path
+
+
+def _rows(store_path):
+    if not Path(store_path).exists():
+        return 0
+    with sqlite3.connect(store_path) as connection:
+        return connection.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+
+
+def test_nan_checkpoint_is_an_error_naming_it_and_nothing_is_stored(
+    make_embedder, tiny_clip_name, tmp_path
+):
+    checkpoint = _tiny_checkpoint(
+        tiny_clip_name, tmp_path / "nan.pt", poison="visual.transformer.resblocks.0.mlp.c_fc.weight"
+    )
+    store = tmp_path / "store.sqlite"
+    embedder = make_embedder(pretrained=str(checkpoint), store=store)
+    with pytest.raises(ValueError, match=r"nan\.pt.*non-finite") as raised:
+        embedder.transform(_noise_images(3))
+    assert "c_fc.weight" in str(raised.value)
+    with pytest.raises(ValueError, match=r"nan\.pt"):
+        embedder.encode_text(["a dog"])
+    assert _rows(store) == 0
+    close_stores()
+
+
+def test_non_finite_forward_pass_is_never_stored_or_returned(make_embedder, tmp_path):
+    """Finite weights whose forward pass overflows: the output check catches it."""
+    store = tmp_path / "store.sqlite"
+    embedder = make_embedder(store=store, batch_size=2)
+    model = _load_model(embedder.model_name, None, "cpu").model
+    handle = model.visual.register_forward_hook(lambda module, inputs, output: output * np.inf)
+    try:
+        with pytest.raises(ValueError, match="non-finite embeddings") as raised:
+            embedder.transform(_noise_images(3))
+    finally:
+        handle.remove()
+    assert "skicm-tiny-clip" in str(raised.value)
+    assert _rows(store) == 0
+    close_stores()
+
+
+def test_model_messages_suggest_names_and_local_dir(make_embedder, tmp_path):
+    with pytest.raises(ValueError, match="Did you mean 'ViT-B-32'") as raised:
+        make_embedder(model_name="vit-b-23").transform(_noise_images(1))
+    assert "(model_name=)" not in str(raised.value)
+    with pytest.raises(ValueError, match="Did you mean 'openai'"):
+        CLIPEmbedder("ViT-B-32", pretrained="opneai", device="cpu").store_namespace()
+    folder = tmp_path / "downloaded-model"
+    folder.mkdir()
+    with pytest.raises(ValueError, match="is a folder") as raised:
+        make_embedder(pretrained=folder).transform(_noise_images(1))
+    assert f"local-dir:{folder}" in str(raised.value)
+    assert "open_clip_config.json" in str(raised.value)
+    with pytest.raises(FileNotFoundError, match=r"open_clip_config\.json"):
+        make_embedder(model_name=f"local-dir:{folder}").transform(_noise_images(1))
+
+
+def test_batch_size_auto_is_chosen_per_device(make_embedder):
+    from skicm._image_encoder_base import AUTO_BATCH_SIZE
+
+    embedder = make_embedder(batch_size="auto")
+    assert CLIPEmbedder().batch_size == "auto"
+    assert embedder._batch_size(torch.device("cpu")) == AUTO_BATCH_SIZE["cpu"] == 32
+    assert embedder._batch_size(torch.device("cuda")) == 256
+    images = _noise_images(5, seed=3)
+    np.testing.assert_allclose(
+        embedder.transform(images), make_embedder().transform(images), atol=1e-6
+    )
+    with pytest.raises(InvalidParameterError, match="batch_size"):
+        make_embedder(batch_size="big").transform(images)
+
+
+def test_store_instance_is_used_as_given(make_embedder):
+    from skicm.store import MemoryStore
+
+    store = MemoryStore()
+    embedder = make_embedder(store=store)
+    Z = embedder.transform(_noise_images(2))
+    assert store.count(embedder.store_namespace()) == 2
+    np.testing.assert_array_equal(make_embedder(store=store).transform(_noise_images(2)), Z)
+    assert CLIPEmbedder.has_text_tower is True
+
+
+def test_a_store_holding_every_image_answers_without_building_the_model(
+    make_embedder, image_files, tmp_path
+):
+    from skicm._image_encoder_base import _MODEL_CACHE, MODEL_BUILDS
+
+    files = [image_files["png0"], image_files["jpg1"]]
+    store = tmp_path / "store.sqlite"
+    Z = make_embedder(store=store).transform(files)
+    clear_model_cache()
+    builds = sum(MODEL_BUILDS.values())
+    fresh = make_embedder(store=store)
+    namespace = fresh.store_namespace()  # computed without a model
+    np.testing.assert_array_equal(fresh.transform(files), Z)
+    assert sum(MODEL_BUILDS.values()) == builds and not _MODEL_CACHE
+    # One image the store does not hold: now the model is built, once.
+    fresh.transform([image_files["png1"], *files])
+    assert sum(MODEL_BUILDS.values()) == builds + 1
+    assert fresh.store_namespace() == namespace
+    close_stores()
+
+
+def _register_config(name, tmp_path, **changes):
+    from skicm.model_configs import TINY_CLIP_CONFIG
+
+    config = {**json.loads(json.dumps(TINY_CLIP_CONFIG)), **changes}
+    path = tmp_path / f"{name}-{len(list(tmp_path.iterdir()))}" / f"{name}.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(config))
+    open_clip.add_model_config(path)
+
+
+def test_same_name_and_checkpoint_under_another_architecture_gets_new_embeddings(
+    make_embedder, tiny_clip_name, tmp_path
+):
+    """quick_gelu changes the architecture, not the weights: one checkpoint fits both."""
+    name = f"skicm-test-gelu-{os.getpid()}"
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    checkpoint = _tiny_checkpoint(tiny_clip_name, tmp_path / "tiny.pt")
+    store, images = tmp_path / "store.sqlite", _noise_images(2)
+    _register_config(name, configs, quick_gelu=False)
+    Z_gelu = make_embedder(model_name=name, pretrained=checkpoint, store=store).transform(images)
+    T_gelu = make_embedder(model_name=name, pretrained=checkpoint).encode_text(["a dog"])
+    _register_config(name, configs, quick_gelu=True)  # re-registered under the same name
+    embedder = make_embedder(model_name=name, pretrained=checkpoint, store=store)
+    Z_quick = embedder.transform(images)
+    assert not np.allclose(Z_gelu, Z_quick, atol=1e-4)
+    fresh = make_embedder(model_name=name, pretrained=checkpoint, store=None)
+    np.testing.assert_allclose(Z_quick, fresh.transform(images), atol=1e-6)
+    assert not np.allclose(T_gelu, embedder.encode_text(["a dog"]), atol=1e-4)
+    close_stores()
+
+
+def test_store_namespace_separates_decoders_and_precisions(make_embedder, image_files, tmp_path):
+    files = [image_files["jpg0"], image_files["jpg1"]]
+    store = tmp_path / "store.sqlite"
+    expected = {}
+    for decoder, precision in [("pil", "fp32"), ("torchvision", "fp32"), ("pil", "bf16")]:
+        embedder = make_embedder(decoder=decoder, precision=precision)
+        expected[decoder, precision] = embedder.transform(files)
+    assert not np.allclose(expected["pil", "fp32"], expected["torchvision", "fp32"], atol=1e-5)
+    assert not np.allclose(expected["pil", "fp32"], expected["pil", "bf16"], atol=1e-5)
+    for (decoder, precision), Z in expected.items():
+        through_store = make_embedder(decoder=decoder, precision=precision, store=store)
+        np.testing.assert_allclose(through_store.transform(files), Z, atol=1e-6)
+    assert _rows(store) == 6
+    close_stores()
+
+
+def test_store_namespace_follows_the_preprocessing(make_embedder, tiny_clip_name, tmp_path):
+    """A local-dir model whose config changes only its preprocessing gets new embeddings."""
+    from skicm.model_configs import TINY_CLIP_CONFIG
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    _tiny_checkpoint(tiny_clip_name, folder / "open_clip_pytorch_model.bin")
+    config = folder / "open_clip_config.json"
+    name, store, images = f"local-dir:{folder}", tmp_path / "store.sqlite", _noise_images(2)
+    config.write_text(json.dumps({"model_cfg": TINY_CLIP_CONFIG, "preprocess_cfg": {}}))
+    Z_openai = make_embedder(model_name=name, store=store).transform(images)
+    gray = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+    config.write_text(json.dumps({"model_cfg": TINY_CLIP_CONFIG, "preprocess_cfg": gray}))
+    Z_gray = make_embedder(model_name=name, store=store).transform(images)
+    assert not np.allclose(Z_openai, Z_gray, atol=1e-4)
+    np.testing.assert_allclose(Z_gray, make_embedder(model_name=name).transform(images), atol=1e-6)
+    close_stores()
+
+
+def test_text_cache_is_keyed_by_the_weights(make_embedder, tiny_clip_name, tmp_path):
+    clear_text_cache()
+    random_weights = make_embedder().encode_text(["a photo of a dog"])
+    checkpoint = _tiny_checkpoint(tiny_clip_name, tmp_path / "tiny.pt", seed=7)
+    trained = make_embedder(pretrained=checkpoint).encode_text(["a photo of a dog"])
+    assert not np.allclose(random_weights, trained, atol=1e-4)
+    clear_text_cache()
+    uncached = make_embedder(pretrained=checkpoint).encode_text(["a photo of a dog"])
+    np.testing.assert_allclose(uncached, trained, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- Hugging Face cache
+def _fake_hub_cache(root, repo, files):
+    """A Hugging Face cache holding ``files`` of ``repo``, laid out as huggingface_hub does."""
+    commit = "0" * 40
+    folder = root / f"models--{repo.replace('/', '--')}"
+    snapshot = folder / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(commit)
+    for name, write in files.items():
+        write(snapshot / name)
+    return snapshot
+
+
+def test_hf_hub_models_from_the_cache_ask_the_hub_nothing(
+    make_embedder, tiny_clip_name, tmp_path, monkeypatch, caplog
+):
+    from skicm import embedding
+    from skicm.model_configs import TINY_CLIP_CONFIG
+
+    hub_constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub_constants, "ENDPOINT", "http://127.0.0.1:9")  # any call would fail
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(embedding, "_HUB_FILES", {})
+    config = {"model_cfg": TINY_CLIP_CONFIG, "preprocess_cfg": {}}
+    snapshot = _fake_hub_cache(
+        tmp_path / "hub",
+        "org/tiny",
+        {
+            "open_clip_config.json": lambda path: path.write_text(json.dumps(config)),
+            "open_clip_pytorch_model.bin": lambda path: _tiny_checkpoint(tiny_clip_name, path),
+            "other.bin": lambda path: _tiny_checkpoint(tiny_clip_name, path, seed=3),
+        },
+    )
+    images = _noise_images(2)
+    connections = []
+    monkeypatch.setattr(embedding, "_unreachable_reason", connections.append)
+    with caplog.at_level("WARNING"):
+        by_model = make_embedder(model_name="hf-hub:org/tiny")
+        Z = by_model.transform(images)
+        np.testing.assert_array_equal(by_model.transform(images), Z)
+        by_file = make_embedder(pretrained="hf-hub:org/tiny@other.bin")
+        Z_other = by_file.transform(images)
+        np.testing.assert_array_equal(by_file.transform(images), Z_other)
+    assert connections == []  # nothing was looked up on the Hub
+    assert not [r for r in caplog.records if "thrown while requesting" in r.getMessage()]
+    expected = make_embedder(pretrained=str(snapshot / "other.bin")).transform(images)
+    np.testing.assert_allclose(Z_other, expected, atol=1e-6)
+    assert not np.allclose(Z, Z_other, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- process workers
+def test_pickle_carries_a_runtime_architecture_to_a_new_process(make_embedder, tmp_path):
+    name = f"skicm-test-pickled-{os.getpid()}"
+    _register_config(name, tmp_path, embed_dim=24)
+    embedder = make_embedder(model_name=name)
+    Z = embedder.transform(_noise_images(2))
+    payload = tmp_path / "embedder.pkl"
+    payload.write_bytes(pickle.dumps(embedder))
+    assert len(payload.read_bytes()) < 2000  # the config, never the weights
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import pickle, sys, numpy as np; e = pickle.load(open(sys.argv[1], 'rb')); "
+            "rng = np.random.default_rng(0); "
+            "X = [rng.integers(0, 256, (40, 56, 3), dtype=np.uint8) for _ in range(2)]; "
+            "np.save(sys.argv[2], e.transform(X))",
+            str(payload),
+            str(tmp_path / "Z.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "Z.npy"), Z, atol=1e-6)
+    assert Z.shape == (2, 24)
+
+
+def test_grid_search_with_process_workers_knows_runtime_architectures(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+
+    name = f"skicm-test-workers-{os.getpid()}"
+    _register_config(name, tmp_path, embed_dim=16)
+    embedder = CLIPEmbedder(name, pretrained=None, device="cpu", progress=False, store=None)
+    X = _noise_images(12, seed=4)
+    y = np.array([0, 1] * 6)
+    search = GridSearchCV(
+        make_pipeline(embedder, LogisticRegression()),
+        {"logisticregression__C": [0.1, 1.0]},
+        cv=2,
+        n_jobs=2,
+        error_score="raise",
+    )
+    search.fit(X, y)  # each fit unpickles the embedder in a loky worker process
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    assert search.best_estimator_[:-1].transform(X).shape == (12, 16)

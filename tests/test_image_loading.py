@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -109,3 +110,246 @@ def test_long_error_lists_are_truncated(tmp_path):
     assert "absent20.jpg" not in message and len(message) < 3000
     with pytest.raises(ValueError, match="and 30 more"):
         image_keys([object()] * 50)
+
+
+# ----------------------------------------------------------------------- keys: what they cover
+def test_array_key_covers_shape_and_dtype():
+    data = _noise(0, (6, 8, 3))
+    same_bytes_other_shape = data.reshape(8, 6, 3)
+    assert image_keys([data]) != image_keys([same_bytes_other_shape])
+    gray = _noise(1, (4, 6))
+    as_uint16 = gray.view(np.uint16)  # same bytes, read as 16-bit pixels (4, 3)
+    assert image_keys([gray]) != image_keys([as_uint16])
+    assert image_keys([data]) == image_keys([data.copy()])
+
+
+def test_pil_key_covers_the_size():
+    data = _noise(0, (6, 8, 3))
+    wide, tall = Image.fromarray(data), Image.fromarray(data.reshape(8, 6, 3))
+    assert wide.tobytes() == tall.tobytes()
+    assert image_keys([wide]) != image_keys([tall])
+    assert image_keys([wide]) == image_keys([Image.fromarray(data.copy())])
+
+
+# ------------------------------------------------------------------------- EXIF orientation
+# Orientation tag -> how the stored pixels are turned to show the picture upright (EXIF 2.32,
+# written out here independently of Pillow).
+_UPRIGHT_FROM_STORED = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),  # stored turned 90 degrees anticlockwise: turn it clockwise
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _blocky(seed, shape=(32, 48)):
+    """Noise of uniform 8x8 blocks: a quality-100 4:4:4 JPEG of it decodes almost exactly."""
+    blocks = _noise(seed, (shape[0] // 8, shape[1] // 8, 3))
+    return np.repeat(np.repeat(blocks, 8, axis=0), 8, axis=1)
+
+
+def _save_jpeg(path, stored, orientation=None):
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    Image.fromarray(stored).save(path, quality=100, subsampling=0, exif=exif.tobytes())
+    return path
+
+
+def _identity_dataset(items, mode):
+    from torchvision.transforms import Compose
+
+    from skicm.image_loading import ImageDecodingDataset
+
+    return ImageDecodingDataset(items, Compose([]), mode=mode)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_decoder_turns_a_tagged_jpeg_upright(tmp_path, orientation):
+    from skicm.image_loading import _rgb_chw
+
+    stored = _blocky(orientation)
+    path = _save_jpeg(tmp_path / "photo.jpg", stored, orientation)
+    upright = np.ascontiguousarray(_UPRIGHT_FROM_STORED[orientation](stored))
+    decoded = {
+        "Pillow": np.asarray(load_rgb(path)),
+        "torchvision": _rgb_chw(path).permute(1, 2, 0).numpy(),
+        "PIL image": np.asarray(load_rgb(Image.open(path))),
+    }
+    for mode in ("pil", "tensor", "raw_jpeg"):
+        _, pixels, jpeg_bytes, error = _identity_dataset([path], mode)[0]
+        assert error is None
+        if mode == "raw_jpeg" and orientation == 1:
+            assert pixels is None and jpeg_bytes.tobytes() == path.read_bytes()
+            continue
+        # A file that must be turned is decoded here, not handed raw to the accelerator.
+        assert jpeg_bytes is None
+        decoded[f"dataset mode {mode}"] = pixels.transpose(1, 2, 0)
+    for name, pixels in decoded.items():
+        assert pixels.shape == upright.shape, name
+        difference = np.abs(pixels.astype(int) - upright)
+        assert difference.max() <= 2, name
+    if orientation != 1:
+        assert upright.shape != stored.shape or np.abs(upright.astype(int) - stored).mean() > 30
+
+
+def test_pil_image_keys_follow_the_orientation(tmp_path):
+    from PIL import ImageOps
+
+    path = _save_jpeg(tmp_path / "photo.jpg", _blocky(0), orientation=6)
+    tagged = Image.open(path)
+    raw_pixels = Image.fromarray(np.asarray(tagged))  # the stored pixels, without the tag
+    upright = ImageOps.exif_transpose(Image.open(path))  # turned, and the tag removed
+    assert image_keys([tagged]) == image_keys([upright])  # the same picture
+    assert image_keys([tagged]) != image_keys([raw_pixels])
+    # Turned once only: the upright image has lost its tag.
+    np.testing.assert_array_equal(np.asarray(load_rgb(upright)), np.asarray(load_rgb(tagged)))
+
+
+def test_file_keys_are_not_those_of_orientation_blind_decoders(tmp_path):
+    from skicm.image_loading import _file_key
+
+    # Stores filled by decoders that ignored the orientation hold the sideways picture's
+    # embedding under the bare file identity; those entries must not be found again.
+    path = _save_jpeg(tmp_path / "photo.jpg", _blocky(0), orientation=6)
+    (key,) = image_keys([path])
+    assert key != _file_key(path) and key.startswith(_file_key(path))
+
+
+def test_embedding_of_a_tagged_photo_is_the_upright_pictures(tmp_path):
+    from skicm import CLIPEmbedder
+    from skicm.model_configs import register_tiny_clip
+
+    stored = _blocky(3, (48, 64))
+    path = _save_jpeg(tmp_path / "photo.jpg", stored, orientation=6)
+    upright = np.ascontiguousarray(np.rot90(stored, -1))
+    for decoder in ("torchvision", "pil"):
+        embedder = CLIPEmbedder(
+            register_tiny_clip(), pretrained=None, device="cpu", batch_size=4, num_workers=0,
+            decoder=decoder, store=None, progress=False,
+        )  # fmt: skip
+        Z = embedder.transform([path, upright, stored])
+        assert np.abs(Z[0] - Z[1]).max() < 1e-3, decoder
+        assert np.abs(Z[0] - Z[2]).max() > 100 * np.abs(Z[0] - Z[1]).max() + 1e-2, decoder
+
+
+# ------------------------------------------------------------------ decompression-bomb limit
+def _flat_gray_jpeg(width, height):
+    """A real baseline grayscale JPEG of mid-gray, 2 bits per 8x8 block.
+
+    Huffman tables with one code each (DC difference 0, end of block) make every block the two
+    bits ``00``: a 20000 x 20000 image is 1.6 MB of zero bytes, and decodes to 400 M pixels.
+    """
+    import struct
+
+    def segment(marker, payload):
+        return struct.pack(">BBH", 0xFF, marker, len(payload) + 2) + payload
+
+    blocks = -(-width // 8) * -(-height // 8)
+    return b"".join(
+        [
+            b"\xff\xd8",
+            segment(0xDB, b"\x00" + b"\x01" * 64),  # quantisation table 0: all ones
+            segment(0xC0, struct.pack(">BHHB", 8, height, width, 1) + b"\x01\x11\x00"),
+            segment(0xC4, b"\x00\x01" + b"\x00" * 15 + b"\x00"),  # DC table: one code, 0
+            segment(0xC4, b"\x10\x01" + b"\x00" * 15 + b"\x00"),  # AC table: one code, EOB
+            segment(0xDA, b"\x01\x01\x00\x00\x3f\x00"),
+            b"\x00" * -(-blocks * 2 // 8),
+            b"\xff\xd9",
+        ]
+    )
+
+
+def test_flat_gray_jpeg_is_a_real_jpeg(tmp_path):
+    from skicm.image_loading import _rgb_chw
+
+    path = tmp_path / "gray.jpg"
+    path.write_bytes(_flat_gray_jpeg(64, 40))
+    assert np.asarray(load_rgb(path)).shape == (40, 64, 3)
+    assert set(np.unique(np.asarray(load_rgb(path)))) == {128}
+    assert set(np.unique(_rgb_chw(path).numpy())) == {128}
+
+
+_BOMB_SCRIPT = """
+import resource, sys
+import torchvision.io  # imported before the measurement starts
+from PIL import Image
+from skicm.image_loading import _rgb_chw, load_rgb
+from torchvision.transforms import Compose
+from skicm.image_loading import ImageDecodingDataset
+path = sys.argv[1]
+decode_jpeg = torchvision.io.decode_jpeg
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+messages = []
+for decode in (_rgb_chw, load_rgb):
+    try:
+        decode(path)
+    except Image.DecompressionBombError as error:
+        messages.append(str(error))
+for mode in ("pil", "tensor", "raw_jpeg"):
+    messages.append(ImageDecodingDataset([path], Compose([]), mode=mode)[0][3])
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) // 1024)
+print(repr(messages))
+"""
+
+
+def test_every_decoder_rejects_a_decompression_bomb_from_its_header(tmp_path):
+    import ast
+    import subprocess
+    import sys
+
+    path = tmp_path / "bomb.jpg"
+    path.write_bytes(_flat_gray_jpeg(20000, 20000))  # 1.6 MB; 1.2 GB once decoded to RGB
+    run = subprocess.run(
+        [sys.executable, "-c", _BOMB_SCRIPT, str(path)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    grown_mib, messages = run.stdout.splitlines()
+    messages = ast.literal_eval(messages)
+    assert len(messages) == 5
+    for message in messages:
+        assert message is not None and str(path) in message, message
+        assert "400000000 pixels" in message and "MAX_IMAGE_PIXELS" in message, message
+    assert all(m.startswith("DecompressionBombError") for m in messages[2:])
+    assert int(grown_mib) < 100  # the decoded image would take 1144 MiB
+
+
+def test_the_limit_follows_max_image_pixels(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from skicm.image_loading import _rgb_chw
+
+    path = tmp_path / "gray.jpg"
+    path.write_bytes(_flat_gray_jpeg(400, 300))
+    png = tmp_path / "gray.png"
+    Image.new("L", (400, 300), 128).save(png)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50_000)  # 2x limit: 100,000 < 120,000
+    for decode in (_rgb_chw, load_rgb):
+        for file in (path, png):
+            with pytest.raises(Image.DecompressionBombError, match=re.escape(repr(str(file)))):
+                decode(file)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    assert tuple(_rgb_chw(path).shape) == (3, 300, 400)
+    assert tuple(_rgb_chw(png).shape) == (3, 300, 400)
+
+
+def test_xmp_orientation_is_used_when_exif_has_none(tmp_path):
+    from skicm.image_loading import _rgb_chw
+
+    stored = _blocky(5)
+    xmp = (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+        b'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+        b'xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>'
+    )
+    path = tmp_path / "xmp.jpg"
+    Image.fromarray(stored).save(path, quality=100, subsampling=0, xmp=xmp)
+    upright = np.rot90(stored, -1)
+    for pixels in (np.asarray(load_rgb(path)), _rgb_chw(path).permute(1, 2, 0).numpy()):
+        assert pixels.shape == upright.shape
+        assert np.abs(pixels.astype(int) - upright).max() <= 2

@@ -53,7 +53,13 @@ def test_image_interventions_are_seeded_and_deterministic(scenes):
     other = ImageInterventions(random_state=1).apply(scenes)
     assert first.shape == scenes.shape and first.dtype == np.uint8
     np.testing.assert_array_equal(first, second)
-    assert not np.array_equal(first, other)
+    # Another seed draws other interventions: the counterparts differ where the draws do.
+    _, first_names = ImageInterventions(random_state=0).apply(scenes, return_transforms=True)
+    _, other_names = ImageInterventions(random_state=1).apply(scenes, return_transforms=True)
+    assert (first_names != other_names).any()
+    for a, b, name, other_name in zip(first, other, first_names, other_names):
+        if name != other_name:
+            assert not np.array_equal(a, b), (name, other_name)
     # Counterpart i depends on (seed, i), not on the images after it.
     np.testing.assert_array_equal(ImageInterventions(random_state=0).apply(scenes[:3]), first[:3])
     # Every counterpart differs from its image (each transform always fires).
@@ -76,11 +82,91 @@ def test_image_interventions_never_seed_cuda(scenes, monkeypatch):
     assert cuda_seeds == []
 
 
+#: PIL references of the deterministic interventions (torchvision calls these on PIL images).
+EXACT = {
+    "invert": ImageOps.invert,
+    "grayscale": lambda image: image.convert("L").convert("RGB"),
+    "posterize": lambda image: ImageOps.posterize(image, 3),
+    "solarize": lambda image: ImageOps.solarize(image, 128),
+    "equalize": ImageOps.equalize,
+}
+
+
+def _total_variation(image):
+    image = image.astype(np.float64)
+    return np.abs(np.diff(image, axis=0)).sum() + np.abs(np.diff(image, axis=1)).sum()
+
+
+def _check_made_by(counterpart, image, name):
+    """Assert that ``counterpart`` is what intervention ``name`` makes of ``image``."""
+    if name in EXACT:
+        np.testing.assert_array_equal(counterpart, EXACT[name](Image.fromarray(image)), name)
+    elif name == "gaussian_blur":
+        # A blur averages neighbours: within the image's range per channel, and smoother.
+        assert (counterpart.min(axis=(0, 1)) >= image.min(axis=(0, 1))).all()
+        assert (counterpart.max(axis=(0, 1)) <= image.max(axis=(0, 1))).all()
+        assert _total_variation(counterpart) < _total_variation(image)
+    elif name == "color_jitter":
+        # Colours move, the picture stays: luminance keeps its layout.
+        luminance = [
+            np.asarray(Image.fromarray(a).convert("L"), float).ravel() for a in (image, counterpart)
+        ]
+        assert np.corrcoef(*luminance)[0, 1] > 0.8
+        assert np.abs(counterpart.astype(int) - image).mean() > 5
+    else:
+        raise AssertionError(f"unknown intervention {name!r}")
+
+
+def test_each_counterpart_is_the_intervention_named_for_it():
+    images = np.stack([_scene(seed) for seed in range(40)])
+    counterparts, names = ImageInterventions(random_state=0).apply(images, return_transforms=True)
+    assert names.shape == (40,)
+    assert set(names) == set(PAPER_IMAGE_INTERVENTIONS)  # 40 draws cover the seven here
+    for counterpart, image, name in zip(counterparts, images, names):
+        _check_made_by(counterpart, image, name)
+    # The same names come with the index, in the order (counterparts, index, names).
+    again, index, same = ImageInterventions(random_state=0).apply(
+        images, return_index=True, return_transforms=True
+    )
+    np.testing.assert_array_equal(again, counterparts)
+    np.testing.assert_array_equal(index, np.arange(40))
+    np.testing.assert_array_equal(same, names)
+    # No draw leaves an image as it was: a blur too weak to change uint8 pixels is no intervention.
+    blurred = ImageInterventions(["gaussian_blur"], random_state=0).apply(images)
+    assert [i for i in range(40) if np.array_equal(blurred[i], images[i])] == []
+
+
+def test_custom_interventions_are_named_and_told_apart(scenes):
+    brighter = lambda image: ImageOps.autocontrast(image)  # noqa: E731
+    darker = lambda image: Image.eval(image, lambda v: v // 2)  # noqa: E731
+    counterparts, names = ImageInterventions(
+        [ImageOps.mirror, brighter, darker, "invert"], random_state=0
+    ).apply(scenes, return_transforms=True)
+    # Two lambdas share a __name__: their position in transforms tells them apart.
+    assert set(names) <= {"mirror", "<lambda>[1]", "<lambda>[2]", "invert"}
+    assert len(set(names)) >= 3
+    references = {
+        "mirror": ImageOps.mirror,
+        "<lambda>[1]": brighter,
+        "<lambda>[2]": darker,
+        "invert": ImageOps.invert,
+    }
+    for counterpart, image, name in zip(counterparts, scenes, names):
+        np.testing.assert_array_equal(counterpart, references[name](Image.fromarray(image)))
+    _, jitter_names = ImageInterventions(T.ColorJitter(0.5)).apply(
+        scenes[:2], return_transforms=True
+    )
+    assert jitter_names.tolist() == ["ColorJitter", "ColorJitter"]
+
+
 @pytest.mark.parametrize("name", PAPER_IMAGE_INTERVENTIONS)
 def test_each_paper_transform_changes_the_image_but_not_its_size(scenes, name):
-    out = ImageInterventions([name], random_state=0).apply(scenes)
+    out, names = ImageInterventions([name], random_state=0).apply(scenes, return_transforms=True)
     assert out.shape == scenes.shape
-    assert not np.array_equal(out, scenes)
+    assert names.tolist() == [name] * len(scenes)
+    for counterpart, image in zip(out, scenes):
+        assert not np.array_equal(counterpart, image)
+        _check_made_by(counterpart, image, name)
     image = scenes.astype(np.int64)
     if name == "invert":
         np.testing.assert_array_equal(out, 255 - scenes)
@@ -99,11 +185,16 @@ def test_paper_transforms_are_the_seven_of_the_paper():
 
 def test_several_counterparts_per_image_with_source_index(scenes):
     interventions = ImageInterventions(n_per_image=4, random_state=0)
-    counterparts, index = interventions.apply(scenes, return_index=True)
+    counterparts, index, names = interventions.apply(
+        scenes, return_index=True, return_transforms=True
+    )
     assert counterparts.shape == (4 * len(scenes), *scenes.shape[1:])
     np.testing.assert_array_equal(index, np.repeat(np.arange(len(scenes)), 4))
-    # The four counterparts of one image come from different draws.
-    assert len({counterparts[k].tobytes() for k in range(4)}) > 1
+    # Each counterpart is its source image under the intervention named for it.
+    for counterpart, source, name in zip(counterparts, index, names):
+        _check_made_by(counterpart, scenes[source], name)
+    # The copies of one image are separate draws.
+    assert any(len(set(names[4 * i : 4 * i + 4])) > 1 for i in range(len(scenes)))
     np.testing.assert_array_equal(
         counterparts[::4][:1], ImageInterventions(random_state=0).apply(scenes[:1])
     )
@@ -142,7 +233,14 @@ def test_counterparts_embed_aligned(scenes, embedder):
     counterparts = ImageInterventions(random_state=0).apply(scenes)
     Z, Z_counterparts = embedder.transform(scenes), embedder.transform(counterparts)
     assert Z.shape == Z_counterparts.shape == (len(scenes), 32)
-    assert not np.allclose(Z, Z_counterparts)
+    # Row i is the embedding of counterpart i (aligned with image i), not of another one.
+    for i in range(len(scenes)):
+        np.testing.assert_allclose(
+            Z_counterparts[i], embedder.transform(counterparts[i : i + 1])[0], atol=1e-6
+        )
+    # An intervention that changes nothing gives the images' own embeddings, exactly.
+    unchanged = ImageInterventions(lambda image: image).apply(scenes)
+    np.testing.assert_array_equal(embedder.transform(unchanged), Z)
 
 
 def test_size_changing_intervention_is_rejected(scenes):
@@ -219,7 +317,11 @@ def test_caption_and_image_caption_pairs(embedder, scenes):
         atol=1e-6,
     )
     with_domains = clone(text).set_params(class_names=["ball"], domain_templates=TEMPLATES)
-    assert with_domains.differences().shape == (3 + 4, 32)
+    pooled = with_domains.differences()
+    assert pooled.shape == (3 + 4, 32)
+    domain_only = clone(with_domains).set_params(caption_pairs=None, image_caption_pairs=None)
+    np.testing.assert_allclose(pooled[:3], domain_only.differences(), atol=1e-6)
+    np.testing.assert_allclose(pooled[3:], D, atol=1e-6)
 
 
 def test_text_interventions_feed_the_projector(embedder, scenes):
@@ -229,7 +331,10 @@ def test_text_interventions_feed_the_projector(embedder, scenes):
         n_components=4, interventions=TextInterventions(embedder, domain_templates=TEMPLATES)
     ).fit(X, y)
     assert projector.n_differences_seen_ == 2 * 3
-    assert projector.components_.shape == (4, 32)
+    # The same projector as one given those differences directly.
+    deltas = TextInterventions(embedder, class_names=["cat", "dog"], domain_templates=TEMPLATES)
+    direct = InvariantProjector(n_components=4).fit(X, deltas=deltas.differences())
+    np.testing.assert_allclose(projector.components_, direct.components_, atol=1e-6)
 
 
 def test_text_intervention_errors(embedder):

@@ -94,8 +94,9 @@ def test_plot_domain_scores_writes_a_png(tmp_path):
     }
     figure = plot_domain_scores(results, title="PACS")
     (ax,) = figure.axes
-    assert len(ax.patches) == 2 * 4  # three domains and the mean, two methods
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["art", "photo", "sketch", "mean"]
+    assert len(ax.patches) == 2 * 4  # three domains and the average, two methods
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["art", "photo", "sketch", "Average"]
+    assert ax.get_ylabel() == "accuracy on the held-out domain"
     path = tmp_path / "domains.png"
     figure.savefig(path)
     assert path.read_bytes()[:8] == PNG_SIGNATURE
@@ -104,6 +105,73 @@ def test_plot_domain_scores_writes_a_png(tmp_path):
     swapped = DomainScores(domains[::-1], np.array([0.9, 0.1, 0.2]), np.ones(3), np.ones(3))
     with pytest.raises(ValueError, match="must hold out the same domains in the same order"):
         plot_domain_scores({**results, "other order": swapped})
+    matplotlib.pyplot.close(figure)
+
+
+def test_domain_bars_carry_value_labels_and_a_chance_line():
+    domains = np.array(["a", "b"])
+    results = {"m": DomainScores(domains, np.array([0.0, 0.9]), np.ones(2), np.ones(2))}
+    figure = plot_domain_scores(results, chance=0.25)
+    (ax,) = figure.axes
+    assert [text.get_text() for text in ax.texts] == ["0.00", "0.90", "0.45"]
+    zero_bar = ax.patches[0]
+    assert zero_bar.get_height() == 0
+    # A zero accuracy is still drawn: an outlined bar shows as a line at 0, with its label.
+    assert zero_bar.get_linewidth() > 0 and zero_bar.get_edgecolor()[3] > 0
+    (chance,) = [line for line in ax.lines if line.get_linestyle() == ":"]
+    assert chance.get_ydata()[0] == pytest.approx(0.25)
+    assert any("chance" in t.get_text() for t in ax.get_legend().get_texts())
+    matplotlib.pyplot.close(figure)
+
+
+def test_evaluation_results_plot_means_stds_and_chance():
+    from skicm.evaluation import EvaluationResults
+
+    records = [
+        {"method": "probe", "test_domain": d, "seed": s, "accuracy": acc, "classes": "all"}
+        for d, s, acc in [("a", 0, 0.5), ("a", 1, 0.7), ("b", 0, 1.0), ("b", 1, 0.8)]
+    ]
+    results = EvaluationResults(
+        records=records, methods=["probe"], domains=["a", "b"], selection="oracle",
+        scoring="accuracy", chance=0.5,
+    )  # fmt: skip
+    figure = results.plot()
+    (ax,) = figure.axes
+    assert [round(p.get_height(), 6) for p in ax.patches] == [0.6, 0.9, 0.75]
+    assert [text.get_text() for text in ax.texts] == ["0.60", "0.90", "0.75"]
+    assert "oracle" in ax.get_title()
+    (chance,) = [line for line in ax.lines if line.get_linestyle() == ":"]
+    assert chance.get_ydata()[0] == pytest.approx(0.5)
+    # Standard deviations over seeds as error bars: 0.1 for both domains.
+    from matplotlib.container import BarContainer
+
+    (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
+    (errorbar,) = bars.errorbar.lines[2]
+    segments = errorbar.get_segments()
+    assert [round(seg[1][1] - seg[0][1], 6) for seg in segments] == [0.2, 0.2, 0.0]
+    matplotlib.pyplot.close(figure)
+
+
+def _label_boxes_overlap(ax):
+    ax.figure.canvas.draw()
+    boxes = [t.get_window_extent() for t in ax.get_yticklabels() if t.get_text()]
+    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+
+
+def test_spectrum_tick_labels_never_collide():
+    """A spectrum spanning many decades on both sides of zero (a high-dimensional embedding)."""
+    rng = np.random.default_rng(0)
+    scales = np.logspace(2, -6, 64)
+    X = rng.normal(size=(4000, 64)) * np.sqrt(scales)
+    X_intervened = X + rng.normal(size=(4000, 64)) * np.sqrt(np.logspace(-7, 2, 64))
+    projector = InvariantProjector(n_components=8).fit(X, X_intervened=X_intervened)
+    assert projector.eigenvalues_.max() > 10 and projector.eigenvalues_.min() < -10
+    figure = plot_spectrum(projector)
+    spectrum_ax = figure.axes[0]
+    ticks = spectrum_ax.get_yticks()
+    assert 0 in ticks and ticks.min() < 0 < ticks.max()
+    assert not _label_boxes_overlap(spectrum_ax)
+    matplotlib.pyplot.close(figure)
 
 
 def test_missing_matplotlib_gives_a_clear_error(projector, monkeypatch):

@@ -85,6 +85,7 @@ def test_auto_rank_keeps_the_positive_eigenvalues(scm):
     )
     assert projector.n_components_ == int(np.sum(projector.eigenvalues_ > 0)) == 4
     assert np.all(np.diff(projector.eigenvalues_) <= 0)
+    assert _max_sine(projector.components_, scm.invariant_basis) < 0.05
 
 
 def test_diagnostics_describe_each_direction(scm):
@@ -230,7 +231,13 @@ def test_identical_pairs_warn_and_work(rng):
     X = rng.standard_normal((50, 4))
     with pytest.warns(NoInvarianceWarning, match="differences are zero"):
         projector = InvariantProjector(n_components=2).fit(X, X_intervened=X.copy())
-    assert projector.transform(X).shape == (50, 2)
+    # No invariance term: the top two eigenvectors of the second moment X^T X / n.
+    eigenvalues, eigenvectors = np.linalg.eigh(X.T @ X / 50)
+    np.testing.assert_allclose(projector.eigenvalues_, eigenvalues[::-1], atol=1e-12)
+    np.testing.assert_allclose(
+        np.abs(projector.components_ @ eigenvectors[:, ::-1][:, :2]), np.eye(2), atol=1e-8
+    )
+    np.testing.assert_allclose(projector.transform(X), X @ projector.components_.T)
 
 
 # ---------------------------------------------------------------------------- streaming
@@ -341,7 +348,13 @@ def test_dtype_is_preserved(scm, dtype):
         scm.X.astype(dtype), X_intervened=scm.X_intervened.astype(dtype)
     )
     assert projector.components_.dtype == dtype
-    assert projector.transform(scm.X.astype(dtype)).dtype == dtype
+    Z = projector.transform(scm.X.astype(dtype))
+    assert Z.dtype == dtype
+    reference = InvariantProjector(n_components=3, alpha=20.0).fit(
+        scm.X, X_intervened=scm.X_intervened
+    )
+    np.testing.assert_allclose(projector.components_, reference.components_, atol=1e-4)
+    np.testing.assert_allclose(Z, reference.transform(scm.X), rtol=1e-4, atol=1e-4)
 
 
 def test_pickle_and_clone_round_trip(scm):
@@ -417,7 +430,15 @@ def test_metadata_routing_splits_x_intervened_per_fold(scm):
     for X_fold, X_intervened_fold in seen:
         rows = [lookup[row.tobytes()] for row in X_fold]
         np.testing.assert_array_equal(X_intervened_fold, scm.X_intervened[train][rows])
-    assert np.all(result["test_score"] > 0.7)
+    # Each fold's score is that of the pipeline fitted on the fold by hand.
+    expected = []
+    for fold_train, fold_test in LeaveOneGroupOut().split(X, y, groups):
+        projector = InvariantProjector(n_components=4, alpha=20.0).fit(
+            X[fold_train], X_intervened=scm.X_intervened[train][fold_train]
+        )
+        model = LogisticRegression().fit(projector.transform(X[fold_train]), y[fold_train])
+        expected.append(model.score(projector.transform(X[fold_test]), y[fold_test]))
+    np.testing.assert_allclose(result["test_score"], expected)
 
 
 def test_routing_groups_through_a_pipeline(scm):
@@ -434,6 +455,10 @@ def test_routing_groups_through_a_pipeline(scm):
         )
         pipe.fit(scm.X, scm.y, groups=scm.environments)
     assert pipe["icm"].n_differences_seen_ == 2 * 3
+    direct = InvariantProjector(n_components=4, alpha=200.0).fit(
+        pipe["scale"].transform(scm.X), scm.y, groups=scm.environments
+    )
+    np.testing.assert_allclose(pipe["icm"].components_, direct.components_, atol=1e-10)
 
 
 def test_transform_input_routes_counterparts_through_earlier_steps(scm):
@@ -555,6 +580,7 @@ def test_a_failed_fit_of_another_width_keeps_the_fitted_input_description(scm):
     projector = InvariantProjector(n_components=3, alpha=20.0).fit(
         frame, X_intervened=scm.X_intervened
     )
+    components = projector.components_.copy()
     narrow = scm.X[:, :5].copy()
     narrow[0, 0] = np.nan
     with pytest.raises(ValueError, match="Input X contains NaN"):
@@ -563,7 +589,8 @@ def test_a_failed_fit_of_another_width_keeps_the_fitted_input_description(scm):
         projector.fit(scm.X[:, :2])
     assert projector.n_features_in_ == scm.X.shape[1]
     assert list(projector.feature_names_in_) == list(frame.columns)
-    assert projector.transform(frame).shape == (len(frame), 3)
+    np.testing.assert_array_equal(projector.components_, components)
+    np.testing.assert_allclose(projector.transform(frame), scm.X @ components.T)
 
 
 def test_counterparts_with_other_columns_are_rejected(scm):
@@ -581,7 +608,11 @@ def test_y_is_ignored_unless_it_is_used(scm):
     targets = np.column_stack([scm.y, -scm.y]).astype(float)  # multi-output regression
     pipe = make_pipeline(InvariantProjector(n_components=4, alpha=20.0), Ridge())
     pipe.fit(scm.X, targets, invariantprojector__X_intervened=scm.X_intervened)
-    assert pipe.predict(scm.X[:3]).shape == (3, 2)
+    # The projector is the one fitted without y; the regression sees its projection.
+    alone = InvariantProjector(n_components=4, alpha=20.0).fit(scm.X, X_intervened=scm.X_intervened)
+    np.testing.assert_allclose(pipe[0].components_, alone.components_)
+    expected = Ridge().fit(alone.transform(scm.X), targets).predict(alone.transform(scm.X[:3]))
+    np.testing.assert_allclose(pipe.predict(scm.X[:3]), expected)
     with pytest.raises(ValueError, match="y must be one-dimensional"):
         InvariantProjector().fit(scm.X, targets, groups=scm.environments)
 
@@ -597,3 +628,178 @@ def test_partial_fit_with_an_intervention_source_equals_fit(scm):
     assert source.calls[-1] == ["cat", "dog"]
     assert stream.n_differences_seen_ == full.n_differences_seen_ == 500
     np.testing.assert_allclose(stream.components_, full.components_, atol=1e-8)
+
+
+# ------------------------------------------------------------------- groups under routing
+
+
+def test_groups_are_not_requested_by_default():
+    requests = InvariantProjector().get_metadata_routing()
+    assert requests.fit.requests["groups"] is False
+    assert requests.partial_fit.requests["groups"] is False
+    assert requests.fit.requests["X_intervened"] is None  # still an explicit request
+
+
+@pytest.mark.parametrize("routing", [False, True])
+def test_group_kfold_search_leaves_groups_to_the_splitter(scm, routing):
+    X, y, groups, X_intervened = scm.X, scm.y, scm.environments, scm.X_intervened
+    projector = InvariantProjector(alpha=20.0)
+    with sklearn.config_context(enable_metadata_routing=routing):
+        if routing:
+            projector.set_fit_request(X_intervened=True)
+            fit_params = {"X_intervened": X_intervened}
+        else:
+            fit_params = {"invariantprojector__X_intervened": X_intervened}
+        search = GridSearchCV(
+            make_pipeline(projector, LogisticRegression()),
+            {"invariantprojector__n_components": [4, 8]},
+            cv=GroupKFold(n_splits=3),
+        )
+        search.fit(X, y, groups=groups, **fit_params)
+    fitted = search.best_estimator_[0]
+    # Only the counterparts reached the projector: no environment-mean differences.
+    assert fitted.n_differences_seen_ == len(X)
+    assert fitted.statistics_.cell_sums == {}
+    assert search.best_params_ == {"invariantprojector__n_components": 4}
+
+
+@pytest.mark.parametrize("routing", [False, True])
+def test_environment_labels_are_an_explicit_opt_in(scm, routing):
+    X, y, groups = scm.X, scm.y, scm.environments
+    expected = InvariantProjector(n_components=4, alpha=200.0).fit(X, y, groups=groups)
+    assert expected.n_differences_seen_ == 2 * 3  # 2 classes x (3 choose 2) environment pairs
+    with sklearn.config_context(enable_metadata_routing=routing):
+        projector = InvariantProjector(n_components=4, alpha=200.0)
+        if routing:
+            pipe = make_pipeline(projector.set_fit_request(groups=True), LogisticRegression())
+            pipe.fit(X, y, groups=groups)
+        else:
+            pipe = make_pipeline(projector, LogisticRegression())
+            pipe.fit(X, y, invariantprojector__groups=groups)
+    assert pipe[0].n_differences_seen_ == 6
+    np.testing.assert_allclose(pipe[0].components_, expected.components_, atol=1e-10)
+
+
+# ------------------------------------------------------------- raw images as counterparts
+
+
+def _flatten_images(images):
+    return np.asarray(images, dtype=np.float64).reshape(len(images), -1) / 255
+
+
+@pytest.mark.parametrize("kind", ["array", "paths", "pil", "arrays"])
+def test_raw_image_counterparts_get_an_error_naming_the_routes(rng, tmp_path, kind):
+    from PIL import Image
+
+    images = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    if kind == "array":
+        counterparts, described = images, r"an array of shape \(6, 8, 8, 3\)"
+    elif kind == "paths":
+        counterparts, described = [str(tmp_path / f"{i}.png") for i in range(6)], "file paths"
+    elif kind == "pil":
+        counterparts, described = [Image.fromarray(image) for image in images], "PIL images"
+    else:
+        counterparts, described = list(images), r"arrays of shape \(8, 8, 3\)"
+    X = _flatten_images(images)
+    with pytest.raises(ValueError, match=f"X_intervened looks like raw images .*{described}"):
+        InvariantProjector().fit(X, X_intervened=counterparts)
+    # The classic pipeline form hands the images to the projector unembedded.
+    pipe = make_pipeline(
+        sklearn.preprocessing.FunctionTransformer(_flatten_images), InvariantProjector()
+    )
+    with pytest.raises(ValueError, match="X_intervened") as error:
+        pipe.fit(images, invariantprojector__X_intervened=counterparts)
+    message = str(error.value)
+    assert 'transform_input=["X_intervened"]' in message
+    assert "enable_metadata_routing=True" in message
+    assert "make_clip_icm_pipeline" in message
+
+
+def test_the_route_named_in_the_error_embeds_the_counterparts(rng):
+    images = rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
+    counterparts = 255 - images
+    with sklearn.config_context(enable_metadata_routing=True):
+        pipe = Pipeline(
+            [
+                ("embed", sklearn.preprocessing.FunctionTransformer(_flatten_images)),
+                ("icm", InvariantProjector(n_components=3).set_fit_request(X_intervened=True)),
+            ],
+            transform_input=["X_intervened"],
+        )
+        pipe.fit(images, X_intervened=counterparts)
+    expected = InvariantProjector(n_components=3).fit(
+        _flatten_images(images), X_intervened=_flatten_images(counterparts)
+    )
+    np.testing.assert_allclose(pipe["icm"].components_, expected.components_, atol=1e-10)
+
+
+# ---------------------------------------------------------------- the "auto" rank rule
+
+
+@pytest.fixture(scope="module")
+def colored_mnist():
+    from skicm.datasets import load_mnist, make_colored_mnist
+
+    return make_colored_mnist(*load_mnist(), random_state=0)
+
+
+@pytest.mark.parametrize("alpha", [0.03, 1.0, 30.0])
+def test_auto_rank_is_the_same_for_float32_and_float64_pixels(colored_mnist, alpha):
+    """Real pixels (5,000 MNIST digits, DomainBed's Colored MNIST): the rank of "auto" does not
+    depend on the dtype (a dtype-dependent tolerance kept 132 directions from float32 and
+    161 from float64 at alpha=1)."""
+    fitted = {}
+    for dtype in (np.float32, np.float64):
+        fitted[dtype] = InvariantProjector(alpha=alpha).fit(
+            colored_mnist.data.astype(dtype),
+            X_intervened=colored_mnist.data_intervened.astype(dtype),
+        )
+    single, double = fitted[np.float32], fitted[np.float64]
+    assert single.n_components_ == double.n_components_
+    # Well inside the positive block: float32 round-off moves eigenvalues by far less than
+    # the tolerance, and the kept directions are the same.
+    scale = np.abs(double.eigenvalues_).max()
+    np.testing.assert_allclose(single.eigenvalues_, double.eigenvalues_, atol=1e-6 * scale)
+    tolerance = 392 * 2.0**-23 * scale
+    assert single.n_components_ == int(np.sum(double.eigenvalues_ > tolerance))
+    assert 20 < single.n_components_ < 300
+
+
+def test_auto_rank_values_on_colored_mnist(colored_mnist):
+    counts = [
+        InvariantProjector(alpha=alpha)
+        .fit(colored_mnist.data, X_intervened=colored_mnist.data_intervened)
+        .n_components_
+        for alpha in (0.03, 1.0, 30.0)
+    ]
+    assert counts == [280, 132, 53]
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1e4])
+def test_auto_rank_does_not_depend_on_the_scale(colored_mnist, scale):
+    X = colored_mnist.data[:2000].astype(np.float64)
+    X_intervened = colored_mnist.data_intervened[:2000].astype(np.float64)
+    reference = InvariantProjector(alpha=1.0).fit(X, X_intervened=X_intervened)
+    scaled = InvariantProjector(alpha=1.0).fit(scale * X, X_intervened=scale * X_intervened)
+    assert scaled.n_components_ == reference.n_components_
+    np.testing.assert_allclose(
+        scaled.eigenvalues_,
+        scale**2 * reference.eigenvalues_,
+        atol=1e-9 * scale**2 * np.abs(reference.eigenvalues_).max(),
+    )
+
+
+def test_count_positive_eigenvalues_is_the_auto_rule(colored_mnist):
+    from skicm.projection import count_positive_eigenvalues
+
+    projector = InvariantProjector(alpha=1.0).fit(
+        colored_mnist.data, X_intervened=colored_mnist.data_intervened
+    )
+    assert count_positive_eigenvalues(projector.eigenvalues_) == projector.n_components_
+    # The dtype argument of earlier versions is accepted and changes nothing.
+    for dtype in (np.float32, np.float64):
+        assert count_positive_eigenvalues(projector.eigenvalues_, dtype) == projector.n_components_
+    spectrum = np.array([1.0, 5e-4, 1e-5, 0.0, -3.0])
+    # tolerance = 5 * 2**-23 * 3 = 1.8e-6: 1e-5 counts, 0 does not.
+    assert count_positive_eigenvalues(spectrum) == 3
+    assert count_positive_eigenvalues(np.array([])) == 0

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pickle
+from typing import ClassVar
 
 import numpy as np
 import pytest
 import sklearn
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, TransformerMixin, clone
-from sklearn.exceptions import NotFittedError, UnsetMetadataPassedError
+from sklearn.exceptions import NotFittedError
 
 from skicm.embedding import CLIPEmbedder
 from skicm.interventions import TextInterventions
@@ -60,6 +61,40 @@ def test_matches_hand_computed_cosine_argmax(embedder, image_embeddings):
     assert clf.classes_.tolist() == NAMES and clf.class_names_ == NAMES
     y = np.array(NAMES)[cosine.argmax(1)]
     assert clf.score(image_embeddings, y) == 1.0
+
+
+class _PromptTable:
+    """A text encoder given as a table: hand-chosen prompt vectors of unequal norms."""
+
+    table: ClassVar[dict] = {
+        "a photo of a cat.": [10.0, 0.0],  # long: it would dominate an unnormalised mean
+        "a drawing of a cat.": [0.0, 1.0],
+        "a photo of a dog.": [1.0, 0.2],
+        "a drawing of a dog.": [2.0, 0.4],
+    }
+
+    def encode_text(self, texts):
+        return np.array([self.table[text] for text in texts])
+
+
+def test_templates_are_ensembled_after_normalising_each_prompt(embedder, image_embeddings):
+    """Each prompt counts once, whatever its norm: normalise, average, normalise."""
+    clf = ZeroShotClassifier(["cat", "dog"], encoder=_PromptTable(), templates=TEMPLATES)
+    clf.fit(np.zeros((1, 2)))
+    root_half = np.sqrt(0.5)
+    np.testing.assert_allclose(
+        clf.class_embeddings_, [[root_half, root_half], _unit(np.array([[1.0, 0.2]]))[0]]
+    )
+    # cos with cat 0.99, with dog 0.75; averaging raw prompts would make cat (0.995, 0.0995)
+    # and flip the answer to dog.
+    assert clf.predict([[0.6, 0.8]]).tolist() == ["cat"]
+
+    # A real text tower whose raw prompt embeddings have unequal norms (normalize=False).
+    raw = clone(embedder).set_params(normalize=False)
+    norms = np.linalg.norm(raw.encode_text([t.format(n) for n in NAMES for t in TEMPLATES]), axis=1)
+    assert norms.max() / norms.min() > 1.01
+    fitted = ZeroShotClassifier(NAMES, encoder=raw, templates=TEMPLATES).fit(image_embeddings)
+    np.testing.assert_allclose(fitted.class_embeddings_, _hand_class_embeddings(raw), atol=1e-6)
 
 
 def test_invariant_subspace_projects_images_and_text(embedder, image_embeddings):
@@ -147,8 +182,19 @@ def test_routes_fit_metadata_to_the_projector(embedder, image_embeddings):
         clf = ZeroShotClassifier(NAMES, encoder=embedder, projector=projector)
         clf.fit(image_embeddings, X_intervened=X_intervened)
         assert clf.projector_.n_differences_seen_ == len(image_embeddings)
-        with pytest.raises(UnsetMetadataPassedError, match="groups"):
+        # The projector declines groups by default (they are a splitter's), so nothing takes them.
+        with pytest.raises(TypeError, match=r"unexpected argument\(s\) \{'groups'\}"):
             clf.fit(image_embeddings, groups=np.zeros(12))
+        # Requested, environment labels reach the projector with the labels.
+        y, groups = np.array(NAMES * 4), np.arange(12) % 2
+        clf.set_params(projector=clone(projector).set_fit_request(groups=True))
+        clf.fit(image_embeddings, y, X_intervened=X_intervened, groups=groups)
+        direct = InvariantProjector(3).fit(
+            image_embeddings, y, X_intervened=X_intervened, groups=groups
+        )
+        assert clf.projector_.n_differences_seen_ == direct.n_differences_seen_
+        assert direct.n_differences_seen_ > len(image_embeddings)
+        np.testing.assert_allclose(clf.projector_.components_, direct.components_, atol=1e-6)
     with pytest.raises(TypeError, match="nothing to pass them to"):
         ZeroShotClassifier(NAMES, encoder=embedder).fit(image_embeddings, groups=np.zeros(12))
 

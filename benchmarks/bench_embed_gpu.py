@@ -1,0 +1,174 @@
+"""GPU throughput of ``skicm embed`` from JPEG files: local engine and Ray on 1..N GPUs of a node.
+
+Target on one H200 (16 cores): >= 6,000 images/s for ViT-B-32 (random weights,
+``pretrained=None``: speed does not depend on the weights) from 500x375 JPEG files, and
+throughput growing with the GPUs of the node under ``--engine ray``. Printed, measured in one run:
+
+- ``CLIPEmbedder.transform`` (no store) on the files: the reference;
+- ``embed_collection(engine="local")``: the same encoder plus keys, Parquet shards, manifest;
+- ``embed_collection(engine="ray")`` on a local Ray instance that sees 1, 2, ... GPUs
+  (``CUDA_VISIBLE_DEVICES`` is not touched: Ray is told how many GPUs to use), with the speed-up
+  over one GPU. The start of the actors and the loading of the model are inside each call.
+
+Self-contained: it writes its JPEG files (from scikit-learn's two sample photos, cropped, with
+noise, so that no two are alike) into ``--data`` and needs only skicm, torch, torchvision,
+open_clip_torch, ray[data] and pyarrow. ``--dry`` runs the same code on the CPU with the tiny
+model and a few images (a smoke test for machines without a GPU).
+
+Run::
+
+    python benchmarks/bench_embed_gpu.py                 # on the GPU node
+    python benchmarks/bench_embed_gpu.py --dry           # anywhere
+
+On a machine whose image lacks open_clip_torch, ftfy and wcwidth, install their wheels with
+``pip install --no-deps --target <dir>`` and put ``<dir>`` on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+TARGET = {"ViT-B-32": 6000.0}
+
+
+def _write_jpegs(folder, start, stop):
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images().images  # two 427x640 photos
+    rng = np.random.default_rng(start)
+    for i in range(start, stop):
+        path = Path(folder) / f"{i:06d}.jpg"
+        if path.exists():
+            continue
+        photo = photos[i % 2]
+        top, left = rng.integers(0, 53), rng.integers(0, 141)
+        crop = photo[top : top + 375, left : left + 500].astype(np.int16)
+        crop = np.clip(crop + rng.integers(-8, 9, crop.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(crop).save(path, quality=90)
+
+
+def make_jpegs(folder: Path, n: int, workers: int) -> list[str]:
+    """Write ``n`` distinct 500x375 JPEG files into ``folder`` (kept between runs)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    chunk = max(1, -(-n // workers))
+    with ProcessPoolExecutor(workers) as pool:
+        futures = [
+            pool.submit(_write_jpegs, str(folder), s, min(n, s + chunk)) for s in range(0, n, chunk)
+        ]
+        for future in futures:
+            future.result()
+    return [str(folder / f"{i:06d}.jpg") for i in range(n)]
+
+
+def _sync():
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="ViT-B-32")
+    parser.add_argument("--n-images", type=int, default=30000)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "skicm-jpegs"))
+    parser.add_argument("--gpus", default="all", help="'all' or a comma list, e.g. 1,2,4")
+    parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--dry", action="store_true", help="tiny CPU smoke run of the same code")
+    args = parser.parse_args(argv)
+
+    import numpy as np
+    import torch
+
+    from skicm import CLIPEmbedder
+    from skicm.distributed import embed_collection, load_embeddings
+
+    cores = os.cpu_count() or 2
+    cuda = torch.cuda.is_available() and not args.dry
+    model, n, batch_size, device = args.model, args.n_images, args.batch_size, "cuda"
+    if not cuda:
+        from skicm.model_configs import register_tiny_clip
+
+        model, n, batch_size, device = register_tiny_clip(), 64, 16, "cpu"
+        print("no CUDA device (or --dry): smoke run on the CPU with the tiny model")
+    start = time.perf_counter()
+    paths = make_jpegs(Path(args.data), n, max(1, min(cores, 16)))
+    print(f"{n} JPEG files 500x375 ready in {time.perf_counter() - start:.1f} s; {cores} cores")
+    n_gpus = torch.cuda.device_count() if cuda else 0
+    if cuda:
+        print(f"device: {n_gpus} x {torch.cuda.get_device_name(0)}")
+    work = Path(tempfile.mkdtemp(prefix="skicm-bench-gpu-"))
+    listing = work / "listing.csv"
+    listing.write_text("path\n" + "\n".join(paths) + "\n")
+    embedder = CLIPEmbedder(
+        model, pretrained=None, device=device, batch_size=batch_size, store=None, progress=False
+    )
+
+    embedder.transform(paths[: 2 * batch_size])  # warm-up: model, kernels, decoders
+    _sync()
+    start = time.perf_counter()
+    reference = embedder.transform(paths)
+    _sync()
+    reference_ips = n / (time.perf_counter() - start)
+    target = TARGET.get(model)
+    versus = f" ({reference_ips / target:.2f}x the target {target:.0f})" if target and cuda else ""
+    print(f"{model}: CLIPEmbedder.transform          {reference_ips:9.0f} images/s{versus}")
+
+    def embed(engine, out):
+        shutil.rmtree(out, ignore_errors=True)
+        start = time.perf_counter()
+        result = embed_collection(
+            listing, out, embedder=embedder, engine=engine, shard_size=10_000, progress=False
+        )
+        elapsed = time.perf_counter() - start
+        assert result.n_embedded == n, result.bad_files
+        return n / elapsed
+
+    local_ips = embed("local", work / "local")
+    versus = f", {local_ips / target:.2f}x the target" if target and cuda else ""
+    print(
+        f"{model}: skicm embed --engine local     {local_ips:9.0f} images/s "
+        f"({local_ips / reference_ips:.2f}x transform{versus})"
+    )
+    local = load_embeddings(work / "local")
+    unit = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    print(f"  max |local - transform| (unit norm): {np.abs(local.embeddings - unit).max():.1e}")
+
+    if not args.skip_ray:
+        import ray
+
+        counts = [1, 2, 4, 8, 16] if args.gpus == "all" else [int(k) for k in args.gpus.split(",")]
+        counts = [k for k in counts if k <= max(n_gpus, 1)] if cuda else [0]
+        one_gpu = None
+        for k in counts:
+            ray.init(num_cpus=cores, num_gpus=k, include_dashboard=False, log_to_driver=False)
+            try:
+                ips = embed("ray", work / f"ray{k}")
+            finally:
+                ray.shutdown()
+            one_gpu = one_gpu or ips
+            label = f"{k} GPU(s)" if cuda else "CPU"
+            print(
+                f"{model}: skicm embed --engine ray, {label:9} {ips:9.0f} images/s "
+                f"({ips / reference_ips:.2f}x transform on one device, speed-up "
+                f"{ips / one_gpu:.2f}x over one GPU)"
+            )
+        on_ray = load_embeddings(work / f"ray{counts[-1]}")
+        print(
+            "  max |ray - transform| (unit norm; the Ray actors decode JPEG on the CPU, "
+            f"transform on the GPU): {np.abs(on_ray.embeddings - unit).max():.1e}"
+        )
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

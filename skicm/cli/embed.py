@@ -1,0 +1,93 @@
+"""``skicm embed``: embed an image collection into resumable Parquet shards, here or on Ray."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from skicm.cli._common import add_model_options, embedder_from_args
+
+
+def _positive_int(value):
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value!r}")
+    return number
+
+
+def add_parser(subcommands):
+    """Register ``skicm embed`` on ``subcommands``."""
+    embed = subcommands.add_parser(
+        "embed",
+        help="embed a folder or listing of images into Parquet shards (resumable; local or Ray)",
+        description="Embed every image of SOURCE into Parquet shards under --out (columns path, "
+        "key, embedding, and label/domain when SOURCE knows them) with a manifest of the model. "
+        "A rerun skips the shards already written, so a killed run resumes; files that cannot "
+        "be read are all reported and the others written (exit status 1 when some could not). "
+        "SOURCE is a DomainBed-layout folder (root/domain/class/image), any folder of images, "
+        "or a .csv/.parquet file with a 'path' column and optional 'label' and 'domain' columns.",
+    )
+    embed.add_argument("source", metavar="SOURCE", help="folder of images or listing file")
+    embed.add_argument("--out", metavar="DIR", required=True, help="output folder of the shards")
+    add_model_options(embed, required=True)
+    group = embed.add_argument_group("execution")
+    group.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: in this process; ray: decode in Ray Data CPU tasks, encode in actors that "
+        "load the model once (one per GPU, or on CPUs) (default: local)",
+    )
+    group.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="Ray cluster to attach to ('auto', 'ray://head:10001'); default: start a local "
+        "Ray instance",
+    )
+    group.add_argument(
+        "--num-cpus",
+        type=_positive_int,
+        help="CPUs of the local Ray instance (default: all)",
+    )
+    group.add_argument(
+        "--shard-size",
+        type=_positive_int,
+        default=10_000,
+        help="images per shard, the unit of resumption (default: 10000)",
+    )
+    group.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    embed.set_defaults(run=run)
+    return embed
+
+
+def run(args):
+    """Run ``skicm embed`` with parsed ``args``; return the exit status."""
+    from skicm.distributed import embed_collection
+
+    if args.address is not None and args.engine != "ray":
+        raise ValueError("--address attaches to a Ray cluster; it needs --engine ray.")
+    with warnings.catch_warnings():
+        # Every bad file is listed below, not only the first ones the warning names.
+        warnings.filterwarnings("ignore", "[0-9]+ file\\(s\\) could not be embedded")
+        result = embed_collection(
+            args.source,
+            args.out,
+            embedder=embedder_from_args(args),
+            engine=args.engine,
+            address=args.address,
+            shard_size=args.shard_size,
+            num_cpus=args.num_cpus,
+            progress=not args.no_progress,
+        )
+    for path, reason in result.bad_files.items():
+        print(f"skicm embed: cannot embed {path}: {reason}", file=sys.stderr)
+    print(
+        f"{result.n_embedded} image(s) embedded into {len(result.shards)} new shard(s) under "
+        f"{result.out}; {result.n_skipped} already there; {len(result.bad_files)} could not be "
+        "read."
+    )
+    return 1 if result.bad_files else 0

@@ -1,0 +1,618 @@
+"""``embed_collection``: embed an image collection into resumable Parquet shards, here or on Ray."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.utils import Bunch
+
+from skicm.distributed._shards import (
+    check_or_write_manifest,
+    embedded_paths,
+    exclusive_writer,
+    remove_temporaries,
+    shard_paths,
+    shard_table,
+    write_shard,
+)
+from skicm.distributed._sources import list_images
+from skicm.store import EmbeddingStore
+
+__all__ = ["embed_collection"]
+
+_ENGINES = ("local", "ray")
+# Rows per Ray Data block: a decode task handles one block, so a few batches per block keep
+# the CPU tasks busy without holding a shard's worth of decoded pixels in the object store.
+_BATCHES_PER_BLOCK = 2
+_DECODED_IMAGE_BYTES = 2**20
+_DECODE_WORKER_BYTES = 640 * 2**20
+# Encoding actors per GPU (each with its own copy of the model).
+_ACTORS_PER_GPU = 4
+
+
+# ---------------------------------------------------------------------------- the embedder
+def _make_embedder(model_name, pretrained, image_model, embedder, device, batch_size):
+    if embedder is not None:
+        if model_name is not None or image_model is not None:
+            raise ValueError("Pass either embedder= or model_name= / image_model=, not both.")
+        return clone(embedder)
+    if (model_name is None) == (image_model is None):
+        raise ValueError(
+            "embed_collection needs exactly one of model_name= (an open_clip architecture) and "
+            "image_model= (any torch image model)."
+        )
+    params = {"device": device}
+    if batch_size != "auto":
+        params["batch_size"] = batch_size
+    if image_model is not None:
+        import skicm
+
+        return skicm.ImageEmbedder(image_model, **params)
+    from skicm.embedding import CLIPEmbedder
+
+    return CLIPEmbedder(model_name=model_name, pretrained=pretrained, **params)
+
+
+def _set_existing_params(embedder, **params):
+    """``set_params`` for the parameters this embedder has (image models may lack some)."""
+    known = embedder.get_params(deep=False)
+    return embedder.set_params(**{k: v for k, v in params.items() if k in known})
+
+
+def _store_namespace(embedder) -> str:
+    return embedder.store_namespace()
+
+
+def _weights_identity(embedder) -> str | None:
+    pretrained = embedder.get_params(deep=False).get("pretrained")
+    if pretrained is None or pretrained == "":
+        return None
+    pretrained = os.fspath(pretrained)
+    if os.path.isfile(pretrained):
+        info = os.stat(pretrained)
+        return f"file:{os.path.realpath(pretrained)}|{info.st_size}|{info.st_mtime_ns}"
+    return pretrained
+
+
+def _manifest(embedder, namespace: str) -> dict:
+    import skicm
+
+    params = embedder.get_params(deep=False)
+    model = params.get("model_name", params.get("model"))
+    return {
+        "format": 1,
+        "embedder": type(embedder).__name__,
+        "model": model if isinstance(model, str) else repr(model),
+        "weights": _weights_identity(embedder),
+        "namespace": namespace,
+        "embed_dim": int(embedder.embed_dim_),
+        "preprocess": {key: params[key] for key in ("decoder", "precision") if key in params},
+        "embedding": "raw model output (not normalised); load_embeddings normalises by default",
+        "skicm_version": skicm.__version__,
+    }
+
+
+# ---------------------------------------------------------------------------- bad files
+def _decode_problems(paths) -> dict[str, str]:
+    """Why each of ``paths`` cannot be decoded (absent from the result when it can)."""
+    from torchvision.transforms import Compose
+
+    from skicm.image_loading import ImageDecodingDataset
+
+    dataset = ImageDecodingDataset(list(paths), Compose([]), mode="tensor")
+    problems = {}
+    for index in range(len(dataset)):
+        _, _, _, error = dataset[index]
+        if error is not None:
+            problems[paths[index]] = error
+    return problems
+
+
+def _file_keys(paths):
+    """Image key of every path, and the reason for every path that is not a readable file."""
+    from skicm.image_loading import image_keys
+
+    keys, bad = {}, {}
+    for path in paths:
+        try:
+            keys[path] = image_keys([path])[0]
+        except (OSError, ValueError) as error:
+            bad[path] = f"{type(error).__name__}: {error}"
+    return keys, bad
+
+
+class _CollectingStore(EmbeddingStore):
+    """A store that holds nothing beforehand and collects what the embedder encodes."""
+
+    def __init__(self):
+        self.vectors = {}
+        self.namespaces = set()
+
+    def get_many(self, namespace, keys):
+        return {}
+
+    def put_many(self, namespace, items):
+        self.namespaces.add(namespace)
+        self.vectors.update(items)
+
+    def count(self, namespace=None):
+        return len(self.vectors)
+
+
+# ---------------------------------------------------------------------------- local engine
+def _encode_local(embedder, paths, namespace):
+    """Raw embeddings of the readable ``paths`` with ``embedder``, and the reasons for the rest.
+
+    The embedder encodes every decodable image even when some fail, and puts each batch into
+    its store: a collecting store therefore holds every good embedding after a failed call, and
+    the paths missing from it are the bad ones.
+    """
+    keys, bad = _file_keys(paths)
+    readable = [path for path in paths if path in keys]
+    if not readable:
+        return {}, bad
+    store = _CollectingStore()
+    encoder = _set_existing_params(clone(embedder), store=store, normalize=False, progress=False)
+    failure = None
+    try:
+        encoder.transform(readable)
+    except ValueError as error:
+        failure = error
+    if store.namespaces - {namespace}:
+        raise RuntimeError(
+            f"The embedder encoded into namespace {sorted(store.namespaces)} but the manifest "
+            f"says {namespace!r}."
+        )
+    vectors = {path: store.vectors[keys[path]] for path in readable if keys[path] in store.vectors}
+    undecoded = [path for path in readable if path not in vectors]
+    problems = _decode_problems(undecoded) if undecoded else {}
+    if failure is not None and len(problems) < len(undecoded):
+        raise failure  # not (only) undecodable files: a model or parameter problem
+    bad.update(problems)
+    return vectors, bad
+
+
+def _run_local(embedder, shards, out, namespace, embed_dim, bar):
+    bad = {}
+    written = []
+    for index, rows in shards:
+        vectors, shard_bad = _encode_local(embedder, rows["path"], namespace)
+        bad.update(shard_bad)
+        path = _write_rows(out, index, rows, vectors, embed_dim)
+        if path is not None:
+            written.append(path)
+        bar.update(len(rows["path"]))
+    return written, bad
+
+
+# ---------------------------------------------------------------------------- shard contents
+def _write_rows(out, index, rows, vectors, embed_dim):
+    """Write shard ``index`` with the rows of ``rows`` that have an embedding (None if none)."""
+    keep = [i for i, path in enumerate(rows["path"]) if path in vectors]
+    if not keep:
+        return None
+    keys, _ = _file_keys([rows["path"][i] for i in keep])
+    kept_paths = [rows["path"][i] for i in keep if rows["path"][i] in keys]
+    kept = {
+        "path": kept_paths,
+        "key": [keys[p] for p in kept_paths],
+        "embedding": np.stack([vectors[p] for p in kept_paths]),
+    }
+    kept_set = set(kept_paths)
+    for name in ("label", "domain"):
+        if rows.get(name) is not None:
+            kept[name] = [v for p, v in zip(rows["path"], rows[name]) if p in kept_set]
+    return write_shard(out, index, shard_table(kept, embed_dim))
+
+
+def _plan_shards(listing, done, first_index, shard_size):
+    """Group the paths not yet embedded into shards numbered from ``first_index``."""
+    todo = [i for i, path in enumerate(listing.paths) if path not in done]
+    shards = []
+    for number, start in enumerate(range(0, len(todo), shard_size)):
+        chosen = todo[start : start + shard_size]
+        rows = {"path": [listing.paths[i] for i in chosen]}
+        for name, values in (("label", listing.labels), ("domain", listing.domains)):
+            rows[name] = None if values is None else [values[i] for i in chosen]
+        shards.append((first_index + number, rows))
+    return shards
+
+
+# ---------------------------------------------------------------------------- entry point
+def embed_collection(
+    source,
+    out,
+    *,
+    model_name=None,
+    pretrained=None,
+    image_model=None,
+    embedder=None,
+    device="auto",
+    batch_size="auto",
+    engine="local",
+    address=None,
+    shard_size=10_000,
+    num_cpus=None,
+    progress=True,
+):
+    """Embed every image of a collection into Parquet shards under ``out``; resumable.
+
+    Each shard ``out/shard-NNNNNN.parquet`` holds the columns ``path`` (str), ``key`` (the
+    image key of :func:`skicm.image_loading.image_keys`, so that :class:`ShardStore` answers
+    embedder look-ups), ``embedding`` (fixed-size list of float32: the raw model output) and,
+    when the source knows them, ``label`` and ``domain``. ``out/manifest.json`` records the
+    model, weights, preprocessing, store namespace and skicm version; embeddings of another
+    model are refused. Shards are written to a temporary file and then linked to their name, and
+    are never rewritten: a rerun after a kill (or after images were added to the source) embeds
+    only the paths that no finished shard holds, so every path ends up in exactly one shard.
+    Files that cannot be read or decoded are all reported (in a warning and in ``bad_files``
+    of the result); the others are written.
+
+    Parameters
+    ----------
+    source : str or path-like
+        A DomainBed-layout folder (``root/domain/class/image``), any folder of images, or a
+        ``.csv`` / ``.parquet`` file with a ``path`` column and optional ``label`` and ``domain``
+        columns (see :func:`list_images`).
+    out : str or path-like
+        Output folder (created if needed).
+    model_name : str, default=None
+        open_clip architecture (a :class:`skicm.CLIPEmbedder`).
+    pretrained : str, path-like or None, default=None
+        open_clip pretrained tag or checkpoint file of ``model_name``; None for the seeded
+        random weights.
+    image_model : str or callable, default=None
+        Any torch image model (a :class:`skicm.ImageEmbedder`) instead of ``model_name``.
+    embedder : estimator, default=None
+        An embedder to use as it is configured (its ``store``, ``normalize`` and ``progress``
+        are overridden), instead of ``model_name`` / ``image_model``.
+    device : str, default="auto"
+        Torch device of the encoder. With ``engine="ray"``, ``"auto"`` puts one encoding actor
+        on every GPU of the cluster, or encodes on the CPU if the cluster has none.
+    batch_size : int or "auto", default="auto"
+        Images per forward pass.
+    engine : {"local", "ray"}, default="local"
+        ``"local"``: in this process, with the embedder's own batching and decoding.
+        ``"ray"``: Ray Data decodes the files in CPU tasks and encodes them in actors that
+        load the model once each (one per GPU, or CPU actors).
+    address : str, default=None
+        Ray cluster to attach to (``"auto"`` or ``"ray://head:10001"``); None starts a local
+        Ray instance (or uses the one already started in this process). Ray engine only.
+    shard_size : int, default=10000
+        Images per shard: the unit of resumption and of the projector's statistics tasks.
+    num_cpus : int, default=None
+        CPUs of the local Ray instance started when ``address`` is None (None: all).
+    progress : bool, default=True
+        Show a tqdm progress bar over the images still to embed.
+
+    Returns
+    -------
+    result : :class:`~sklearn.utils.Bunch`
+        ``out`` (Path), ``shards`` (list of the shard files written by this call),
+        ``n_embedded`` (images written by this call), ``n_skipped`` (images already in earlier
+        shards), ``bad_files`` (dict of path to the reason it could not be embedded) and
+        ``manifest`` (dict).
+
+    Raises
+    ------
+    ValueError
+        If ``out`` holds embeddings of another model, or the source or a parameter is invalid.
+
+    See Also
+    --------
+    load_embeddings : Read the shards back as arrays.
+    ShardStore : Let an embedder answer from the shards.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import warnings
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> from skicm.distributed import embed_collection
+    >>> from skicm.model_configs import register_tiny_clip
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> for i in range(5):
+    ...     Image.new("RGB", (16, 16), (50 * i, 0, 0)).save(folder / f"{i}.png")
+    >>> (folder / "broken.png").write_bytes(b"not an image")
+    12
+    >>> out = Path(tempfile.mkdtemp()) / "embeddings"
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     result = embed_collection(folder, out, model_name=register_tiny_clip(),
+    ...                               pretrained=None, device="cpu", shard_size=2, progress=False)
+    >>> print(caught[0].message)  # doctest: +ELLIPSIS
+    1 file(s) could not be embedded (the others were written; ...broken.png...
+    >>> result.n_embedded, sorted(Path(p).name for p in result.bad_files)
+    (5, ['broken.png'])
+    >>> with warnings.catch_warnings(record=True):
+    ...     again = embed_collection(folder, out, model_name=register_tiny_clip(),
+    ...                              pretrained=None, device="cpu", shard_size=2, progress=False)
+    >>> again.n_embedded, again.n_skipped  # only the broken file is tried again
+    (0, 5)
+    """
+    from tqdm.auto import tqdm
+
+    if engine not in _ENGINES:
+        raise ValueError(f"engine must be one of {_ENGINES}, got {engine!r}.")
+    if address is not None and engine != "ray":
+        raise ValueError("address= attaches to a Ray cluster; it needs engine='ray'.")
+    if not (isinstance(shard_size, int) and shard_size >= 1):
+        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}.")
+    listing = list_images(source)
+    embedder = _make_embedder(model_name, pretrained, image_model, embedder, device, batch_size)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ray_session = None
+    if engine == "ray":
+        ray_session = _RaySession(address, num_cpus)
+    try:
+        with exclusive_writer(out):
+            remove_temporaries(out)
+            if ray_session is not None:
+                embedder, namespace = ray_session.embedder_and_namespace(embedder)
+            else:
+                namespace = _store_namespace(embedder)
+            manifest = check_or_write_manifest(out, _manifest(embedder, namespace))
+            existing = shard_paths(out)
+            done = embedded_paths(out)
+            first_index = 1 + max((int(p.stem.split("-")[1]) for p in existing), default=-1)
+            shards = _plan_shards(listing, done, first_index, shard_size)
+            n_todo = sum(len(rows["path"]) for _, rows in shards)
+            bar = tqdm(
+                total=n_todo, unit="img", desc="skicm embed", disable=not progress or not n_todo
+            )
+            with bar:
+                if ray_session is None:
+                    written, bad = _run_local(
+                        embedder, shards, out, namespace, manifest["embed_dim"], bar
+                    )
+                else:
+                    written, bad = ray_session.run(
+                        embedder, shards, out, manifest["embed_dim"], bar
+                    )
+    finally:
+        if ray_session is not None:
+            ray_session.close()
+    n_written = 0
+    if written:
+        import pyarrow.parquet as pq
+
+        n_written = sum(pq.read_metadata(path).num_rows for path in written)
+    if bad:
+        warnings.warn(
+            f"{len(bad)} file(s) could not be embedded (the others were written; see "
+            "bad_files of the result): "
+            + "; ".join(f"{path!r}: {reason}" for path, reason in sorted(bad.items())[:20])
+            + (f"; and {len(bad) - 20} more" if len(bad) > 20 else ""),
+            UserWarning,
+            stacklevel=2,
+        )
+    return Bunch(
+        out=out,
+        shards=written,
+        n_embedded=n_written,
+        n_skipped=len(done & set(listing.paths)),
+        bad_files=dict(sorted(bad.items())),
+        manifest=manifest,
+    )
+
+
+class _RaySession:
+    """Ray for one ``embed_collection`` call: attach or start, then shut down what was started."""
+
+    def __init__(self, address, num_cpus):
+        import ray
+
+        self.started = False
+        if not ray.is_initialized():
+            if address is not None:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+                self.started = True
+
+    def close(self):
+        import ray
+
+        if self.started:
+            ray.shutdown()
+
+    def embedder_and_namespace(self, embedder):
+        """The actors' embedder (device resolved for the cluster) and its store namespace."""
+        import ray
+
+        device = embedder.get_params(deep=False).get("device", "auto")
+        n_gpus = int(ray.cluster_resources().get("GPU", 0))
+        if device == "auto":
+            device = "cuda" if n_gpus else "cpu"
+            embedder = _set_existing_params(clone(embedder), device=device)
+        self.use_gpus = device.startswith("cuda")
+        if self.use_gpus and not n_gpus:
+            raise ValueError(f"device={device!r} but the Ray cluster has no GPU.")
+        self.n_gpus = n_gpus
+        if not self.use_gpus:
+            return embedder, _store_namespace(embedder)
+
+        # The driver may run on a node without a GPU: ask a GPU worker.
+        @ray.remote(num_gpus=1)
+        def namespace_on_gpu(embedder):
+            return _store_namespace(embedder)
+
+        return embedder, ray.get(namespace_on_gpu.remote(embedder))
+
+    def run(self, embedder, shards, out, embed_dim, bar):
+        import pyarrow as pa
+        import ray
+
+        if not shards:
+            return [], {}
+        params = embedder.get_params(deep=False)
+        batch_size = params.get("batch_size", "auto")
+        if batch_size == "auto":
+            batch_size = 256 if self.use_gpus else 32
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        if self.use_gpus:
+            # Each actor also resizes the decoded images and keys them (CPU work in its own
+            # process), so several actors share a GPU, each with a few cores; the remaining
+            # half of the cores decode.
+            n_actors = self.n_gpus * _ACTORS_PER_GPU
+            actor_cpus = max(1, cpus // (2 * n_actors))
+            threads = actor_cpus
+            actor_gpus = 1 / _ACTORS_PER_GPU
+        else:
+            actor_gpus = 0
+            # One CPU actor per 8 cores; its torch threads take the cores that decoding leaves.
+            n_actors = max(1, cpus // 8)
+            actor_cpus = 1
+            threads = max(1, cpus // n_actors - 1) if cpus > 2 else cpus
+        rows_per_block = batch_size * _BATCHES_PER_BLOCK
+        expected = {}
+        blocks = []
+        for index, rows in shards:
+            expected[index] = rows
+            table = pa.table(
+                {
+                    "path": rows["path"],
+                    "shard": [index] * len(rows["path"]),
+                    "row": list(range(len(rows["path"]))),
+                }
+            )
+            blocks.extend(
+                table.slice(start, rows_per_block)
+                for start in range(0, table.num_rows, rows_per_block)
+            )
+        context = ray.data.DataContext.get_current()
+        saved_order = context.execution_options.preserve_order
+        saved_progress = context.enable_progress_bars
+        # In order, so that shards complete one after the other and the driver holds one at a
+        # time; our own progress bar replaces Ray's.
+        context.execution_options.preserve_order = True
+        context.enable_progress_bars = False
+        try:
+            dataset = ray.data.from_arrow(blocks)
+            dataset = dataset.map_batches(
+                _decode_batch,
+                batch_size=None,
+                batch_format="pyarrow",
+                num_cpus=1,
+                # A worker with torch and a decoded block: about 0.6 GiB plus 1 MiB per image (a
+                # 600x600 RGB photo). Asking for it also keeps Ray Data from fusing the decoding
+                # into the encoding actors (operators with other resources are not fused).
+                memory=_DECODE_WORKER_BYTES + rows_per_block * _DECODED_IMAGE_BYTES,
+            )
+            dataset = dataset.map_batches(
+                _Encoder,
+                fn_constructor_kwargs={
+                    "embedder": embedder,
+                    "threads": threads,
+                },
+                batch_size=batch_size,
+                batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=n_actors),
+                num_gpus=actor_gpus,
+                num_cpus=actor_cpus,
+            )
+            return self._collect(dataset, expected, out, embed_dim, bar)
+        finally:
+            context.execution_options.preserve_order = saved_order
+            context.enable_progress_bars = saved_progress
+
+    def _collect(self, dataset, expected, out, embed_dim, bar):
+        arrived = {index: {} for index in expected}
+        bad, written = {}, []
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            for path, shard, error, vector in zip(
+                batch["path"], batch["shard"], batch["error"], batch["embedding"]
+            ):
+                path, shard, error = str(path), int(shard), str(error)
+                if error:
+                    bad[path] = error
+                    arrived[shard][path] = None
+                else:
+                    arrived[shard][path] = vector
+            bar.update(len(batch["path"]))
+            for shard in [s for s in arrived if len(arrived[s]) == len(expected[s]["path"])]:
+                vectors = {p: v for p, v in arrived.pop(shard).items() if v is not None}
+                path = _write_rows(out, shard, expected[shard], vectors, embed_dim)
+                if path is not None:
+                    written.append(path)
+        if arrived:
+            raise RuntimeError(
+                f"Ray returned incomplete shards {sorted(arrived)}; rerun to embed them."
+            )
+        return written, bad
+
+
+def _decode_batch(table):
+    """Ray Data CPU task: decode the files of a block to uint8 RGB arrays (errors, not raises).
+
+    The decoding is the embedder's own (torchvision's JPEG decoder, Pillow for other formats),
+    so the encoding actors see the pixels that ``transform`` would see; resizing is left to the
+    actors, which apply the model's own preprocessing.
+    """
+    paths = table.column("path").to_pylist()
+    from torchvision.transforms import Compose
+
+    from skicm.image_loading import ImageDecodingDataset
+
+    dataset = ImageDecodingDataset(paths, Compose([]), mode="tensor")
+    pixels = np.empty(len(paths), dtype=object)
+    errors = []
+    for index in range(len(paths)):
+        _, chw, _, error = dataset[index]
+        if error is None:
+            pixels[index] = np.ascontiguousarray(chw.transpose(1, 2, 0))
+            errors.append("")
+        else:
+            pixels[index] = np.zeros((1, 1, 3), dtype=np.uint8)
+            errors.append(error)
+    return {
+        "path": np.asarray(paths, dtype=object),
+        "shard": table.column("shard").to_numpy(),
+        "row": table.column("row").to_numpy(),
+        "error": np.asarray(errors, dtype=object),
+        "pixels": pixels,
+    }
+
+
+class _Encoder:
+    """Ray Data actor: loads the model once, then encodes batches of decoded images."""
+
+    def __init__(self, embedder, threads):
+        # An architecture registered at run time in the driver (--model-config) arrives with
+        # the embedder: its pickle carries the config and unpickling registers it.
+        self.threads = threads
+        self._set_threads()
+        self.embedder = _set_existing_params(
+            clone(embedder), store=None, normalize=False, progress=False, num_workers=0
+        )
+        # Load the model now, once per actor, rather than inside the first batch.
+        self.embed_dim = self.embedder.transform([np.zeros((8, 8, 3), dtype=np.uint8)]).shape[1]
+
+    def _set_threads(self):
+        # Ray sets OMP_NUM_THREADS to the actor's CPUs; the OpenMP thread count is per calling
+        # thread, and Ray Data may call the actor from another thread than the constructor's.
+        import torch
+
+        if self.threads and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+
+    def __call__(self, batch):
+        self._set_threads()
+        errors = batch["error"]
+        good = [i for i, error in enumerate(errors) if not error]
+        embeddings = np.zeros((len(errors), self.embed_dim), dtype=np.float32)
+        if good:
+            pixels = batch["pixels"]
+            embeddings[good] = self.embedder.transform([pixels[i] for i in good])
+        return {
+            "path": batch["path"],
+            "shard": batch["shard"],
+            "error": errors,
+            "embedding": embeddings,
+        }

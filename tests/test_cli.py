@@ -1,0 +1,136 @@
+"""Tests of the ``skicm`` command's shared layer: --version, encoder options, user errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import skicm
+from skicm.cli import build_parser, main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(*args, **env):
+    return subprocess.run(
+        [sys.executable, "-m", "skicm", *args],
+        cwd=REPO,
+        env={**os.environ, "MPLBACKEND": "Agg", **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"skicm {skicm.__version__}"
+
+
+def test_encoder_options_defaults_and_exclusivity(capsys):
+    args = build_parser().parse_args(["demo"])
+    assert args.batch_size == "auto" and args.model_name is None and args.image_model is None
+    args = build_parser().parse_args(["demo", "--batch-size", "16", "--image-model", "x:y"])
+    assert args.batch_size == 16 and args.image_model == "x:y"
+    for bad in (["--batch-size", "0"], ["--model-name", "a", "--image-model", "b"]):
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser().parse_args(["demo", *bad])
+        assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ('{"embed_dim": 32,', "is not valid JSON"),
+        ("[1, 2]", "is not an open_clip model config"),
+        ('{"embed_dim": 32, "vision_cfg": {}}', "text_cfg"),
+    ],
+)
+def test_model_config_that_is_not_an_open_clip_config_is_rejected(tmp_path, capsys, content, match):
+    path = tmp_path / "broken.json"
+    path.write_text(content)
+    argv = ["demo", "--fast", "--model-config", str(path), "--model-name", "broken"]
+    assert main([*argv, "--pretrained", "none", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert match in err and "broken.json" in err
+    assert "Traceback" not in err
+
+
+def test_model_config_registers_the_architecture(tmp_path, capsys):
+    from skicm.model_configs import TINY_CLIP_CONFIG
+
+    path = tmp_path / "skicm-cli-tiny.json"
+    path.write_text(json.dumps(TINY_CLIP_CONFIG))
+    argv = ["demo", "--fast", "--model-config", str(path), "--model-name", "skicm-cli-tiny"]
+    assert main([*argv, "--pretrained", "none", "--device", "cpu"]) == 0
+    assert "ERM                   32" in capsys.readouterr().out
+
+
+def test_image_model_option_runs_the_demo(capsys):
+    argv = ["demo", "--fast", "--image-model", "skicm.model_configs:tiny_image_model"]
+    assert main([*argv, "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "features: ImageEmbedder" in out and "ERM                   16" in out
+
+
+def test_user_errors_are_one_message_before_anything_is_embedded(tmp_path, capsys):
+    from skicm._image_encoder_base import MODEL_BUILDS
+
+    builds = sum(MODEL_BUILDS.values())
+    cases = {
+        "missing.pt": ["--model-name", "ViT-B-32", "--pretrained", str(tmp_path / "missing.pt")],
+        "Did you mean 'ViT-B-32'": ["--model-name", "ViT-B-23", "--pretrained", "none"],
+        "is a folder": ["--model-name", "ViT-B-32", "--pretrained", str(tmp_path)],
+        "device=": ["--model-name", "ViT-B-32", "--pretrained", "none", "--device", "abacus"],
+        "cannot import module": ["--image-model", "no_such_module_xyz:f"],
+        "an --image-model brings its own weights": [
+            "--image-model",
+            "efficientnet-lite0",
+            "--pretrained",
+            "laion2b",
+        ],
+    }
+    for expected, options in cases.items():
+        assert main(["demo", "--fast", *options]) == 2, expected
+        err = capsys.readouterr().err
+        assert expected in err, err
+        assert err.startswith("skicm demo: error:") and "Traceback" not in err
+    assert sum(MODEL_BUILDS.values()) == builds  # nothing was built, hence nothing embedded
+
+
+def test_offline_weights_end_in_one_message_and_a_non_zero_exit():
+    """The README's recommendation on a machine without internet access: no traceback."""
+    done = _run("demo", "--fast", "--model-name", "ViT-B-32", "--device", "cpu", HF_HUB_OFFLINE="1")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("skicm demo: error:")]
+    assert len(lines) == 1
+    for part in ("open_clip_pytorch_model.bin", "--pretrained", "local-dir:", "HF_HUB_OFFLINE"):
+        assert part in lines[0]
+
+
+def test_os_and_runtime_errors_of_a_subcommand_become_messages(capsys, monkeypatch):
+    from skicm.cli import demo
+
+    def fail(error):
+        def run(args):
+            raise error
+
+        return run
+
+    for error, shown in [
+        (OSError("disk full"), "error: disk full"),
+        (RuntimeError("CUDA out of memory"), "error: RuntimeError: CUDA out of memory"),
+        (PermissionError("read-only"), "error: PermissionError: read-only"),
+    ]:
+        monkeypatch.setattr(demo, "run", fail(error))
+        assert main(["demo", "--fast"]) == 2
+        assert shown in capsys.readouterr().err

