@@ -134,3 +134,24 @@ def test_os_and_runtime_errors_of_a_subcommand_become_messages(capsys, monkeypat
         monkeypatch.setattr(demo, "run", fail(error))
         assert main(["demo", "--fast"]) == 2
         assert shown in capsys.readouterr().err
+
+
+def test_warnings_are_printed_as_one_skicm_line_without_python_source(tmp_path, capsys):
+    from PIL import Image
+
+    from skicm.cli import main
+
+    for domain, classes in {"caltech": ("hund", "auto"), "sun": ("dog", "car")}.items():
+        for name in classes:
+            folder = tmp_path / domain / name
+            folder.mkdir(parents=True)
+            Image.new("RGB", (8, 8), (10, 20, 30)).save(folder / "0.png")
+    status = main(["evaluate", str(tmp_path), "--model-name", "no-such-architecture"])
+    err = capsys.readouterr().err
+    assert status == 2
+    warning_lines = [line for line in err.splitlines() if "warning" in line]
+    assert len(warning_lines) == 1
+    assert warning_lines[0].startswith("skicm evaluate: warning: ")
+    assert "caltech: auto, hund" in warning_lines[0] and "--class-alias" in warning_lines[0]
+    assert "UserWarning" not in err and "load_image_folders(" not in err
+    assert err.splitlines()[-1].startswith("skicm evaluate: error: ")

@@ -10,7 +10,9 @@ Each subcommand lives in its own module of this package, with ``add_parser(subco
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 
 from skicm.cli import demo, embed, evaluate
 
@@ -35,6 +37,16 @@ def build_parser():
     return parser
 
 
+def _warning_printer(command):
+    """Print warnings as ``skicm COMMAND: warning: message``, without Python's source line."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        name = "" if category is UserWarning else f"{category.__name__}: "
+        print(f"skicm {command}: warning: {name}{message}", file=file or sys.stderr)
+
+    return show
+
+
 def main(argv=None):
     """Run the ``skicm`` command line and return its exit status.
 
@@ -48,8 +60,9 @@ def main(argv=None):
     status : int
         0 on success; 2 when no subcommand is given or the run meets a user error: a bad
         argument, a missing or unreadable file, weights that cannot be found or downloaded, a
-        model that cannot be built (one message on stderr, never a traceback); 130 when
-        interrupted. Arguments that argparse itself rejects exit with ``SystemExit(2)``, as
+        model that cannot be built (one message on stderr, never a traceback; set the
+        environment variable ``SKICM_TRACEBACK=1`` to see it); 130 when interrupted. Warnings
+        are printed as ``skicm COMMAND: warning: ...``. Arguments that argparse itself rejects exit with ``SystemExit(2)``, as
         usual.
 
     Examples
@@ -66,11 +79,15 @@ def main(argv=None):
         parser.print_help()
         return 2
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_printer(args.command)
+            return args.run(args)
     except KeyboardInterrupt:
         print(f"skicm {args.command}: interrupted", file=sys.stderr)
         return 130
     except (ValueError, TypeError, OSError, RuntimeError, ImportError) as error:
+        if os.environ.get("SKICM_TRACEBACK"):
+            raise
         # User errors (options, files, weights, offline downloads, models that do not build)
         # are answered with their message; the exception type says what kind of error it is.
         kind = "" if type(error) in (ValueError, OSError) else f"{type(error).__name__}: "
