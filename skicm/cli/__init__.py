@@ -62,8 +62,8 @@ def main(argv=None):
         argument, a missing or unreadable file, weights that cannot be found or downloaded, a
         model that cannot be built (one message on stderr, never a traceback; set the
         environment variable ``SKICM_TRACEBACK=1`` to see it); 130 when interrupted. Warnings
-        are printed as ``skicm COMMAND: warning: ...``. Arguments that argparse itself rejects exit with ``SystemExit(2)``, as
-        usual.
+        are printed as ``skicm COMMAND: warning: ...``. Arguments that argparse itself
+        rejects exit with ``SystemExit(2)``, as usual.
 
     Examples
     --------
