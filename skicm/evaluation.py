@@ -603,7 +603,8 @@ class EvaluationResults:
         ax : matplotlib Axes or None, default=None
             Where to draw; None creates a new figure.
         title : str or None, default=None
-            Axes title; None names the selection rule.
+            Axes title, followed by a line naming the selection rule (which says when it is
+            the test-domain oracle); None names the protocol.
 
         Returns
         -------
@@ -611,10 +612,10 @@ class EvaluationResults:
         """
         from skicm.plotting import plot_domain_scores
 
-        if title is None:
-            title = f"{self.protocol}; selection: {self.selection}"
-            if self.selection == "oracle":
-                title += " (test-domain oracle)"
+        selection = f"selection: {self.selection}"
+        if self.selection == "oracle":
+            selection += " (test-domain oracle)"
+        title = f"{self.protocol}; {selection}" if title is None else f"{title}\n{selection}"
         return plot_domain_scores(self, ax=ax, title=title)
 
     def save(self, output_dir, *, title=None):

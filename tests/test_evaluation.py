@@ -351,6 +351,8 @@ def test_oracle_selection_is_labelled_and_picks_the_best_test_accuracy(spurious_
         assert record["validation_score"] == pytest.approx(max(scores))
     figure = results.plot()
     assert "oracle" in figure.axes[0].get_title()
+    # A title of one's own keeps the oracle label (the command line passes one).
+    assert "test-domain oracle" in results.plot(title="my data").axes[0].get_title()
 
 
 def test_leave_one_domain_out_selection_uses_the_training_domains(spurious_data):

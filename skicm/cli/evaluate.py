@@ -8,6 +8,7 @@ This module only parses arguments and builds the data and the embedder; the prot
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from skicm.cli._common import _n_components, add_model_options, embedder_from_args
 
@@ -326,7 +327,8 @@ def run(args):
         results = evaluate_domain_generalization(
             data, C=args.C, zero_shot=False if args.no_zero_shot else "auto", **options
         )
-    title = f"{args.dataset if args.dataset != 'folder' else args.source}: {results.protocol}"
+    source = args.dataset if args.dataset != "folder" else Path(args.source).resolve().name
+    title = f"{source}: {results.protocol}"
     print(results.to_markdown(title=title))
     if args.output is not None:
         paths = results.save(args.output, title=title)
