@@ -7,38 +7,48 @@ import argparse
 _NO_WEIGHTS = ("none", "random", "")
 
 
-def _n_components(value):
+def positive_int(value):
+    """argparse type: an integer >= 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value!r}")
+    return number
+
+
+def auto_or_positive_int(value):
+    """argparse type: ``"auto"`` or an integer >= 1 (ranks, batch sizes)."""
     if value == "auto":
         return value
     try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got {value!r}")
-    return n
+        return positive_int(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be 'auto' or a positive integer, got {value!r}"
+        ) from None
 
 
-def _non_negative_float(value):
+def _number(value, *, strict):
     try:
         number = float(value)
     except ValueError:
         number = -1.0
-    if not number >= 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {value!r}")
+    if not (number > 0 if strict else number >= 0):
+        kind = "positive" if strict else "non-negative"
+        raise argparse.ArgumentTypeError(f"must be a {kind} number, got {value!r}")
     return number
 
 
-def _batch_size(value):
-    if value == "auto":
-        return value
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got {value!r}")
-    return n
+def positive_float(value):
+    """argparse type: a number > 0."""
+    return _number(value, strict=True)
+
+
+def non_negative_float(value):
+    """argparse type: a number >= 0."""
+    return _number(value, strict=False)
 
 
 def _pretrained(value):
@@ -49,14 +59,14 @@ def add_projector_options(parser):
     group = parser.add_argument_group("invariant projector")
     group.add_argument(
         "--n-components",
-        type=_n_components,
+        type=auto_or_positive_int,
         default="auto",
         help="rank of the invariant subspace: 'auto' (positive eigenvalues) or an integer "
         "(default: auto)",
     )
     group.add_argument(
         "--alpha",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=1.0,
         help="weight of the intervention term (default: 1.0)",
     )
@@ -100,7 +110,7 @@ def add_model_options(parser, *, required):
     group.add_argument("--device", default="auto", help="torch device (default: auto)")
     group.add_argument(
         "--batch-size",
-        type=_batch_size,
+        type=auto_or_positive_int,
         default="auto",
         help="images per forward pass, or 'auto' (chosen per device; default: auto)",
     )

@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import warnings
 
-from skicm.cli._common import add_model_options, embedder_from_args
-
-
-def _positive_int(value):
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value!r}")
-    return number
+from skicm.cli._common import add_model_options, embedder_from_args, positive_int
 
 
 def add_parser(subcommands):
@@ -50,12 +39,12 @@ def add_parser(subcommands):
     )
     group.add_argument(
         "--num-cpus",
-        type=_positive_int,
+        type=positive_int,
         help="CPUs of the local Ray instance (default: all)",
     )
     group.add_argument(
         "--shard-size",
-        type=_positive_int,
+        type=positive_int,
         default=10_000,
         help="images per shard, the unit of resumption (default: 10000)",
     )

@@ -10,31 +10,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from skicm.cli._common import _n_components, add_model_options, embedder_from_args
+from skicm.cli._common import (
+    add_model_options,
+    auto_or_positive_int,
+    embedder_from_args,
+    non_negative_float,
+    positive_float,
+)
 
 #: Data sets ``skicm evaluate`` reads: a DomainBed-layout folder, or DomainBed's MNIST protocols.
 DATASETS = ("folder", "colored-mnist", "rotated-mnist")
 _DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-
-
-def _positive_float(value):
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {value!r}")
-    return number
-
-
-def _non_negative_float(value):
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not number >= 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {value!r}")
-    return number
 
 
 def _rank(value):
@@ -44,11 +30,11 @@ def _rank(value):
         fraction = None
     if fraction is not None and 0 < fraction < 1:
         return fraction
-    return _n_components(value)
+    return auto_or_positive_int(value)
 
 
 def _fraction(value):
-    number = _positive_float(value)
+    number = positive_float(value)
     if not number < 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1), got {value!r}")
     return number
@@ -152,7 +138,7 @@ def add_parser(subcommands):
     protocol.add_argument(
         "--alpha",
         nargs="+",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=list(DEFAULT_GRID["alpha"]),
         metavar="ALPHA",
         help="weights of the intervention term in the grid (default: "
@@ -162,7 +148,7 @@ def add_parser(subcommands):
     protocol.add_argument(
         "--C",
         nargs="+",
-        type=_positive_float,
+        type=positive_float,
         default=list(DEFAULT_GRID["C"]),
         metavar="C",
         help="inverse regularisation strengths of the linear probe in the grid (default: "
