@@ -203,6 +203,8 @@ def test_listing_source_relative_paths_missing_files_and_cli(tmp_path, tiny_clip
     data = load_embeddings(out)
     assert [Path(p).name for p in data.paths] == [image.name for image in images]
     assert data.labels.tolist() == [0, 1, 0]
+    assert main([*argv, "--decode-in", "tasks"]) == 2  # a user error: one line, exit 2
+    assert "--decode-in tasks needs --engine ray" in capsys.readouterr().err
 
 
 def test_bad_source_and_parameters_are_named(tmp_path):
@@ -213,6 +215,28 @@ def test_bad_source_and_parameters_are_named(tmp_path):
         list_images(tmp_path / "list.csv")
     with pytest.raises(ValueError, match="engine"):
         embed_collection(tmp_path, tmp_path / "o", model_name="x", engine="spark")
+    with pytest.raises(ValueError, match="decode_in must be one of"):
+        embed_collection(tmp_path, tmp_path / "o", model_name="x", decode_in="gpu")
+    with pytest.raises(ValueError, match="decode_in='tasks' places the decoding on Ray"):
+        embed_collection(tmp_path, tmp_path / "o", model_name="x", decode_in="tasks")
+
+
+def test_ray_actors_fit_the_cluster():
+    from skicm.distributed._embed_collection import _actor_resources
+
+    # (actors, CPUs per actor, torch threads, GPUs per actor)
+    assert _actor_resources(2, 0, "encoder") == (1, 2, 2, 0)
+    assert _actor_resources(32, 0, "encoder") == (4, 8, 8, 0)
+    assert _actor_resources(16, 1, "encoder") == (4, 4, 4, 0.25)
+    assert _actor_resources(16, 1, "tasks") == (4, 2, 2, 0.25)
+    # 16 CPUs and 8 GPUs per node: two actors per GPU, not four that the CPUs cannot hold.
+    assert _actor_resources(64, 32, "encoder") == (64, 1, 1, 0.5)
+    assert _actor_resources(64, 32, "tasks") == (32, 1, 1, 1.0)
+    for cpus, gpus in [(2, 0), (8, 1), (16, 8), (128, 8), (96, 4)]:
+        for place in ("encoder", "tasks"):
+            n_actors, actor_cpus, _, actor_gpus = _actor_resources(cpus, gpus, place)
+            assert n_actors * actor_cpus <= cpus
+            assert not gpus or n_actors * actor_gpus <= gpus + 1e-9
 
 
 def test_import_skicm_does_not_import_ray():
@@ -296,8 +320,9 @@ def ray_instance():
     ray.shutdown()
 
 
+@pytest.mark.parametrize("decode_in", ["encoder", "tasks"])
 def test_ray_engine_matches_transform_and_merged_statistics(
-    ray_instance, tmp_path, checkpoint, pacs_with_bad_files, local_run
+    ray_instance, tmp_path, checkpoint, pacs_with_bad_files, local_run, decode_in
 ):
     """One Ray run checks the engine (equal embeddings, bad files, a model config registered
     only in this process reaching the actors) and the projector statistics on Ray tasks."""
@@ -305,7 +330,13 @@ def test_ray_engine_matches_transform_and_merged_statistics(
     out = tmp_path / "ray"
     with pytest.warns(UserWarning, match="2 file.s. could not be embedded"):
         result = embed_collection(
-            root, out, embedder=_embedder(checkpoint), engine="ray", shard_size=16, progress=False
+            root,
+            out,
+            embedder=_embedder(checkpoint),
+            engine="ray",
+            decode_in=decode_in,
+            shard_size=16,
+            progress=False,
         )
     assert set(result.bad_files) == bad
     data = load_embeddings(out)

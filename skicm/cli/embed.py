@@ -28,8 +28,16 @@ def add_parser(subcommands):
         "--engine",
         choices=("local", "ray"),
         default="local",
-        help="local: in this process; ray: decode in Ray Data CPU tasks, encode in actors that "
-        "load the model once (one per GPU, or on CPUs) (default: local)",
+        help="local: in this process; ray: Ray Data hands the files to actors that load the "
+        "model once (four per GPU, or one per 8 CPU cores) (default: local)",
+    )
+    group.add_argument(
+        "--decode-in",
+        choices=("encoder", "tasks"),
+        default="encoder",
+        help="Ray engine: decode in the encoding actors, between forward passes and on the "
+        "GPU for JPEG when they encode on one (encoder), or in separate Ray Data CPU tasks "
+        "(tasks) (default: encoder)",
     )
     group.add_argument(
         "--address",
@@ -59,6 +67,8 @@ def run(args):
 
     if args.address is not None and args.engine != "ray":
         raise ValueError("--address attaches to a Ray cluster; it needs --engine ray.")
+    if args.decode_in != "encoder" and args.engine != "ray":
+        raise ValueError(f"--decode-in {args.decode_in} needs --engine ray.")
     with warnings.catch_warnings():
         # Every bad file is listed below, not only the first ones the warning names.
         warnings.filterwarnings("ignore", "[0-9]+ file\\(s\\) could not be embedded")
@@ -68,6 +78,7 @@ def run(args):
             embedder=embedder_from_args(args),
             engine=args.engine,
             address=args.address,
+            decode_in=args.decode_in,
             shard_size=args.shard_size,
             num_cpus=args.num_cpus,
             progress=not args.no_progress,

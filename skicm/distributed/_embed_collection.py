@@ -25,9 +25,14 @@ from skicm.store import EmbeddingStore
 __all__ = ["embed_collection"]
 
 _ENGINES = ("local", "ray")
-# Rows per Ray Data block: a decode task handles one block, so a few batches per block keep
-# the CPU tasks busy without holding a shard's worth of decoded pixels in the object store.
-_BATCHES_PER_BLOCK = 2
+_DECODE_PLACES = ("encoder", "tasks")
+# Rows per Ray Data block. decode_in="tasks": a decode task handles one block, so a few batches
+# per block keep the CPU tasks busy without holding a shard's worth of decoded pixels in the
+# object store. decode_in="encoder": an actor handles one block of paths per call, decoding
+# between its forward passes; more batches per call spread the per-call cost.
+_BATCHES_PER_BLOCK = {"tasks": 2, "encoder": 8}
+# CPU encoding actors: one per this many cores (torch's threads use them all).
+_CORES_PER_CPU_ACTOR = 8
 _DECODED_IMAGE_BYTES = 2**20
 _DECODE_WORKER_BYTES = 640 * 2**20
 # Encoding actors per GPU (each with its own copy of the model).
@@ -235,6 +240,7 @@ def embed_collection(
     batch_size="auto",
     engine="local",
     address=None,
+    decode_in="encoder",
     shard_size=10_000,
     num_cpus=None,
     progress=True,
@@ -277,11 +283,20 @@ def embed_collection(
         Images per forward pass.
     engine : {"local", "ray"}, default="local"
         ``"local"``: in this process, with the embedder's own batching and decoding.
-        ``"ray"``: Ray Data decodes the files in CPU tasks and encodes them in actors that
-        load the model once each (one per GPU, or CPU actors).
+        ``"ray"``: Ray Data hands the files to actors that load the model once each (four
+        per GPU, or one per 8 CPU cores) and encode them; see ``decode_in``.
     address : str, default=None
         Ray cluster to attach to (``"auto"`` or ``"ray://head:10001"``); None starts a local
         Ray instance (or uses the one already started in this process). Ray engine only.
+    decode_in : {"encoder", "tasks"}, default="encoder"
+        Where the Ray engine decodes the files. ``"encoder"``: Ray Data hands blocks of paths
+        to the encoding actors, which read and decode them with the embedder's own machinery,
+        between forward passes (threads on the CPU; JPEG on the GPU with nvjpeg when the
+        actors encode on a GPU), so the embeddings equal ``transform``'s on that device.
+        ``"tasks"``: Ray Data CPU tasks decode the files to pixel arrays (on the CPU) and the
+        actors resize and encode them; for clusters whose encoding nodes are short of CPU.
+        On a CPU-only machine ``"encoder"`` is faster: a decoding process beside the actor
+        takes cores from torch's threads (see docs/distributed.md for the measurements).
     shard_size : int, default=10000
         Images per shard: the unit of resumption and of the projector's statistics tasks.
     num_cpus : int, default=None
@@ -341,6 +356,13 @@ def embed_collection(
         raise ValueError(f"engine must be one of {_ENGINES}, got {engine!r}.")
     if address is not None and engine != "ray":
         raise ValueError("address= attaches to a Ray cluster; it needs engine='ray'.")
+    if decode_in not in _DECODE_PLACES:
+        raise ValueError(f"decode_in must be one of {_DECODE_PLACES}, got {decode_in!r}.")
+    if decode_in != "encoder" and engine != "ray":
+        raise ValueError(
+            f"decode_in={decode_in!r} places the decoding on Ray; it needs engine='ray' (the "
+            "local engine decodes in this process)."
+        )
     if not (isinstance(shard_size, int) and shard_size >= 1):
         raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}.")
     listing = list_images(source)
@@ -349,7 +371,7 @@ def embed_collection(
     out.mkdir(parents=True, exist_ok=True)
     ray_session = None
     if engine == "ray":
-        ray_session = _RaySession(address, num_cpus)
+        ray_session = _RaySession(address, num_cpus, decode_in)
     try:
         with exclusive_writer(out):
             remove_temporaries(out)
@@ -373,7 +395,7 @@ def embed_collection(
                     )
                 else:
                     written, bad = ray_session.run(
-                        embedder, shards, out, manifest["embed_dim"], bar
+                        embedder, shards, out, namespace, manifest["embed_dim"], bar
                     )
     finally:
         if ray_session is not None:
@@ -402,12 +424,40 @@ def embed_collection(
     )
 
 
+def _actor_resources(cpus, n_gpus, decode_in):
+    """(actors, CPUs per actor, torch threads per actor, GPUs per actor) of a Ray cluster.
+
+    ``n_gpus`` is 0 when the actors encode on CPUs.
+    """
+    if n_gpus:
+        # Up to four actors share a GPU (each with its own copy of the model), so that one's
+        # CPU work (reading and keying files, decoding what is not JPEG, resizing, Python)
+        # overlaps another's forward pass; never more actors than the CPUs can hold. With
+        # decode_in="tasks", half of the CPUs are left to the decoding tasks.
+        share = cpus // n_gpus
+        if decode_in == "tasks":
+            share //= 2
+        per_gpu = max(1, min(_ACTORS_PER_GPU, share))
+        actor_cpus = max(1, share // per_gpu)
+        return n_gpus * per_gpu, actor_cpus, actor_cpus, 1 / per_gpu
+    if decode_in == "tasks":
+        # One CPU actor per 8 cores; its torch threads take the cores that decoding leaves.
+        n_actors = max(1, cpus // _CORES_PER_CPU_ACTOR)
+        threads = max(1, cpus // n_actors - 1) if cpus > 2 else cpus
+        return n_actors, 1, threads, 0
+    # Each actor decodes between its forward passes with all of its cores, as transform does
+    # in one process: a decoding process beside it would take cores from its threads.
+    actor_cpus = min(cpus, _CORES_PER_CPU_ACTOR)
+    return max(1, cpus // actor_cpus), actor_cpus, actor_cpus, 0
+
+
 class _RaySession:
     """Ray for one ``embed_collection`` call: attach or start, then shut down what was started."""
 
-    def __init__(self, address, num_cpus):
+    def __init__(self, address, num_cpus, decode_in):
         import ray
 
+        self.decode_in = decode_in
         self.started = False
         if not ray.is_initialized():
             if address is not None:
@@ -445,7 +495,7 @@ class _RaySession:
 
         return embedder, ray.get(namespace_on_gpu.remote(embedder))
 
-    def run(self, embedder, shards, out, embed_dim, bar):
+    def run(self, embedder, shards, out, namespace, embed_dim, bar):
         import pyarrow as pa
         import ray
 
@@ -455,22 +505,12 @@ class _RaySession:
         batch_size = params.get("batch_size", "auto")
         if batch_size == "auto":
             batch_size = 256 if self.use_gpus else 32
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        if self.use_gpus:
-            # Each actor also resizes the decoded images and keys them (CPU work in its own
-            # process), so several actors share a GPU, each with a few cores; the remaining
-            # half of the cores decode.
-            n_actors = self.n_gpus * _ACTORS_PER_GPU
-            actor_cpus = max(1, cpus // (2 * n_actors))
-            threads = actor_cpus
-            actor_gpus = 1 / _ACTORS_PER_GPU
-        else:
-            actor_gpus = 0
-            # One CPU actor per 8 cores; its torch threads take the cores that decoding leaves.
-            n_actors = max(1, cpus // 8)
-            actor_cpus = 1
-            threads = max(1, cpus // n_actors - 1) if cpus > 2 else cpus
-        rows_per_block = batch_size * _BATCHES_PER_BLOCK
+        n_actors, actor_cpus, threads, actor_gpus = _actor_resources(
+            int(ray.cluster_resources().get("CPU", 1)),
+            self.n_gpus if self.use_gpus else 0,
+            self.decode_in,
+        )
+        rows_per_block = batch_size * _BATCHES_PER_BLOCK[self.decode_in]
         expected = {}
         blocks = []
         for index, rows in shards:
@@ -493,30 +533,44 @@ class _RaySession:
         # time; our own progress bar replaces Ray's.
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False
+        encoder_options = {
+            "compute": ray.data.ActorPoolStrategy(size=n_actors),
+            "num_gpus": actor_gpus,
+            "num_cpus": actor_cpus,
+        }
         try:
             dataset = ray.data.from_arrow(blocks)
-            dataset = dataset.map_batches(
-                _decode_batch,
-                batch_size=None,
-                batch_format="pyarrow",
-                num_cpus=1,
-                # A worker with torch and a decoded block: about 0.6 GiB plus 1 MiB per image (a
-                # 600x600 RGB photo). Asking for it also keeps Ray Data from fusing the decoding
-                # into the encoding actors (operators with other resources are not fused).
-                memory=_DECODE_WORKER_BYTES + rows_per_block * _DECODED_IMAGE_BYTES,
-            )
-            dataset = dataset.map_batches(
-                _Encoder,
-                fn_constructor_kwargs={
-                    "embedder": embedder,
-                    "threads": threads,
-                },
-                batch_size=batch_size,
-                batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=n_actors),
-                num_gpus=actor_gpus,
-                num_cpus=actor_cpus,
-            )
+            if self.decode_in == "encoder":
+                dataset = dataset.map_batches(
+                    _PathEncoder,
+                    fn_constructor_kwargs={
+                        "embedder": embedder,
+                        "threads": threads,
+                        "namespace": namespace,
+                    },
+                    batch_size=None,
+                    batch_format="pyarrow",
+                    **encoder_options,
+                )
+            else:
+                dataset = dataset.map_batches(
+                    _decode_batch,
+                    batch_size=None,
+                    batch_format="pyarrow",
+                    num_cpus=1,
+                    # A worker with torch and a decoded block: about 0.6 GiB plus 1 MiB per
+                    # image (a 600x600 RGB photo). Asking for it also keeps Ray Data from fusing
+                    # the decoding into the encoding actors (operators with other resources are
+                    # not fused).
+                    memory=_DECODE_WORKER_BYTES + rows_per_block * _DECODED_IMAGE_BYTES,
+                )
+                dataset = dataset.map_batches(
+                    _Encoder,
+                    fn_constructor_kwargs={"embedder": embedder, "threads": threads},
+                    batch_size=batch_size,
+                    batch_format="numpy",
+                    **encoder_options,
+                )
             return self._collect(dataset, expected, out, embed_dim, bar)
         finally:
             context.execution_options.preserve_order = saved_order
@@ -614,5 +668,37 @@ class _Encoder:
             "path": batch["path"],
             "shard": batch["shard"],
             "error": errors,
+            "embedding": embeddings,
+        }
+
+
+class _PathEncoder(_Encoder):
+    """Ray Data actor: reads, decodes and encodes a block of image files, as the local engine.
+
+    The embedder's own machinery does the work (``decode_in="encoder"``): on the CPU it decodes
+    with one thread per core between forward passes, on a GPU it decodes JPEG on the device.
+    """
+
+    def __init__(self, embedder, threads, namespace):
+        super().__init__(embedder, threads)
+        # The manifest's namespace: encoding into another one is an error (_encode_local).
+        self.namespace = namespace
+
+    def __call__(self, table):
+        self._set_threads()
+        paths = table.column("path").to_pylist()
+        vectors, bad = _encode_local(self.embedder, paths, self.namespace)
+        embeddings = np.zeros((len(paths), self.embed_dim), dtype=np.float32)
+        for row, path in enumerate(paths):
+            if path in vectors:
+                embeddings[row] = vectors[path]
+        missing = "not embedded (no reason reported)"
+        return {
+            "path": np.asarray(paths, dtype=object),
+            "shard": table.column("shard").to_numpy(),
+            "error": np.asarray(
+                ["" if path in vectors else bad.get(path, missing) for path in paths],
+                dtype=object,
+            ),
             "embedding": embeddings,
         }
