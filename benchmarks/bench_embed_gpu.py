@@ -8,7 +8,10 @@ throughput growing with the GPUs of the node under ``--engine ray``. Printed, me
 - ``embed_collection(engine="local")``: the same encoder plus keys, Parquet shards, manifest;
 - ``embed_collection(engine="ray")`` on a local Ray instance that sees 1, 2, ... GPUs
   (``CUDA_VISIBLE_DEVICES`` is not touched: Ray is told how many GPUs to use), with the speed-up
-  over one GPU. The start of the actors and the loading of the model are inside each call.
+  over one GPU; the actors decode the files themselves (``decode_in="encoder"``: JPEG on the
+  GPU). On the first GPU count also ``decode_in="tasks"`` (Ray Data CPU tasks decode, actors
+  resize and encode). The start of the actors and the loading of the model are inside each
+  call.
 
 Self-contained: it writes its JPEG files (from scikit-learn's two sample photos, cropped, with
 noise, so that no two are alike) into ``--data`` and needs only skicm, torch, torchvision,
@@ -123,11 +126,17 @@ def main(argv=None):
     versus = f" ({reference_ips / target:.2f}x the target {target:.0f})" if target and cuda else ""
     print(f"{model}: CLIPEmbedder.transform          {reference_ips:9.0f} images/s{versus}")
 
-    def embed(engine, out):
+    def embed(engine, out, **options):
         shutil.rmtree(out, ignore_errors=True)
         start = time.perf_counter()
         result = embed_collection(
-            listing, out, embedder=embedder, engine=engine, shard_size=10_000, progress=False
+            listing,
+            out,
+            embedder=embedder,
+            engine=engine,
+            shard_size=10_000,
+            progress=False,
+            **options,
         )
         elapsed = time.perf_counter() - start
         assert result.n_embedded == n, result.bad_files
@@ -151,22 +160,29 @@ def main(argv=None):
         one_gpu = None
         for k in counts:
             ray.init(num_cpus=cores, num_gpus=k, include_dashboard=False, log_to_driver=False)
+            places = ["encoder", "tasks"] if k == counts[0] else ["encoder"]
             try:
-                ips = embed("ray", work / f"ray{k}")
+                for place in places:
+                    out = work / f"ray{k}-{place}"
+                    ips = embed("ray", out, decode_in=place)
+                    label = f"{k} GPU(s)" if cuda else "CPU"
+                    speed_up = ""
+                    if place == "encoder":
+                        one_gpu = one_gpu or ips
+                        speed_up = f", speed-up {ips / one_gpu:.2f}x over one GPU"
+                    print(
+                        f"{model}: skicm embed --engine ray --decode-in {place:7} {label:9} "
+                        f"{ips:9.0f} images/s ({ips / reference_ips:.2f}x transform on one "
+                        f"device{speed_up})"
+                    )
+                    on_ray = load_embeddings(out)
+                    print(
+                        f"  max |ray - transform| (unit norm): "
+                        f"{np.abs(on_ray.embeddings - unit).max():.1e}"
+                        + (" (CPU decoding and resizing)" if place == "tasks" and cuda else "")
+                    )
             finally:
                 ray.shutdown()
-            one_gpu = one_gpu or ips
-            label = f"{k} GPU(s)" if cuda else "CPU"
-            print(
-                f"{model}: skicm embed --engine ray, {label:9} {ips:9.0f} images/s "
-                f"({ips / reference_ips:.2f}x transform on one device, speed-up "
-                f"{ips / one_gpu:.2f}x over one GPU)"
-            )
-        on_ray = load_embeddings(work / f"ray{counts[-1]}")
-        print(
-            "  max |ray - transform| (unit norm; the Ray actors decode JPEG on the CPU, "
-            f"transform on the GPU): {np.abs(on_ray.embeddings - unit).max():.1e}"
-        )
     shutil.rmtree(work, ignore_errors=True)
 
 
