@@ -221,6 +221,31 @@ def test_bad_source_and_parameters_are_named(tmp_path):
         embed_collection(tmp_path, tmp_path / "o", model_name="x", decode_in="tasks")
 
 
+def test_listing_errors_name_the_file_and_the_column(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "a.jpg").write_bytes(b"")
+    twice = tmp_path / "twice.csv"
+    twice.write_text(f"path\na.jpg\n{tmp_path / 'a.jpg'}\nb.jpg\n")
+    with pytest.raises(ValueError, match=r"1 path\(s\) are listed more than once in .*twice.csv"):
+        list_images(twice)
+    holes = tmp_path / "holes.csv"
+    holes.write_text("path,label\na.jpg,0\n,1\n")
+    with pytest.raises(ValueError, match=r"The .path. column of .*holes.csv.* has 1 empty cells"):
+        list_images(holes)
+    numbers = tmp_path / "numbers.parquet"
+    pq.write_table(pa.table({"path": [1, 2]}), numbers)
+    with pytest.raises(ValueError, match=r"'path' column of .*numbers.parquet.* holds int64"):
+        list_images(numbers)
+    # A CSV column of numbers is read as file names, relative to the listing.
+    digits = tmp_path / "digits.csv"
+    digits.write_text("path,domain\n1,x\n02,y\n")
+    listing = list_images(digits)
+    assert listing.paths == [str(tmp_path / "1"), str(tmp_path / "02")]
+    assert listing.domains == ["x", "y"]
+
+
 def test_ray_actors_fit_the_cluster():
     from skicm.distributed._embed_collection import _actor_resources
 

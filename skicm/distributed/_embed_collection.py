@@ -19,7 +19,7 @@ from skicm.distributed._shards import (
     shard_table,
     write_shard,
 )
-from skicm.distributed._sources import list_images
+from skicm.distributed._sources import listing_table
 from skicm.store import EmbeddingStore
 
 __all__ = ["embed_collection"]
@@ -184,7 +184,8 @@ def _encode_local(embedder, paths, namespace):
 def _run_local(embedder, shards, out, namespace, embed_dim, bar):
     bad = {}
     written = []
-    for index, rows in shards:
+    for index, table in shards:
+        rows = _python_rows(table)
         vectors, shard_bad = _encode_local(embedder, rows["path"], namespace)
         bad.update(shard_bad)
         path = _write_rows(out, index, rows, vectors, embed_dim)
@@ -214,17 +215,44 @@ def _write_rows(out, index, rows, vectors, embed_dim):
     return write_shard(out, index, shard_table(kept, embed_dim))
 
 
-def _plan_shards(listing, done, first_index, shard_size):
-    """Group the paths not yet embedded into shards numbered from ``first_index``."""
-    todo = [i for i, path in enumerate(listing.paths) if path not in done]
-    shards = []
-    for number, start in enumerate(range(0, len(todo), shard_size)):
-        chosen = todo[start : start + shard_size]
-        rows = {"path": [listing.paths[i] for i in chosen]}
-        for name, values in (("label", listing.labels), ("domain", listing.domains)):
-            rows[name] = None if values is None else [values[i] for i in chosen]
-        shards.append((first_index + number, rows))
-    return shards
+def plan_shards(source, out, shard_size):
+    """The shards still to embed: ``(list of (index, Arrow table of rows), n_skipped)``.
+
+    The paths of ``source`` that no finished shard of ``out`` holds, in listing order, grouped
+    into shards numbered after the last finished one. Everything stays in Arrow memory (zero-copy
+    slices of one table); a shard's rows become Python objects only when it is embedded.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table, _ = listing_table(source)
+    existing = shard_paths(out)
+    first_index = 1 + max((int(p.stem.split("-")[1]) for p in existing), default=-1)
+    done = embedded_paths(out)
+    if len(done):
+        is_done = pc.is_in(table.column("path"), value_set=done.combine_chunks())
+        del done
+        n_skipped = pc.sum(is_done).as_py() or 0
+        todo = table.filter(pc.invert(is_done)) if n_skipped else table
+        del table, is_done
+        pa.default_memory_pool().release_unused()
+    else:
+        n_skipped, todo = 0, table
+    shards = [
+        (first_index + number, todo.slice(start, shard_size))
+        for number, start in enumerate(range(0, todo.num_rows, shard_size))
+    ]
+    return shards, n_skipped
+
+
+def _python_rows(rows):
+    """A shard's Arrow rows as the lists that the writers take (label/domain None if absent)."""
+    names = rows.column_names
+    return {
+        "path": rows.column("path").to_pylist(),
+        "label": rows.column("label").to_pylist() if "label" in names else None,
+        "domain": rows.column("domain").to_pylist() if "domain" in names else None,
+    }
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -365,7 +393,7 @@ def embed_collection(
         )
     if not (isinstance(shard_size, int) and shard_size >= 1):
         raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}.")
-    listing = list_images(source)
+    listing_table(source)  # a bad source is reported before the model is built
     embedder = _make_embedder(model_name, pretrained, image_model, embedder, device, batch_size)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -380,11 +408,8 @@ def embed_collection(
             else:
                 namespace = _store_namespace(embedder)
             manifest = check_or_write_manifest(out, _manifest(embedder, namespace))
-            existing = shard_paths(out)
-            done = embedded_paths(out)
-            first_index = 1 + max((int(p.stem.split("-")[1]) for p in existing), default=-1)
-            shards = _plan_shards(listing, done, first_index, shard_size)
-            n_todo = sum(len(rows["path"]) for _, rows in shards)
+            shards, n_skipped = plan_shards(source, out, shard_size)
+            n_todo = sum(rows.num_rows for _, rows in shards)
             bar = tqdm(
                 total=n_todo, unit="img", desc="skicm embed", disable=not progress or not n_todo
             )
@@ -418,7 +443,7 @@ def embed_collection(
         out=out,
         shards=written,
         n_embedded=n_written,
-        n_skipped=len(done & set(listing.paths)),
+        n_skipped=n_skipped,
         bad_files=dict(sorted(bad.items())),
         manifest=manifest,
     )
@@ -517,9 +542,9 @@ class _RaySession:
             expected[index] = rows
             table = pa.table(
                 {
-                    "path": rows["path"],
-                    "shard": [index] * len(rows["path"]),
-                    "row": list(range(len(rows["path"]))),
+                    "path": rows.column("path"),
+                    "shard": pa.array(np.full(rows.num_rows, index, dtype=np.int64)),
+                    "row": pa.array(np.arange(rows.num_rows, dtype=np.int64)),
                 }
             )
             blocks.extend(
@@ -577,27 +602,31 @@ class _RaySession:
             context.enable_progress_bars = saved_progress
 
     def _collect(self, dataset, expected, out, embed_dim, bar):
-        arrived = {index: {} for index in expected}
+        # Rows of the shards being filled (the driver writes a shard once all of its rows came).
+        arrived = {}
         bad, written = {}, []
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            touched = set()
             for path, shard, error, vector in zip(
                 batch["path"], batch["shard"], batch["error"], batch["embedding"]
             ):
                 path, shard, error = str(path), int(shard), str(error)
+                touched.add(shard)
                 if error:
                     bad[path] = error
-                    arrived[shard][path] = None
+                    arrived.setdefault(shard, {})[path] = None
                 else:
-                    arrived[shard][path] = vector
+                    arrived.setdefault(shard, {})[path] = vector
             bar.update(len(batch["path"]))
-            for shard in [s for s in arrived if len(arrived[s]) == len(expected[s]["path"])]:
+            for shard in [s for s in touched if len(arrived[s]) == expected[s].num_rows]:
                 vectors = {p: v for p, v in arrived.pop(shard).items() if v is not None}
-                path = _write_rows(out, shard, expected[shard], vectors, embed_dim)
+                rows = _python_rows(expected.pop(shard))
+                path = _write_rows(out, shard, rows, vectors, embed_dim)
                 if path is not None:
                     written.append(path)
-        if arrived:
+        if expected:
             raise RuntimeError(
-                f"Ray returned incomplete shards {sorted(arrived)}; rerun to embed them."
+                f"Ray returned incomplete shards {sorted(expected)}; rerun to embed them."
             )
         return written, bad
 

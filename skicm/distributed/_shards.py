@@ -176,12 +176,14 @@ def _present_columns(path, wanted):
     return [name for name in wanted if name in names]
 
 
-def embedded_paths(out) -> set[str]:
-    """Every path already in a finished shard of ``out``."""
-    done = set()
+def embedded_paths(out):
+    """Every path already in a finished shard of ``out``, as an Arrow string array."""
+    import pyarrow as pa
+
+    chunks = []
     for path in shard_paths(out):
-        done.update(_read_shard(path, ["path"]).column("path").to_pylist())
-    return done
+        chunks.extend(_read_shard(path, ["path"]).column("path").chunks)
+    return pa.chunked_array(chunks, type=pa.string())
 
 
 def _embedding_matrix(column) -> np.ndarray:

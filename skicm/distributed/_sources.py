@@ -53,21 +53,49 @@ def _walk_images(root: Path, suffixes) -> list[str]:
     return paths
 
 
-def _read_listing(path: Path) -> Bunch:
+# Rows normalised per Python call: bounds the Python objects alive at once for long listings.
+_LISTING_CHUNK = 1_000_000
+
+
+def _absolute_paths(column, base: str):
+    """``column`` (Arrow strings) as absolute normalised paths; relative ones from ``base``."""
+    import pyarrow as pa
+
+    chunks = []
+    for chunk in column.chunks:
+        for start in range(0, len(chunk), _LISTING_CHUNK):
+            values = chunk.slice(start, _LISTING_CHUNK).to_pylist()
+            chunks.append(
+                pa.array(
+                    [os.path.abspath(os.path.join(base, value)) for value in values],
+                    type=pa.string(),
+                )
+            )
+    return pa.chunked_array(chunks, type=pa.string())
+
+
+def _read_listing(path: Path):
     import pyarrow as pa
 
     if path.suffix.lower() == ".csv":
         from pyarrow import csv
 
         try:
-            table = csv.read_csv(path)
+            options = csv.ConvertOptions(
+                column_types={"path": pa.string()}, strings_can_be_null=True
+            )
+            table = csv.read_csv(path, convert_options=options)
         except pa.ArrowInvalid as error:
             raise ValueError(f"Cannot read the listing {str(path)!r} as CSV: {error}") from None
     else:
         import pyarrow.parquet as pq
 
         try:
-            table = pq.read_table(path)
+            names = pq.read_schema(path).names
+            # Labels and domains repeat: kept dictionary-encoded, as Parquet stores them.
+            table = pq.read_table(
+                path, read_dictionary=[name for name in ("label", "domain") if name in names]
+            )
         except (pa.ArrowInvalid, OSError) as error:
             raise ValueError(f"Cannot read the listing {str(path)!r} as Parquet: {error}") from None
     if "path" not in table.column_names:
@@ -78,10 +106,12 @@ def _read_listing(path: Path) -> Bunch:
     column = table.column("path")
     if column.null_count:
         raise ValueError(f"The 'path' column of {str(path)!r} has {column.null_count} empty cells.")
-    base = path.parent
+    if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+        raise ValueError(
+            f"The 'path' column of {str(path)!r} holds {column.type}, not strings (file paths)."
+        )
     # Relative paths are relative to the listing, so that a data set folder can be moved whole.
-    paths = [os.path.normpath(base / p) for p in column.to_pylist()]
-    extra = {}
+    columns = {"path": _absolute_paths(column, str(path.parent))}
     for name in ("label", "domain"):
         if name in table.column_names:
             values = table.column(name)
@@ -89,8 +119,80 @@ def _read_listing(path: Path) -> Bunch:
                 raise ValueError(
                     f"The {name!r} column of {str(path)!r} has {values.null_count} empty cells."
                 )
-            extra[name] = values.to_pylist()
-    return Bunch(paths=paths, labels=extra.get("label"), domains=extra.get("domain"))
+            columns[name] = values
+    return pa.table(columns)
+
+
+def _check_unique(paths, source) -> None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n_distinct = pc.count_distinct(paths).as_py()
+    pa.default_memory_pool().release_unused()  # the hash table's memory, back to the system
+    if n_distinct == len(paths):
+        return
+    counts = pc.value_counts(paths)
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
+    raise ValueError(
+        f"{len(repeated)} path(s) are listed more than once in {str(source)!r}, e.g. "
+        f"{repeated.slice(0, 3).to_pylist()}; every image must appear once."
+    )
+
+
+def listing_table(source):
+    """The images of ``source`` as an Arrow table, and the kind of source.
+
+    The table has a ``path`` column (absolute, normalised, each path once) and ``label`` and
+    ``domain`` columns when the source knows them. A listing file stays in Arrow memory (about
+    the bytes of its paths), so that the driver of a long run holds no Python object per image.
+
+    Parameters
+    ----------
+    source : str or path-like
+        See :func:`list_images`.
+
+    Returns
+    -------
+    table : pyarrow.Table
+    kind : {"domainbed", "folder", "listing"}
+    """
+    import pyarrow as pa
+
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"The source {str(source)!r} does not exist.")
+    suffixes = _image_suffixes()
+    if path.is_dir():
+        if _is_domainbed_layout(path, suffixes):
+            from skicm.datasets import load_image_folders
+
+            data = load_image_folders(path)
+            kind = "domainbed"
+            columns = {
+                "path": [os.path.abspath(p) for p in data.paths],
+                "label": [data.target_names[i] for i in data.target],
+                "domain": [str(d) for d in data.domains],
+            }
+        else:
+            kind = "folder"
+            columns = {"path": [os.path.abspath(p) for p in _walk_images(path, suffixes)]}
+            if not columns["path"]:
+                raise ValueError(
+                    f"The folder {str(source)!r} holds no image files (extensions "
+                    f"{sorted(suffixes)})."
+                )
+        table = pa.table({name: pa.array(values) for name, values in columns.items()})
+    elif path.suffix.lower() in _LISTING_SUFFIXES:
+        kind = "listing"
+        table = _read_listing(path)
+        if not table.num_rows:
+            raise ValueError(f"The listing {str(source)!r} has no rows.")
+    else:
+        raise ValueError(
+            f"The source {str(source)!r} is neither a folder nor a .csv or .parquet listing."
+        )
+    _check_unique(table.column("path"), source)
+    return table, kind
 
 
 def list_images(source) -> Bunch:
@@ -134,48 +236,11 @@ def list_images(source) -> Bunch:
     >>> listing.kind, listing.labels, listing.domains
     ('domainbed', ['dog', 'dog'], ['photo', 'sketch'])
     """
-    path = Path(source)
-    if not path.exists():
-        raise FileNotFoundError(f"The source {str(source)!r} does not exist.")
-    suffixes = _image_suffixes()
-    if path.is_dir():
-        if _is_domainbed_layout(path, suffixes):
-            from skicm.datasets import load_image_folders
-
-            data = load_image_folders(path)
-            listing = Bunch(
-                paths=list(data.paths),
-                labels=[data.target_names[i] for i in data.target],
-                domains=[str(d) for d in data.domains],
-                kind="domainbed",
-            )
-        else:
-            listing = Bunch(
-                paths=_walk_images(path, suffixes), labels=None, domains=None, kind="folder"
-            )
-            if not listing.paths:
-                raise ValueError(
-                    f"The folder {str(source)!r} holds no image files (extensions "
-                    f"{sorted(suffixes)})."
-                )
-    elif path.suffix.lower() in _LISTING_SUFFIXES:
-        listing = _read_listing(path)
-        listing.kind = "listing"
-        if not listing.paths:
-            raise ValueError(f"The listing {str(source)!r} has no rows.")
-    else:
-        raise ValueError(
-            f"The source {str(source)!r} is neither a folder nor a .csv or .parquet listing."
-        )
-    listing.paths = [os.path.abspath(p) for p in listing.paths]
-    seen, repeated = set(), []
-    for p in listing.paths:
-        if p in seen:
-            repeated.append(p)
-        seen.add(p)
-    if repeated:
-        raise ValueError(
-            f"{len(repeated)} path(s) are listed more than once in {str(source)!r}, e.g. "
-            f"{repeated[:3]}; every image must appear once."
-        )
-    return listing
+    table, kind = listing_table(source)
+    names = table.column_names
+    return Bunch(
+        paths=table.column("path").to_pylist(),
+        labels=table.column("label").to_pylist() if "label" in names else None,
+        domains=table.column("domain").to_pylist() if "domain" in names else None,
+        kind=kind,
+    )
