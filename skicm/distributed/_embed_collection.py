@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -449,6 +450,17 @@ def embed_collection(
     )
 
 
+class _DropMessage(logging.Filter):
+    """Drop log records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record):
+        return not str(record.msg).startswith(self.prefix)
+
+
 def _actor_resources(cpus, n_gpus, decode_in):
     """(actors, CPUs per actor, torch threads per actor, GPUs per actor) of a Ray cluster.
 
@@ -558,6 +570,10 @@ class _RaySession:
         # time; our own progress bar replaces Ray's.
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False
+        # Ray Data then logs how to turn its bars back on; ours shows the progress instead.
+        quiet = _DropMessage("Progress bars disabled")
+        progress_logger = logging.getLogger("ray.data._internal.progress")
+        progress_logger.addFilter(quiet)
         encoder_options = {
             "compute": ray.data.ActorPoolStrategy(size=n_actors),
             "num_gpus": actor_gpus,
@@ -600,6 +616,7 @@ class _RaySession:
         finally:
             context.execution_options.preserve_order = saved_order
             context.enable_progress_bars = saved_progress
+            progress_logger.removeFilter(quiet)
 
     def _collect(self, dataset, expected, out, embed_dim, bar):
         # Rows of the shards being filled (the driver writes a shard once all of its rows came).
