@@ -90,6 +90,14 @@ def _embedder(checkpoint, **params):
     return CLIPEmbedder(name, pretrained=path, device="cpu", batch_size=8, progress=False, **params)
 
 
+def _keys(out):
+    """{path: image key} of every shard row."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(sorted(Path(out).glob("shard-*.parquet")), columns=["path", "key"])
+    return dict(zip(table.column("path").to_pylist(), table.column("key").to_pylist()))
+
+
 def _shard_state(out):
     """(inode, mtime_ns, bytes) of every shard file: what "never rewritten" must keep."""
     return {
@@ -370,6 +378,8 @@ def test_ray_engine_matches_transform_and_merged_statistics(
     np.testing.assert_allclose(data.embeddings, local.embeddings, atol=1e-6)
     assert data.labels.tolist() == local.labels.tolist()
     assert load_embeddings(out).manifest["namespace"] == local.manifest["namespace"]
+    # The image keys come from the workers that read the files (the driver opens none).
+    assert _keys(out) == _keys(local_run[0]) and len(_keys(out)) == 40
 
     projector = InvariantProjector(n_components=6)
     merged = fit_projector_from_shards(out, projector)

@@ -151,7 +151,7 @@ class _CollectingStore(EmbeddingStore):
 
 # ---------------------------------------------------------------------------- local engine
 def _encode_local(embedder, paths, namespace):
-    """Raw embeddings of the readable ``paths`` with ``embedder``, and the reasons for the rest.
+    """``{path: (image key, raw embedding)}`` of the readable ``paths``, and why the rest failed.
 
     The embedder encodes every decodable image even when some fail, and puts each batch into
     its store: a collecting store therefore holds every good embedding after a failed call, and
@@ -173,13 +173,17 @@ def _encode_local(embedder, paths, namespace):
             f"The embedder encoded into namespace {sorted(store.namespaces)} but the manifest "
             f"says {namespace!r}."
         )
-    vectors = {path: store.vectors[keys[path]] for path in readable if keys[path] in store.vectors}
-    undecoded = [path for path in readable if path not in vectors]
+    encoded = {
+        path: (keys[path], store.vectors[keys[path]])
+        for path in readable
+        if keys[path] in store.vectors
+    }
+    undecoded = [path for path in readable if path not in encoded]
     problems = _decode_problems(undecoded) if undecoded else {}
     if failure is not None and len(problems) < len(undecoded):
         raise failure  # not (only) undecodable files: a model or parameter problem
     bad.update(problems)
-    return vectors, bad
+    return encoded, bad
 
 
 def _run_local(embedder, shards, out, namespace, embed_dim, bar):
@@ -187,9 +191,9 @@ def _run_local(embedder, shards, out, namespace, embed_dim, bar):
     written = []
     for index, table in shards:
         rows = _python_rows(table)
-        vectors, shard_bad = _encode_local(embedder, rows["path"], namespace)
+        encoded, shard_bad = _encode_local(embedder, rows["path"], namespace)
         bad.update(shard_bad)
-        path = _write_rows(out, index, rows, vectors, embed_dim)
+        path = _write_rows(out, index, rows, encoded, embed_dim)
         if path is not None:
             written.append(path)
         bar.update(len(rows["path"]))
@@ -197,17 +201,19 @@ def _run_local(embedder, shards, out, namespace, embed_dim, bar):
 
 
 # ---------------------------------------------------------------------------- shard contents
-def _write_rows(out, index, rows, vectors, embed_dim):
-    """Write shard ``index`` with the rows of ``rows`` that have an embedding (None if none)."""
-    keep = [i for i, path in enumerate(rows["path"]) if path in vectors]
-    if not keep:
+def _write_rows(out, index, rows, encoded, embed_dim):
+    """Write shard ``index`` with the rows of ``rows`` that have an embedding (None if none).
+
+    ``encoded`` maps a path to its image key and embedding, both from the worker that read the
+    file: the writer (the driver, on Ray) never opens an image file itself.
+    """
+    kept_paths = [path for path in rows["path"] if path in encoded]
+    if not kept_paths:
         return None
-    keys, _ = _file_keys([rows["path"][i] for i in keep])
-    kept_paths = [rows["path"][i] for i in keep if rows["path"][i] in keys]
     kept = {
         "path": kept_paths,
-        "key": [keys[p] for p in kept_paths],
-        "embedding": np.stack([vectors[p] for p in kept_paths]),
+        "key": [encoded[p][0] for p in kept_paths],
+        "embedding": np.stack([encoded[p][1] for p in kept_paths]),
     }
     kept_set = set(kept_paths)
     for name in ("label", "domain"):
@@ -624,8 +630,8 @@ class _RaySession:
         bad, written = {}, []
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             touched = set()
-            for path, shard, error, vector in zip(
-                batch["path"], batch["shard"], batch["error"], batch["embedding"]
+            for path, shard, error, key, vector in zip(
+                batch["path"], batch["shard"], batch["error"], batch["key"], batch["embedding"]
             ):
                 path, shard, error = str(path), int(shard), str(error)
                 touched.add(shard)
@@ -633,12 +639,12 @@ class _RaySession:
                     bad[path] = error
                     arrived.setdefault(shard, {})[path] = None
                 else:
-                    arrived.setdefault(shard, {})[path] = vector
+                    arrived.setdefault(shard, {})[path] = (str(key), vector)
             bar.update(len(batch["path"]))
             for shard in [s for s in touched if len(arrived[s]) == expected[s].num_rows]:
-                vectors = {p: v for p, v in arrived.pop(shard).items() if v is not None}
+                encoded = {p: v for p, v in arrived.pop(shard).items() if v is not None}
                 rows = _python_rows(expected.pop(shard))
-                path = _write_rows(out, shard, rows, vectors, embed_dim)
+                path = _write_rows(out, shard, rows, encoded, embed_dim)
                 if path is not None:
                     written.append(path)
         if expected:
@@ -660,11 +666,14 @@ def _decode_batch(table):
 
     from skicm.image_loading import ImageDecodingDataset
 
+    keys, unreadable = _file_keys(paths)
     dataset = ImageDecodingDataset(paths, Compose([]), mode="tensor")
     pixels = np.empty(len(paths), dtype=object)
     errors = []
-    for index in range(len(paths)):
-        _, chw, _, error = dataset[index]
+    for index, path in enumerate(paths):
+        error = unreadable.get(path)
+        if error is None:
+            _, chw, _, error = dataset[index]
         if error is None:
             pixels[index] = np.ascontiguousarray(chw.transpose(1, 2, 0))
             errors.append("")
@@ -675,6 +684,7 @@ def _decode_batch(table):
         "path": np.asarray(paths, dtype=object),
         "shard": table.column("shard").to_numpy(),
         "row": table.column("row").to_numpy(),
+        "key": np.asarray([keys.get(path, "") for path in paths], dtype=object),
         "error": np.asarray(errors, dtype=object),
         "pixels": pixels,
     }
@@ -713,6 +723,7 @@ class _Encoder:
         return {
             "path": batch["path"],
             "shard": batch["shard"],
+            "key": batch["key"],
             "error": errors,
             "embedding": embeddings,
         }
@@ -733,17 +744,21 @@ class _PathEncoder(_Encoder):
     def __call__(self, table):
         self._set_threads()
         paths = table.column("path").to_pylist()
-        vectors, bad = _encode_local(self.embedder, paths, self.namespace)
+        encoded, bad = _encode_local(self.embedder, paths, self.namespace)
         embeddings = np.zeros((len(paths), self.embed_dim), dtype=np.float32)
+        keys = []
         for row, path in enumerate(paths):
-            if path in vectors:
-                embeddings[row] = vectors[path]
+            key, vector = encoded.get(path, ("", None))
+            keys.append(key)
+            if vector is not None:
+                embeddings[row] = vector
         missing = "not embedded (no reason reported)"
         return {
             "path": np.asarray(paths, dtype=object),
             "shard": table.column("shard").to_numpy(),
+            "key": np.asarray(keys, dtype=object),
             "error": np.asarray(
-                ["" if path in vectors else bad.get(path, missing) for path in paths],
+                ["" if path in encoded else bad.get(path, missing) for path in paths],
                 dtype=object,
             ),
             "embedding": embeddings,
