@@ -265,11 +265,19 @@ def test_ray_actors_fit_the_cluster():
     # 16 CPUs and 8 GPUs per node: two actors per GPU, not four that the CPUs cannot hold.
     assert _actor_resources(64, 32, "encoder") == (64, 1, 1, 0.5)
     assert _actor_resources(64, 32, "tasks") == (32, 1, 1, 1.0)
-    for cpus, gpus in [(2, 0), (8, 1), (16, 8), (128, 8), (96, 4)]:
-        for place in ("encoder", "tasks"):
-            n_actors, actor_cpus, _, actor_gpus = _actor_resources(cpus, gpus, place)
-            assert n_actors * actor_cpus <= cpus
+    for cpus, gpus in [(2, 0), (3, 0), (8, 1), (16, 8), (128, 8), (96, 4), (2, 1), (1, 0)]:
+        n_actors, actor_cpus, _, actor_gpus = _actor_resources(cpus, gpus, "encoder")
+        assert n_actors * actor_cpus <= cpus
+        assert not gpus or n_actors * actor_gpus <= gpus + 1e-9
+        if cpus >= 2 * max(gpus, 1):
+            # The decoding tasks need a CPU that the actors leave free.
+            n_actors, actor_cpus, _, actor_gpus = _actor_resources(cpus, gpus, "tasks")
+            assert n_actors * actor_cpus < cpus
             assert not gpus or n_actors * actor_gpus <= gpus + 1e-9
+    with pytest.raises(ValueError, match=r"needs a CPU for the decoding tasks.*has 1"):
+        _actor_resources(1, 0, "tasks")
+    with pytest.raises(ValueError, match=r"two CPUs per GPU.*3 CPUs and 2 GPUs"):
+        _actor_resources(3, 2, "tasks")
 
 
 def test_import_skicm_does_not_import_ray():

@@ -479,11 +479,22 @@ def _actor_resources(cpus, n_gpus, decode_in):
         # decode_in="tasks", half of the CPUs are left to the decoding tasks.
         share = cpus // n_gpus
         if decode_in == "tasks":
+            if cpus < 2 * n_gpus:
+                raise ValueError(
+                    f"decode_in='tasks' needs two CPUs per GPU (one for an encoding actor, one "
+                    f"for the decoding tasks); the Ray cluster has {cpus} CPUs and {n_gpus} "
+                    "GPUs. Use decode_in='encoder'."
+                )
             share //= 2
         per_gpu = max(1, min(_ACTORS_PER_GPU, share))
         actor_cpus = max(1, share // per_gpu)
         return n_gpus * per_gpu, actor_cpus, actor_cpus, 1 / per_gpu
     if decode_in == "tasks":
+        if cpus < 2:
+            raise ValueError(
+                f"decode_in='tasks' needs a CPU for the decoding tasks besides the encoding "
+                f"actor's; the Ray cluster has {cpus}. Use decode_in='encoder'."
+            )
         # One CPU actor per 8 cores; its torch threads take the cores that decoding leaves.
         n_actors = max(1, cpus // _CORES_PER_CPU_ACTOR)
         threads = max(1, cpus // n_actors - 1) if cpus > 2 else cpus
