@@ -480,10 +480,13 @@ def _rgb_chw(item):
                 return orient_chw(chw, orientation)
             except RuntimeError:
                 pass  # e.g. CMYK or damaged: Pillow decodes it or says why not
-    with warnings.catch_warnings():
-        # Arrays from PIL images are read-only; the resize only reads them.
-        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
-        return torch.from_numpy(np.asarray(load_rgb(item))).permute(2, 0, 1)
+    rgb = np.asarray(load_rgb(item))
+    if not rgb.flags.writeable:
+        # Arrays from PIL images are read-only and torch warns about them; a filter in
+        # warnings.catch_warnings() would not do, as this runs in decoding threads and those
+        # filters are process-wide and not thread-safe. The copy costs little beside the decode.
+        rgb = rgb.copy()
+    return torch.from_numpy(rgb).permute(2, 0, 1)
 
 
 class TensorPreprocess:

@@ -254,6 +254,20 @@ def test_listing_errors_name_the_file_and_the_column(tmp_path):
     assert listing.domains == ["x", "y"]
 
 
+def test_executions_hold_whole_shards_up_to_the_row_limit():
+    import pyarrow as pa
+
+    from skicm.distributed._embed_collection import _execution_groups
+
+    shards = [
+        (i, pa.table({"path": [str(j) for j in range(n)]})) for i, n in enumerate([4, 4, 3, 9, 1])
+    ]
+    groups = _execution_groups(shards, 8)
+    assert [[index for index, _ in group] for group in groups] == [[0, 1], [2], [3], [4]]
+    assert [[i for i, _ in g] for g in _execution_groups(shards, 100)] == [[0, 1, 2, 3, 4]]
+    assert _execution_groups([], 8) == []
+
+
 def test_ray_actors_fit_the_cluster():
     from skicm.distributed._embed_collection import _actor_resources
 
@@ -363,10 +377,15 @@ def ray_instance():
 
 @pytest.mark.parametrize("decode_in", ["encoder", "tasks"])
 def test_ray_engine_matches_transform_and_merged_statistics(
-    ray_instance, tmp_path, checkpoint, pacs_with_bad_files, local_run, decode_in
+    ray_instance, tmp_path, checkpoint, pacs_with_bad_files, local_run, decode_in, monkeypatch
 ):
     """One Ray run checks the engine (equal embeddings, bad files, a model config registered
     only in this process reaching the actors) and the projector statistics on Ray tasks."""
+    from skicm.distributed import _embed_collection
+
+    if decode_in == "encoder":
+        # Three shards of 16 rows in three Ray Data executions (one for each shard).
+        monkeypatch.setattr(_embed_collection, "_ROWS_PER_EXECUTION", 20)
     root, bad = pacs_with_bad_files
     out = tmp_path / "ray"
     with pytest.warns(UserWarning, match="2 file.s. could not be embedded"):

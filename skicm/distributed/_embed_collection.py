@@ -34,6 +34,10 @@ _DECODE_PLACES = ("encoder", "tasks")
 _BATCHES_PER_BLOCK = {"tasks": 2, "encoder": 8}
 # CPU encoding actors: one per this many cores (torch's threads use them all).
 _CORES_PER_CPU_ACTOR = 8
+# Rows per Ray Data execution. Every block of an execution's paths goes into the object store
+# when it starts (about 70 bytes per image); longer collections run in several executions, each
+# starting its actors anew (seconds, against minutes for 10 M images on a cluster).
+_ROWS_PER_EXECUTION = 10_000_000
 _DECODED_IMAGE_BYTES = 2**20
 _DECODE_WORKER_BYTES = 640 * 2**20
 # Encoding actors per GPU (each with its own copy of the model).
@@ -467,6 +471,20 @@ class _DropMessage(logging.Filter):
         return not str(record.msg).startswith(self.prefix)
 
 
+def _execution_groups(shards, max_rows):
+    """Consecutive shards in groups of at most ``max_rows`` rows (at least one shard each)."""
+    groups, group, rows = [], [], 0
+    for shard in shards:
+        if group and rows + shard[1].num_rows > max_rows:
+            groups.append(group)
+            group, rows = [], 0
+        group.append(shard)
+        rows += shard[1].num_rows
+    if group:
+        groups.append(group)
+    return groups
+
+
 def _actor_resources(cpus, n_gpus, decode_in):
     """(actors, CPUs per actor, torch threads per actor, GPUs per actor) of a Ray cluster.
 
@@ -565,21 +583,6 @@ class _RaySession:
             self.decode_in,
         )
         rows_per_block = batch_size * _BATCHES_PER_BLOCK[self.decode_in]
-        expected = {}
-        blocks = []
-        for index, rows in shards:
-            expected[index] = rows
-            table = pa.table(
-                {
-                    "path": rows.column("path"),
-                    "shard": pa.array(np.full(rows.num_rows, index, dtype=np.int64)),
-                    "row": pa.array(np.arange(rows.num_rows, dtype=np.int64)),
-                }
-            )
-            blocks.extend(
-                table.slice(start, rows_per_block)
-                for start in range(0, table.num_rows, rows_per_block)
-            )
         context = ray.data.DataContext.get_current()
         saved_order = context.execution_options.preserve_order
         saved_progress = context.enable_progress_bars
@@ -596,44 +599,80 @@ class _RaySession:
             "num_gpus": actor_gpus,
             "num_cpus": actor_cpus,
         }
+        written, bad = [], {}
         try:
-            dataset = ray.data.from_arrow(blocks)
-            if self.decode_in == "encoder":
-                dataset = dataset.map_batches(
-                    _PathEncoder,
-                    fn_constructor_kwargs={
-                        "embedder": embedder,
-                        "threads": threads,
-                        "namespace": namespace,
-                    },
-                    batch_size=None,
-                    batch_format="pyarrow",
-                    **encoder_options,
+            for group in _execution_groups(shards, _ROWS_PER_EXECUTION):
+                expected = dict(group)
+                blocks = []
+                for index, rows in group:
+                    table = pa.table(
+                        {
+                            "path": rows.column("path"),
+                            "shard": pa.array(np.full(rows.num_rows, index, dtype=np.int64)),
+                            "row": pa.array(np.arange(rows.num_rows, dtype=np.int64)),
+                        }
+                    )
+                    blocks.extend(
+                        table.slice(start, rows_per_block)
+                        for start in range(0, table.num_rows, rows_per_block)
+                    )
+                dataset = self._dataset(
+                    blocks,
+                    embedder,
+                    namespace,
+                    batch_size,
+                    rows_per_block,
+                    threads,
+                    encoder_options,
                 )
-            else:
-                dataset = dataset.map_batches(
-                    _decode_batch,
-                    batch_size=None,
-                    batch_format="pyarrow",
-                    num_cpus=1,
-                    # A worker with torch and a decoded block: about 0.6 GiB plus 1 MiB per
-                    # image (a 600x600 RGB photo). Asking for it also keeps Ray Data from fusing
-                    # the decoding into the encoding actors (operators with other resources are
-                    # not fused).
-                    memory=_DECODE_WORKER_BYTES + rows_per_block * _DECODED_IMAGE_BYTES,
-                )
-                dataset = dataset.map_batches(
-                    _Encoder,
-                    fn_constructor_kwargs={"embedder": embedder, "threads": threads},
-                    batch_size=batch_size,
-                    batch_format="numpy",
-                    **encoder_options,
-                )
-            return self._collect(dataset, expected, out, embed_dim, bar)
+                group_written, group_bad = self._collect(dataset, expected, out, embed_dim, bar)
+                written.extend(group_written)
+                bad.update(group_bad)
+            return written, bad
         finally:
             context.execution_options.preserve_order = saved_order
             context.enable_progress_bars = saved_progress
             progress_logger.removeFilter(quiet)
+
+    def _dataset(
+        self, blocks, embedder, namespace, batch_size, rows_per_block, threads, encoder_options
+    ):
+        """The Ray Data pipeline of one execution: blocks of paths to embeddings."""
+        import ray
+
+        dataset = ray.data.from_arrow(blocks)
+        if self.decode_in == "encoder":
+            dataset = dataset.map_batches(
+                _PathEncoder,
+                fn_constructor_kwargs={
+                    "embedder": embedder,
+                    "threads": threads,
+                    "namespace": namespace,
+                },
+                batch_size=None,
+                batch_format="pyarrow",
+                **encoder_options,
+            )
+        else:
+            dataset = dataset.map_batches(
+                _decode_batch,
+                batch_size=None,
+                batch_format="pyarrow",
+                num_cpus=1,
+                # A worker with torch and a decoded block: about 0.6 GiB plus 1 MiB per
+                # image (a 600x600 RGB photo). Asking for it also keeps Ray Data from fusing
+                # the decoding into the encoding actors (operators with other resources are
+                # not fused).
+                memory=_DECODE_WORKER_BYTES + rows_per_block * _DECODED_IMAGE_BYTES,
+            )
+            dataset = dataset.map_batches(
+                _Encoder,
+                fn_constructor_kwargs={"embedder": embedder, "threads": threads},
+                batch_size=batch_size,
+                batch_format="numpy",
+                **encoder_options,
+            )
+        return dataset
 
     def _collect(self, dataset, expected, out, embed_dim, bar):
         # Rows of the shards being filled (the driver writes a shard once all of its rows came).
