@@ -86,12 +86,13 @@ def _measure(kind, listing, out, shard_size):
     import pyarrow.parquet  # imports are not part of the plan's memory
 
     from skicm.distributed._embed_collection import plan_shards
+    from skicm.distributed._sources import listing_table
 
     _reset_peak()
     before = _rss_kib("VmRSS")
     start = time.perf_counter()
     if kind == "arrow":
-        shards, n_skipped = plan_shards(listing, out, shard_size)
+        shards, n_skipped = plan_shards(listing_table(listing)[0], out, shard_size)
         sizes = [rows.num_rows for _, rows in shards]
         first = shards[0][1].column("path")[0].as_py()
     else:

@@ -25,43 +25,13 @@ import argparse
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_embed_gpu import make_jpegs
 from bench_embedding_cpu import DATA
 
 TARGETS = {"ViT-B-32": 6000.0, "ViT-B-16": 3000.0}
-
-
-def _make_range(start, stop):
-    # Each process writes a disjoint range of names; existing files are kept.
-    import numpy as np
-    from PIL import Image
-    from sklearn.datasets import load_sample_images
-
-    DATA.mkdir(parents=True, exist_ok=True)
-    photos = load_sample_images().images
-    rng = np.random.default_rng(start)
-    for i in range(start, stop):
-        path = DATA / f"{i:05d}.jpg"
-        if path.exists():
-            continue
-        photo = photos[i % 2]
-        top, left = rng.integers(0, 53), rng.integers(0, 141)
-        crop = photo[top : top + 375, left : left + 500].astype(np.int16)
-        crop = np.clip(crop + rng.integers(-8, 9, crop.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(crop).save(path, quality=90)
-    return []
-
-
-def make_many_jpegs(n, workers):
-    """Write ``n`` JPEG files with ``workers`` processes; returns the sorted paths."""
-    chunk = max(1, -(-n // workers))
-    ranges = [(s, min(n, s + chunk)) for s in range(0, n, chunk)]
-    with ProcessPoolExecutor(workers) as pool:
-        list(pool.map(_make_range, *zip(*ranges, strict=True)))
-    return [DATA / f"{i:05d}.jpg" for i in range(n)]
 
 
 def bare_forward_ips(model, device, image_size, batch_size, n_batches, autocast_dtype):
@@ -115,7 +85,7 @@ def main(argv=None):
         print("no CUDA device (or --dry): smoke run on the CPU with the tiny model")
 
     start = time.perf_counter()
-    paths = make_many_jpegs(n, max(1, min(cores, 16)))
+    paths = make_jpegs(DATA, n, max(1, min(cores, 16)))
     print(f"{n} JPEG files 500x375 ready in {time.perf_counter() - start:.1f} s; {cores} cores")
     if device_name == "cuda":
         print(f"device: {torch.cuda.get_device_name(0)}")

@@ -226,17 +226,17 @@ def _write_rows(out, index, rows, encoded, embed_dim):
     return write_shard(out, index, shard_table(kept, embed_dim))
 
 
-def plan_shards(source, out, shard_size):
+def plan_shards(table, out, shard_size):
     """The shards still to embed: ``(list of (index, Arrow table of rows), n_skipped)``.
 
-    The paths of ``source`` that no finished shard of ``out`` holds, in listing order, grouped
-    into shards numbered after the last finished one. Everything stays in Arrow memory (zero-copy
-    slices of one table); a shard's rows become Python objects only when it is embedded.
+    The rows of ``table`` (from ``listing_table``) whose path no finished shard of ``out`` holds,
+    in listing order, grouped into shards numbered after the last finished one. Everything stays
+    in Arrow memory (zero-copy slices of one table); a shard's rows become Python objects only
+    when it is embedded.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    table, _ = listing_table(source)
     existing = shard_paths(out)
     first_index = 1 + max((int(p.stem.split("-")[1]) for p in existing), default=-1)
     done = embedded_paths(out)
@@ -245,7 +245,7 @@ def plan_shards(source, out, shard_size):
         del done
         n_skipped = pc.sum(is_done).as_py() or 0
         todo = table.filter(pc.invert(is_done)) if n_skipped else table
-        del table, is_done
+        del is_done
         pa.default_memory_pool().release_unused()
     else:
         n_skipped, todo = 0, table
@@ -404,7 +404,7 @@ def embed_collection(
         )
     if not (isinstance(shard_size, int) and shard_size >= 1):
         raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}.")
-    listing_table(source)  # a bad source is reported before the model is built
+    listing, _ = listing_table(source)  # a bad source is reported before the model is built
     embedder = _make_embedder(model_name, pretrained, image_model, embedder, device, batch_size)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -419,7 +419,8 @@ def embed_collection(
             else:
                 namespace = _store_namespace(embedder)
             manifest = check_or_write_manifest(out, _manifest(embedder, namespace))
-            shards, n_skipped = plan_shards(source, out, shard_size)
+            shards, n_skipped = plan_shards(listing, out, shard_size)
+            del listing  # the shards are slices of what is left to embed
             n_todo = sum(rows.num_rows for _, rows in shards)
             bar = tqdm(
                 total=n_todo, unit="img", desc="skicm embed", disable=not progress or not n_todo
