@@ -646,7 +646,7 @@ def test_the_recipe_runs_end_to_end_with_a_tiny_model(dataset, tmp_path, monkeyp
 @pytest.mark.parametrize("n_components", ["auto", 1, 3])
 def test_every_rank_of_the_grid_is_the_projector_fitted_with_that_rank(n_components):
     """The protocol fits one projector per alpha and truncates it for each rank of the grid."""
-    from skicm.evaluation import _truncated
+    from skicm.evaluation._methods import _truncated
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(500, 6)) * [3, 2, 1, 1, 0.5, 0.1]
@@ -663,3 +663,38 @@ def test_every_rank_of_the_grid_is_the_projector_fitted_with_that_rank(n_compone
         np.testing.assert_allclose(getattr(truncated, name), getattr(expected, name), rtol=1e-12)
     np.testing.assert_array_equal(truncated.transform(X), expected.transform(X))
     assert full.n_components_ == 6  # the cached fit is left whole
+
+
+# Every name importable from skicm.evaluation when it was one module stays importable there.
+PUBLIC_NAMES = [
+    "DEFAULT_GRID",
+    "DomainScores",
+    "EvaluationResults",
+    "INTERVENTION_KINDS",
+    "RESULT_COLUMNS",
+    "SELECTION_RULES",
+    "evaluate_domain_generalization",
+    "evaluate_open_class",
+    "format_domain_scores",
+    "leave_one_domain_out",
+    "make_linear_probe",
+    "zero_shot_templates",
+]
+
+
+def test_every_public_name_of_the_evaluation_module_is_still_importable():
+    import skicm.evaluation
+    import skicm.plotting
+
+    for name in PUBLIC_NAMES:
+        assert hasattr(skicm.evaluation, name), name
+    assert set(PUBLIC_NAMES) <= set(skicm.evaluation.__all__)
+    # The plot of the results is public in both places, one function.
+    assert skicm.plotting.plot_domain_scores is skicm.evaluation.plot_domain_scores
+    # Docstrings are written out, not filled in at import time.
+    for function in (
+        skicm.evaluation.evaluate_domain_generalization,
+        skicm.evaluation.evaluate_open_class,
+    ):
+        assert "{parameters}" not in function.__doc__
+        assert "    seeds : int or sequence of int, default=1\n" in function.__doc__

@@ -267,7 +267,7 @@ def run(args):
     from skicm.evaluation import evaluate_domain_generalization, evaluate_open_class
 
     _check_options(args)
-    from skicm.evaluation import _check_templates
+    from skicm.evaluation._options import _check_templates
 
     _check_templates(args.templates)  # a bad template fails before any embedding
     if args.dataset == "folder":

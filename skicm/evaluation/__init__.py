@@ -1,0 +1,47 @@
+"""Domain-generalisation protocols: leave-one-domain-out, as in DomainBed and CLIP-ICM.
+
+Two layers:
+
+- :func:`leave_one_domain_out` scores one estimator with one split per held-out domain;
+- :func:`evaluate_domain_generalization` (and :func:`evaluate_open_class`) is the whole
+  protocol behind ``skicm evaluate``: features (embedded once, optionally kept in an on-disk
+  store), every method as a column (zero-shot, zero-shot in the invariant subspace, linear
+  probe, linear probe in the invariant subspace for each kind of interventional data), a
+  hyperparameter grid chosen per held-out domain by a named model-selection rule, several
+  seeds, and an :class:`EvaluationResults` that writes ``results.csv``, ``results.md`` and
+  ``results.png``. The command line only parses its arguments and calls these functions, so
+  Python code reproduces its numbers exactly.
+
+The package, one concept a module: ``_domain_scores`` (one fixed estimator),
+``_options`` (checks of the options, before any data is embedded), ``_features`` (data
+preparation), ``_methods`` (the evaluated methods), ``_selection`` (model selection per
+held-out domain), ``_protocol`` (the drivers), ``_results`` and ``_plots`` (the results and
+their plot).
+"""
+
+from skicm.evaluation._domain_scores import (
+    DomainScores,
+    format_domain_scores,
+    leave_one_domain_out,
+)
+from skicm.evaluation._methods import make_linear_probe, zero_shot_templates
+from skicm.evaluation._options import DEFAULT_GRID, INTERVENTION_KINDS, SELECTION_RULES
+from skicm.evaluation._plots import plot_domain_scores
+from skicm.evaluation._protocol import evaluate_domain_generalization, evaluate_open_class
+from skicm.evaluation._results import RESULT_COLUMNS, EvaluationResults
+
+__all__ = [
+    "DEFAULT_GRID",
+    "INTERVENTION_KINDS",
+    "RESULT_COLUMNS",
+    "SELECTION_RULES",
+    "DomainScores",
+    "EvaluationResults",
+    "evaluate_domain_generalization",
+    "evaluate_open_class",
+    "format_domain_scores",
+    "leave_one_domain_out",
+    "make_linear_probe",
+    "plot_domain_scores",
+    "zero_shot_templates",
+]

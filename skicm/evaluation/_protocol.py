@@ -1,0 +1,471 @@
+"""The whole protocols: :func:`evaluate_domain_generalization` and :func:`evaluate_open_class`."""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import numpy as np
+
+from skicm.evaluation._domain_scores import _held_out_domains
+from skicm.evaluation._features import _prepare_features, _progress
+from skicm.evaluation._methods import _build_methods, _ProjectorFits, zero_shot_templates
+from skicm.evaluation._options import (
+    DEFAULT_GRID,
+    _as_tuple,
+    _check_classes,
+    _check_templates,
+    _positive_values,
+    _resolve_n_components,
+    _resolve_options,
+    _seed_list,
+)
+from skicm.evaluation._results import EvaluationResults
+from skicm.evaluation._selection import _chosen_values, _select_and_fit
+
+
+def _protocol(
+    data,
+    *,
+    embedder,
+    interventions,
+    zero_shot,
+    linear_probe,
+    selection,
+    scoring,
+    n_components,
+    alpha,
+    C,
+    seeds,
+    test_domains,
+    templates,
+    intervention_seed,
+    validation_size,
+    progress,
+    base_classes=None,
+):
+    open_class = base_classes is not None
+    seeds = _seed_list(seeds)
+    alphas = _positive_values(alpha, "alpha", allow_zero=True)
+    c_values = _positive_values(C, "C", allow_zero=False)
+    if not (isinstance(validation_size, Real) and 0 < validation_size < 1):
+        raise ValueError(f"validation_size must be in (0, 1), got {validation_size!r}.")
+    _check_templates(templates)
+    want_image = interventions == "auto" or "image" in _as_tuple(interventions, "interventions")
+    make_data = data if callable(data) else None
+
+    records, notes, methods_seen = [], [], []
+    features, resolved = None, None
+    chance = None
+    for seed in _progress_iter(seeds, "seeds", progress):
+        if features is None or make_data is not None:
+            bunch = make_data(random_state=seed) if make_data is not None else data
+            features = _prepare_features(
+                bunch, embedder, want_image=want_image, intervention_seed=intervention_seed,
+                progress=progress,
+            )  # fmt: skip
+        if resolved is None:
+            kinds, use_zero_shot, scoring_used = _resolve_options(
+                features, embedder=embedder, interventions=interventions, zero_shot=zero_shot,
+                scoring=scoring, selection=selection, notes=notes, open_class=open_class,
+            )  # fmt: skip
+            grid = {
+                "n_components": _resolve_n_components(n_components, features.X.shape[1]),
+                "alpha": alphas,
+                "C": c_values,
+            }
+            held_out = [str(d) for d in _held_out_domains(features.domains, test_domains)]
+            n_classes = len(features.class_names or np.unique(features.y))
+            chance = 1.0 / n_classes
+            resolved = True
+        if open_class:
+            base = _base_labels(base_classes, features)
+            class_names_for_projector = [features.class_names[label] for label in sorted(base)]
+        else:
+            base = None
+            class_names_for_projector = features.class_names
+            _check_classes(features, held_out)
+        if use_zero_shot and not isinstance(templates, list):
+            templates = zero_shot_templates(templates)
+        methods = _build_methods(
+            kinds, zero_shot=use_zero_shot, probe=linear_probe and not open_class, grid=grid,
+            text_encoder=embedder, class_names=_prompt_names(features.class_names),
+            templates=templates,
+        )  # fmt: skip
+        if not methods_seen:
+            methods_seen = [m.name for m in methods]
+        total = len(held_out) * sum(len(m.grid) for m in methods)
+        bar = _progress(total=total, desc=f"seed {seed}: grid candidates", enabled=progress)
+        for domain in held_out:
+            test = np.flatnonzero(features.domains == domain)
+            train = np.flatnonzero(features.domains != domain)
+            if open_class:
+                train = train[np.isin(features.y[train], list(base))]
+            # The projectors of this fold (and of its validation splits), shared by the
+            # zero-shot and probe columns of each kind.
+            projectors = _ProjectorFits(
+                features, embedder, _prompt_names(class_names_for_projector)
+            )
+            for method in methods:
+                bar.set_postfix_str(f"held out {domain}: {method.name}")
+                estimator, chosen, validation = _select_and_fit(
+                    method, features, train, test, selection=selection, scoring=scoring_used,
+                    seed=seed, validation_size=validation_size, projectors=projectors, bar=bar,
+                )  # fmt: skip
+                common = {
+                    "method": method.name,
+                    "test_domain": domain,
+                    "seed": seed,
+                    "selection": selection,
+                    "scoring": scoring_used if len(method.grid) > 1 else "",
+                    "validation_score": validation,
+                    "n_candidates": len(method.grid),
+                    "n_train": len(train),
+                    **_chosen_values(method, estimator, chosen),
+                }
+                predictions = estimator.predict(features.X[test])
+                correct = predictions == features.y[test]
+                splits = {"all": np.ones(len(test), dtype=bool)}
+                if open_class:
+                    is_base = np.isin(features.y[test], list(base))
+                    splits = {"base": is_base, "new": ~is_base}
+                for split, rows in splits.items():
+                    if not rows.any():
+                        continue
+                    records.append(
+                        {
+                            **common,
+                            "classes": split,
+                            "accuracy": float(correct[rows].mean()),
+                            "n_test": int(rows.sum()),
+                        }
+                    )
+        bar.close()
+    return EvaluationResults(
+        records=records,
+        methods=methods_seen,
+        domains=held_out,
+        selection=selection,
+        scoring=scoring_used,
+        chance=chance,
+        notes=notes,
+        protocol="open-class" if open_class else "leave-one-domain-out",
+    )
+
+
+def _prompt_names(class_names):
+    """Class names as words in prompts: DomainBed's folders use underscores (alarm_clock)."""
+    if class_names is None:
+        return None
+    return [name.replace("_", " ") for name in class_names]
+
+
+def _base_labels(base_classes, features):
+    if features.class_names is None:
+        raise ValueError("the open-class protocol needs class names (data.target_names).")
+    names = features.class_names
+    if isinstance(base_classes, Real) and not isinstance(base_classes, bool):
+        if not 0 < base_classes < 1:
+            raise ValueError(f"base_classes as a fraction must be in (0, 1), got {base_classes}.")
+        n_base = max(1, min(len(names) - 1, math.ceil(base_classes * len(names))))
+        return set(range(n_base))
+    unknown = [name for name in base_classes if name not in names]
+    if unknown:
+        raise ValueError(f"base_classes {unknown} are not class names; the classes are {names}.")
+    base = {names.index(name) for name in base_classes}
+    if not base or len(base) == len(names):
+        raise ValueError(
+            "base_classes must leave at least one base class and one new class; got "
+            f"{sorted(base_classes)} of {names}."
+        )
+    return base
+
+
+def _routed_protocol(data, **options):
+    # Metadata routing carries X_intervened and groups to the projector and the scorers; it is
+    # switched on here, whatever the caller's global setting, and every request is explicit.
+    from sklearn import config_context
+
+    with config_context(enable_metadata_routing=True):
+        return _protocol(data, **options)
+
+
+def _progress_iter(items, desc, enabled):
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, disable=not enabled or len(items) < 2, leave=False)
+
+
+def evaluate_domain_generalization(
+    data,
+    *,
+    embedder=None,
+    interventions="auto",
+    zero_shot="auto",
+    linear_probe=True,
+    selection="training-domain",
+    scoring="auto",
+    n_components=DEFAULT_GRID["n_components"],
+    alpha=DEFAULT_GRID["alpha"],
+    C=DEFAULT_GRID["C"],
+    seeds=1,
+    test_domains=None,
+    templates="openai-imagenet",
+    intervention_seed=0,
+    validation_size=0.2,
+    progress=True,
+):
+    """Leave-one-domain-out accuracy of every method, hyperparameters chosen per held-out domain.
+
+    For each seed and each held-out domain, every method is trained on the other domains with
+    the grid's hyperparameters chosen by ``selection``, refitted on all training rows and
+    scored on the held-out domain. The methods, one column each:
+
+    - ``zero-shot``: CLIP zero-shot classification from the class names (no training);
+    - ``zero-shot ICM (kind)``: zero-shot in the invariant subspace of an
+      :class:`~skicm.InvariantProjector` fitted on the training domains;
+    - ``linear probe``: :func:`make_linear_probe` on the embeddings;
+    - ``linear probe ICM (kind)``: the same probe after the projector;
+
+    with one ICM column per kind of interventional data (``interventions``). This is the code
+    behind ``skicm evaluate``.
+
+    Parameters
+    ----------
+    data : Bunch or callable
+        A data set as :func:`skicm.datasets.load_image_folders` returns it (``paths``,
+        ``target``, ``target_names``, ``domains``) or as the MNIST builders do (``data``,
+        ``data_intervened``, ``images``, ``images_intervened``, ``target``,
+        ``environments``); or a callable ``data(random_state=seed)`` returning one per seed.
+    embedder : estimator with ``transform`` or None, default=None
+        Embeds ``data.paths`` or ``data.images`` (and the counterparts), e.g. a
+        :class:`~skicm.CLIPEmbedder`; its ``store`` keeps the embeddings (an SQLite path: a
+        rerun encodes nothing). None uses ``data.data`` as features (raw pixels). Zero-shot
+        columns and text interventions need its text tower (``has_text_tower``).
+    interventions : "auto" or sequence of {"image", "text", "groups"}, default="auto"
+        Interventional data of the projector, one column per kind. ``"image"``: counterparts
+        (``data.images_intervened`` / ``data.data_intervened``, or the paper's seven image
+        interventions drawn with ``intervention_seed``); ``"text"``: domain prompts of the
+        class names; ``"groups"``: the training domains' labels. ``"auto"``: every kind the
+        data and encoder allow (what is skipped is said in ``notes``).
+    zero_shot : "auto" or bool, default="auto"
+        Zero-shot columns (plain and in the invariant subspace); ``"auto"``: where the encoder
+        has a text tower and the data name their classes.
+    linear_probe : bool, default=True
+        Linear-probe columns.
+    selection : {"training-domain", "leave-one-domain-out", "oracle"}, default="training-domain"
+        How each held-out domain's hyperparameters are chosen: on ``validation_size`` of every
+        training domain (:class:`skicm.model_selection.TrainingDomainSplit`), by
+        :class:`~sklearn.model_selection.LeaveOneGroupOut` over the training domains, or on the
+        held-out domain itself (``"oracle"``: labelled as such in every output).
+    scoring : {"auto", "accuracy", "interventional", "worst-environment"}, default="auto"
+        What the selection maximises. ``"interventional"``
+        (:func:`skicm.model_selection.make_interventional_scorer`): the worse of the accuracy
+        on the validation rows and on their counterparts, so a spurious feature that the
+        counterparts change is not selected; ``"auto"`` uses it wherever counterparts exist,
+        else accuracy. ``"worst-environment"``: the lowest per-domain accuracy of the
+        validation rows. Oracle selection always scores test accuracy.
+    n_components : sequence, default=DEFAULT_GRID["n_components"]
+        Ranks of the grid: ``"auto"``, integers, or fractions in (0, 1) of the width.
+    alpha : sequence of float, default=DEFAULT_GRID["alpha"]
+        Weights of the intervention term in the grid.
+    C : sequence of float, default=DEFAULT_GRID["C"]
+        Inverse regularisation strengths of the linear probe in the grid.
+    seeds : int or sequence of int, default=1
+        Seeds (an int ``n``: ``0 .. n - 1``). A seed draws the training-domain validation
+        split and, when ``data`` is a callable, the data set itself (``data(random_state=
+        seed)``, as DomainBed's trials); results are reported as mean and std over seeds.
+    test_domains : sequence of str or None, default=None
+        Domains to hold out, in order; None holds out each domain.
+    templates : str or sequence of str, default="openai-imagenet"
+        Zero-shot prompt templates (see :func:`zero_shot_templates`).
+    intervention_seed : int, default=0
+        Seed of the image interventions (fixed across ``seeds``, so the store keeps one
+        counterpart per image).
+    validation_size : float, default=0.2
+        Share of every training domain held out by training-domain selection.
+    progress : bool, default=True
+        tqdm progress bars over seeds and grid candidates (the embedder shows its own).
+
+    Returns
+    -------
+    results : EvaluationResults
+        ``results.to_markdown()``, ``to_csv(path)``, ``plot()``, ``save(folder)``,
+        ``accuracy(method, domain)``.
+
+    Raises
+    ------
+    ValueError
+        On an unknown option, a kind of interventional data the data or encoder cannot give,
+        or a held-out domain with a class that no training domain has (naming the domain and
+        the class).
+
+    See Also
+    --------
+    evaluate_open_class : The paper's base-to-new class protocol.
+    leave_one_domain_out : One fixed estimator, no selection.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.utils import Bunch
+    >>> from skicm.evaluation import evaluate_domain_generalization
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.integers(0, 2, 300)
+    >>> data = Bunch(data=np.c_[y + rng.normal(0, .5, 300), rng.normal(0, 1, (300, 3))],
+    ...              target=y, domains=np.repeat(["a", "b", "c"], 100))
+    >>> results = evaluate_domain_generalization(
+    ...     data, selection="leave-one-domain-out", n_components=[1, 2], alpha=[1.0],
+    ...     C=[1.0], progress=False)
+    >>> results.methods
+    ['linear probe', 'linear probe ICM (groups)']
+    >>> mean, std = results.accuracy("linear probe")
+    >>> bool(mean > 0.8)
+    True
+    """
+    return _routed_protocol(
+        data,
+        embedder=embedder,
+        interventions=interventions,
+        zero_shot=zero_shot,
+        linear_probe=linear_probe,
+        selection=selection,
+        scoring=scoring,
+        n_components=n_components,
+        alpha=alpha,
+        C=C,
+        seeds=seeds,
+        test_domains=test_domains,
+        templates=templates,
+        intervention_seed=intervention_seed,
+        validation_size=validation_size,
+        progress=progress,
+    )
+
+
+def evaluate_open_class(
+    data,
+    *,
+    embedder,
+    base_classes=0.5,
+    interventions="auto",
+    selection="training-domain",
+    scoring="auto",
+    n_components=DEFAULT_GRID["n_components"],
+    alpha=DEFAULT_GRID["alpha"],
+    seeds=1,
+    test_domains=None,
+    templates="openai-imagenet",
+    intervention_seed=0,
+    validation_size=0.2,
+    progress=True,
+):
+    """The paper's open-class protocol: invariance learned on base classes, tested on new ones.
+
+    The classes are split into base and new. For each held-out domain, the projector is
+    fitted on the base-class images of the other domains (text interventions name the base
+    classes only), and zero-shot classification over **all** class names runs on the
+    held-out domain; accuracy on its base-class and new-class images is reported apart. The
+    columns are ``zero-shot`` and ``zero-shot ICM (kind)``; a linear probe cannot name a class
+    it never saw.
+
+    Parameters
+    ----------
+    data : Bunch or callable
+        A data set as :func:`skicm.datasets.load_image_folders` returns it (``paths``,
+        ``target``, ``target_names``, ``domains``) or as the MNIST builders do (``data``,
+        ``data_intervened``, ``images``, ``images_intervened``, ``target``,
+        ``environments``); or a callable ``data(random_state=seed)`` returning one per seed.
+        It must name its classes (``target_names``).
+    embedder : estimator with ``transform`` and ``encode_text``
+        The image and text encoder (a text tower is needed to name new classes), e.g.
+        a :class:`~skicm.CLIPEmbedder`; its ``store`` keeps the embeddings.
+    base_classes : float or sequence of str, default=0.5
+        A fraction: the first ``ceil(fraction * n_classes)`` classes (in ``target_names``
+        order) are base; or the base class names.
+    interventions : "auto" or sequence of {"image", "text", "groups"}, default="auto"
+        Interventional data of the projector, one column per kind. ``"image"``: counterparts
+        (``data.images_intervened`` / ``data.data_intervened``, or the paper's seven image
+        interventions drawn with ``intervention_seed``); ``"text"``: domain prompts of the
+        class names; ``"groups"``: the training domains' labels. ``"auto"``: every kind the
+        data and encoder allow (what is skipped is said in ``notes``).
+    selection : {"training-domain", "leave-one-domain-out", "oracle"}, default="training-domain"
+        How each held-out domain's hyperparameters are chosen: on ``validation_size`` of every
+        training domain (:class:`skicm.model_selection.TrainingDomainSplit`), by
+        :class:`~sklearn.model_selection.LeaveOneGroupOut` over the training domains, or on the
+        held-out domain itself (``"oracle"``: labelled as such in every output).
+    scoring : {"auto", "accuracy", "interventional", "worst-environment"}, default="auto"
+        What the selection maximises. ``"interventional"``
+        (:func:`skicm.model_selection.make_interventional_scorer`): the worse of the accuracy
+        on the validation rows and on their counterparts, so a spurious feature that the
+        counterparts change is not selected; ``"auto"`` uses it wherever counterparts exist,
+        else accuracy. ``"worst-environment"``: the lowest per-domain accuracy of the
+        validation rows. Oracle selection always scores test accuracy.
+    n_components : sequence, default=DEFAULT_GRID["n_components"]
+        Ranks of the grid: ``"auto"``, integers, or fractions in (0, 1) of the width.
+    alpha : sequence of float, default=DEFAULT_GRID["alpha"]
+        Weights of the intervention term in the grid.
+    seeds : int or sequence of int, default=1
+        Seeds (an int ``n``: ``0 .. n - 1``). A seed draws the training-domain validation
+        split and, when ``data`` is a callable, the data set itself (``data(random_state=
+        seed)``, as DomainBed's trials); results are reported as mean and std over seeds.
+    test_domains : sequence of str or None, default=None
+        Domains to hold out, in order; None holds out each domain.
+    templates : str or sequence of str, default="openai-imagenet"
+        Zero-shot prompt templates (see :func:`zero_shot_templates`).
+    intervention_seed : int, default=0
+        Seed of the image interventions (fixed across ``seeds``, so the store keeps one
+        counterpart per image).
+    validation_size : float, default=0.2
+        Share of every training domain held out by training-domain selection.
+    progress : bool, default=True
+        tqdm progress bars over seeds and grid candidates (the embedder shows its own).
+
+    Returns
+    -------
+    results : EvaluationResults
+        Records with ``classes`` ``"base"`` and ``"new"``.
+
+    See Also
+    --------
+    evaluate_domain_generalization : The closed-class protocol.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.utils import Bunch
+    >>> from skicm import CLIPEmbedder
+    >>> from skicm.evaluation import evaluate_open_class
+    >>> from skicm.model_configs import register_tiny_clip
+    >>> embedder = CLIPEmbedder(register_tiny_clip(), pretrained=None, device="cpu",
+    ...                         progress=False)
+    >>> images = np.random.default_rng(0).integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)
+    >>> data = Bunch(images=images, target=np.tile([0, 1, 2], 8),
+    ...              target_names=["cat", "dog", "bird"], domains=np.repeat(["a", "b", "c"], 8))
+    >>> results = evaluate_open_class(
+    ...     data, embedder=embedder, interventions=["groups"], selection="leave-one-domain-out",
+    ...     n_components=[4], alpha=[1.0], templates="a photo of a {}.", progress=False)
+    >>> results.methods
+    ['zero-shot', 'zero-shot ICM (groups)']
+    >>> sorted({record["classes"] for record in results.records})
+    ['base', 'new']
+    """
+    return _routed_protocol(
+        data,
+        embedder=embedder,
+        interventions=interventions,
+        zero_shot=True,
+        linear_probe=False,
+        selection=selection,
+        scoring=scoring,
+        n_components=n_components,
+        alpha=alpha,
+        C=(1.0,),
+        seeds=seeds,
+        test_domains=test_domains,
+        templates=templates,
+        intervention_seed=intervention_seed,
+        validation_size=validation_size,
+        progress=progress,
+        base_classes=base_classes,
+    )
