@@ -260,20 +260,26 @@ class _BaseImageEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         Raises
         ------
         FileNotFoundError
-            Listing every file of ``X`` that does not exist (before anything is encoded).
+            Listing every file of ``X`` that does not exist, and in the same message every file
+            that cannot be decoded. The other images are still encoded and stored, so a rerun
+            after fixing the files only encodes those.
         ValueError
-            Listing every item that is not an image, or every file that cannot be decoded
-            (truncated, corrupt, not an image). Decodable images are still encoded and stored,
-            so a rerun after fixing the files only encodes those. Also when the model gives a
-            non-finite embedding (nothing of that batch is stored or returned).
+            Listing every item that is not an image (before anything is encoded), or every file
+            that cannot be decoded (truncated, corrupt, not an image) when none is missing;
+            decodable images are still encoded and stored. Also when the model gives a
+            non-finite embedding, even in one feature (nothing of that batch is stored or
+            returned).
         """
-        from skicm.image_loading import as_image_list, image_keys
+        from skicm.image_loading import as_image_list, image_keys_and_missing
 
         self._validate_params()
-        reject_sparse(X, type(self).__name__)
-        items = as_image_list(X)
-        keys = image_keys(items)
-        vectors = self._embed_keys(items, keys)
+        owner = type(self).__name__
+        reject_sparse(X, owner)
+        items = as_image_list(X, owner)
+        keys, missing = image_keys_and_missing(items)
+        vectors, undecodable, store_used = self._embed_keys(items, keys)
+        if missing or undecodable:
+            raise _bad_images_error(items, missing, undecodable, store_used)
         Z = np.stack([vectors[key] for key in keys]).astype(np.float32, copy=False)
         return self._normalized(Z)
 
@@ -393,22 +399,35 @@ class _BaseImageEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
             return 0
         return max(1, min(8, (os.cpu_count() or 2) - 1))
 
-    def _embed_keys(self, items, keys) -> dict[str, np.ndarray]:
-        """Raw (unnormalised) embedding of every distinct key, from the store or the model."""
+    def _embed_keys(self, items, keys):
+        """Raw embedding of every distinct key, from the store or the model.
+
+        Returns ``(vectors, errors, stored)``: ``vectors`` maps each key that could be embedded
+        to its raw (unnormalised) embedding; ``errors`` lists ``(index, reason)`` of the items
+        that could not be decoded; ``stored`` says whether a store keeps the new embeddings.
+        Items whose key is ``""`` (missing files) are skipped.
+        """
         store = resolve_store(self.store)
         namespace = self.store_namespace()
         first_index = {}
         for index, key in enumerate(keys):
-            first_index.setdefault(key, index)
+            if key:
+                first_index.setdefault(key, index)
         vectors = store.get_many(namespace, list(first_index)) if store is not None else {}
         todo = [index for key, index in first_index.items() if key not in vectors]
+        errors = []
         if todo:
             loaded = self._loaded_model()  # only now: a store holding everything needs no model
-            vectors.update(self._encode_images(loaded, items, keys, todo, store, namespace))
-        return vectors
+            encoded, errors = self._encode_images(loaded, items, keys, todo, store, namespace)
+            vectors.update(encoded)
+        return vectors, errors, store is not None
 
     def _encode_images(self, loaded, items, keys, todo, store, namespace):
-        """Encode ``items[i] for i in todo`` through the image model, storing batch by batch."""
+        """Encode ``items[i] for i in todo`` through the image model, storing batch by batch.
+
+        Returns ``(encoded, errors)``: the embedding of each key encoded, and ``(index into
+        items, reason)`` of every image that could not be decoded.
+        """
         import torch
         from tqdm.auto import tqdm
 
@@ -471,14 +490,7 @@ class _BaseImageEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
                         store.put_many(namespace, fresh)
                     encoded.update(fresh)
                 bar.update(len(pixel_idx) + len(batch_errors))
-        if errors:
-            errors.sort()
-            lines = [f"{describe_image(items, todo[i])}: {reason}" for i, reason in errors]
-            raise ValueError(
-                f"{len(errors)} image(s) could not be decoded (the other images were encoded"
-                f"{' and stored' if store is not None else ''}): " + "; ".join(lines)
-            )
-        return encoded
+        return encoded, [(todo[i], reason) for i, reason in sorted(errors)]
 
     def _forward(self, loaded, pixels, autocast):
         """Normalise a uint8 (or already float) batch on the device and encode it."""
@@ -490,7 +502,23 @@ class _BaseImageEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         return out.float().cpu().numpy()
 
 
+def _bad_images_error(items, missing, undecodable, stored) -> Exception:
+    """One error for the missing files and the images that could not be decoded."""
+    from skicm.image_loading import _listing, describe_image, missing_files_message
+
+    kept = f"the other images were encoded{' and stored' if stored else ''}"
+    parts = []
+    if missing:
+        parts.append(missing_files_message(missing))
+    if undecodable:
+        lines = [f"{describe_image(items, i)}: {reason}" for i, reason in undecodable]
+        parts.append(f"{len(undecodable)} image(s) could not be decoded: " + _listing(lines))
+    message = ". ".join(parts) + f" ({kept})."
+    return FileNotFoundError(message) if missing else ValueError(message)
+
+
 def _check_finite_embeddings(batch, loaded, names) -> None:
+    # A row with a single non-finite feature is as unusable as one without a finite feature.
     finite = np.isfinite(batch).all(axis=1)
     if not finite.all():
         bad = [name for name, ok in zip(names, finite) if not ok]

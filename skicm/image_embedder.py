@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import hashlib
 import importlib
 import importlib.util
 import inspect
 import io
+import marshal
+from collections.abc import Mapping
 from typing import ClassVar
 
 from skicm._image_encoder_base import (
@@ -100,16 +103,37 @@ def _spec_forms() -> str:
     return _SPEC_FORMS.format(builtins=", ".join(repr(name) for name in BUILTIN_MODELS))
 
 
+def _code_digest(function) -> str:
+    """Hash of a function's compiled code (nested functions and constants included).
+
+    ``marshal`` serialises the code object with its bytecode, constants, names and line table:
+    editing the function's body (and re-importing it) changes the hash, even where no source
+    file says so (a function defined in a notebook cell or with ``exec``).
+    """
+    code = getattr(function, "__code__", None)
+    if code is None:  # a callable object: the code of its class's __call__
+        code = getattr(vars(type(function)).get("__call__"), "__code__", None)
+    if code is None:
+        return "no code object"
+    return hashlib.sha256(marshal.dumps(code)).hexdigest()[:24]
+
+
 def _factory(model):
-    """``(factory, label, identity)`` of the ``model`` parameter; nothing is built."""
+    """``(factory, label, identity)`` of the ``model`` parameter; nothing is built.
+
+    A function is identified by its module and name, the identity of its source file (path,
+    size, modification and change times: editing the file gives a new identity) and the hash of
+    its compiled code, so that an edited function never reads embeddings stored by its old
+    version.
+    """
     if callable(model):
         label = f"{getattr(model, '__module__', '?')}:{getattr(model, '__qualname__', repr(model))}"
         try:
             source = inspect.getsourcefile(model)
         except TypeError:
             source = None
-        code = optional_file_identity(source) if source else label
-        return model, label, {"code": code}
+        code = optional_file_identity(source) if source else f"no source file: {label}"
+        return model, label, {"code": code, "function": _code_digest(model)}
     if model in BUILTIN_MODELS:
         factory, identity = BUILTIN_MODELS[model]
         return factory, model, identity()
@@ -163,13 +187,55 @@ def _pil_stage(preprocess, label):
     )
 
 
-def _pooled(out):
-    """(B, d) features from a model's output: first of a tuple; 4-D maps are average-pooled."""
-    if isinstance(out, (tuple, list)):
+#: Keys of a mapping output (Hugging Face's ``ModelOutput`` is one) taken as the features, in
+#: this order: the projected embedding of CLIP-like vision towers, then the pooled output.
+OUTPUT_KEYS = ("image_embeds", "pooler_output")
+
+
+def _pooled(out, label="?"):
+    """(B, d) features from a model's output.
+
+    A mapping gives its first present key of :data:`OUTPUT_KEYS`; a tuple or list its first
+    element; a 4-D feature map is average-pooled over space, a 3-D or wider output flattened.
+    """
+    import torch
+
+    if isinstance(out, Mapping):
+        key = next((k for k in OUTPUT_KEYS if out.get(k) is not None), None)
+        if key is None:
+            raise ValueError(
+                f"Image model {label!r} returns a mapping with keys {list(out)}, none of "
+                f"{' or '.join(map(repr, OUTPUT_KEYS))} (the pooled features of Hugging Face "
+                "models), which ImageEmbedder takes from a mapping. Return a module whose "
+                "forward gives the (batch, features) tensor you want, e.g. one that returns "
+                "model(x)['last_hidden_state'][:, 0]."
+            )
+        out = out[key]
+    if isinstance(out, (tuple, list)) and out:
         out = out[0]
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(
+            f"Image model {label!r} returns {type(out).__name__}, not a tensor of features (or "
+            f"a tuple starting with one, or a mapping holding {' or '.join(OUTPUT_KEYS)})."
+        )
     if out.ndim == 4:
         return out.mean(dim=(2, 3))
     return out.flatten(1) if out.ndim != 2 else out
+
+
+def _call_factory(factory, label):
+    """``factory()``; any failure (even ``sys.exit``) is a RuntimeError naming the model."""
+    try:
+        return factory()
+    except SystemExit as error:
+        raise RuntimeError(
+            f"The function of image model {label!r} called sys.exit({error.code!r}) instead of "
+            "returning (torch.nn.Module, preprocess); nothing was embedded."
+        ) from None
+    except Exception as error:
+        raise RuntimeError(
+            f"The function of image model {label!r} failed: {type(error).__name__}: {error}"
+        ) from error
 
 
 def _build(factory, label, device) -> LoadedEncoder:
@@ -179,7 +245,7 @@ def _build(factory, label, device) -> LoadedEncoder:
     with torch.random.fork_rng(devices=[]):
         # Seeded, so that a model built with random weights is the same in every process.
         torch.manual_seed(RANDOM_WEIGHTS_SEED)
-        built = factory()
+        built = _call_factory(factory, label)
     if not (isinstance(built, tuple) and len(built) == 2):
         raise ValueError(
             f"The function of image model {label!r} returned {type(built).__name__}, not "
@@ -197,7 +263,7 @@ def _build(factory, label, device) -> LoadedEncoder:
     module = module.to(device).eval().requires_grad_(False)
 
     def encode_image(x):
-        return _pooled(module(x))
+        return _pooled(module(x), label)
 
     width, height = pil_transform(Image.new("RGB", (320, 256))).size
     with torch.inference_mode():
@@ -238,7 +304,11 @@ class ImageEmbedder(_BaseImageEncoder):
           maps a PIL image to its input tensor: a torchvision ``Compose`` ending with
           ``ToTensor()`` and ``Normalize(mean, std)`` (timm's ``create_transform`` is one) or a
           torchvision weights' ``transforms()`` preset. Random weights are seeded: every
-          process builds the same model.
+          process builds the same model. The forward pass may return a tensor, a tuple
+          starting with one, or a mapping such as a Hugging Face ``ModelOutput``, whose
+          ``"image_embeds"``, else ``"pooler_output"``, is taken (another mapping is an error
+          naming its keys). A function that fails, even with ``sys.exit``, raises a
+          RuntimeError naming the model.
 
     device : str, default="auto"
         Torch device; ``"auto"`` picks CUDA when available, else the CPU.
@@ -263,10 +333,11 @@ class ImageEmbedder(_BaseImageEncoder):
 
     store : "memory", str, os.PathLike, EmbeddingStore or None, default="memory"
         Where computed embeddings are kept; see :class:`skicm.CLIPEmbedder`. The namespace
-        (:meth:`store_namespace`) covers the model (for a function: the file of its module, so
-        editing it gives new embeddings), the built-in weights file, the precision and the
-        decoder. A function that loads weights from elsewhere should get a new store (or
-        ``store=None``) when those weights change.
+        (:meth:`store_namespace`) covers the model (for a function: its name, the file it is
+        defined in and its compiled code, so editing the function or its file gives new
+        embeddings), the built-in weights file, the precision and the decoder. A function
+        that loads weights from elsewhere should get a new store (or ``store=None``) when
+        those weights change.
 
     progress : bool, default=True
         Show a tqdm progress bar while encoding more than one batch.

@@ -41,6 +41,7 @@ __all__ = [
     "decode_in_batches",
     "describe_image",
     "image_keys",
+    "image_keys_and_missing",
     "jpeg_orientation",
     "load_rgb",
     "orient_chw",
@@ -63,12 +64,13 @@ def _is_pil(item) -> bool:
     return type(item).__module__.startswith("PIL.") and hasattr(item, "mode")
 
 
-def as_image_list(X) -> list:
+def as_image_list(X, owner: str = "CLIPEmbedder") -> list:
     """Turn the ``X`` given to ``transform`` into a list with one item per image.
 
     Accepted: a list, tuple or 1-D array of images; a uint8/uint16 array ``(N, H, W, C)`` or
     ``(N, H, W)``; a one-column table of images (``(n, 1)`` object array, one-column DataFrame, as
-    :class:`~sklearn.compose.ColumnTransformer` passes it) or a pandas Series.
+    :class:`~sklearn.compose.ColumnTransformer` passes it) or a pandas Series. ``owner`` names the
+    estimator in error messages.
 
     Raises
     ------
@@ -85,7 +87,7 @@ def as_image_list(X) -> list:
     if hasattr(X, "iloc") and hasattr(X, "columns"):  # pandas DataFrame
         if X.shape[1] != 1:
             raise ValueError(
-                f"A DataFrame given to CLIPEmbedder must have exactly one column of images; got "
+                f"A DataFrame given to {owner} must have exactly one column of images; got "
                 f"{X.shape[1]} columns {list(X.columns)[:5]}."
             )
         X = X.iloc[:, 0]
@@ -99,7 +101,7 @@ def as_image_list(X) -> list:
         except TypeError:
             raise ValueError(f"X must be a sequence of images; got {type(X).__name__}.") from None
     if len(items) == 0:
-        raise ValueError("X is empty: CLIPEmbedder needs at least one image.")
+        raise ValueError(f"X is empty: {owner} needs at least one image.")
     return items
 
 
@@ -113,6 +115,12 @@ def _array_to_items(X: np.ndarray) -> list:
             f"An array of image references must be 1-D or one column (n, 1); got shape {X.shape}."
         )
     if X.ndim == 4:
+        if X.shape[1] in _CHANNEL_COUNTS and X.shape[3] not in _CHANNEL_COUNTS:
+            raise ValueError(
+                f"An array of shape {X.shape} is not (N, H, W, C) images: its last axis "
+                f"({X.shape[3]}) is not 1, 3 or 4 channels. It looks channels-first (N, C, H, W), "
+                "as torch tensors are; pass np.moveaxis(X, 1, -1) (or X.transpose(0, 2, 3, 1))."
+            )
         return list(X)
     if X.ndim == 3:
         if X.shape[-1] <= 4:
@@ -137,17 +145,38 @@ def describe_image(items: Sequence, index: int) -> str:
     return f"X[{index}] ({type(item).__name__})"
 
 
+_CHANNEL_COUNTS = (1, 3, 4)
+_CHANNELS_FIRST_FIX = "np.moveaxis(image, 0, -1) (or image.transpose(1, 2, 0))"
+
+
 def _array_problem(array: np.ndarray) -> str | None:
     if array.dtype not in (np.uint8, np.uint16):
         return (
             f"dtype {array.dtype} is not an image dtype (uint8 or uint16); convert it, e.g. "
             "(a * 255).round().astype(np.uint8) for floats in [0, 1]"
         )
-    if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4)):
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in _CHANNEL_COUNTS):
         if min(array.shape[:2]) < 1:
             return f"shape {array.shape} has no pixels"
         return None
-    return f"shape {array.shape} is not (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)"
+    problem = f"shape {array.shape} is not (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)"
+    if array.ndim == 3 and array.shape[0] in _CHANNEL_COUNTS:
+        problem += f"; it looks channels-first (C, H, W): pass {_CHANNELS_FIRST_FIX}"
+    return problem
+
+
+def _looks_channels_first(array: np.ndarray) -> bool:
+    """Whether a valid (H, W, C) array is more likely a channels-first (C, H, W) image.
+
+    A (3, 224, 4) array is a legal RGBA image 3 pixels high, and also a 224 x 4 picture stored
+    channels-first; an image a few pixels high is rare, so a warning names the second reading.
+    """
+    return (
+        array.ndim == 3
+        and array.shape[0] in _CHANNEL_COUNTS
+        and array.shape[2] in _CHANNEL_COUNTS
+        and array.shape[1] > max(_CHANNEL_COUNTS)
+    )
 
 
 _MAX_LISTED = 20
@@ -204,15 +233,53 @@ def image_keys(items: Sequence) -> list[str]:
         Listing every item that is not an image (wrong type, dtype, shape or PIL mode), when
         every file exists.
     """
+    keys, missing = image_keys_and_missing(items)
+    if missing:
+        raise FileNotFoundError(missing_files_message(missing))
+    return keys
+
+
+def missing_files_message(missing: list[tuple[int, str]]) -> str:
+    """The message ``"N image file(s) not found: ..."`` of :func:`image_keys_and_missing`'s list."""
+    return f"{len(missing)} image file(s) not found: " + _listing([entry for _, entry in missing])
+
+
+def image_keys_and_missing(items: Sequence) -> tuple[list[str], list[tuple[int, str]]]:
+    """Keys of :func:`image_keys`, with the missing files returned instead of raised.
+
+    An encoder uses it to encode every image that exists and report the missing files together
+    with the files that cannot be decoded, in one error.
+
+    Returns
+    -------
+    keys : list of str
+        The key of every item; ``""`` for a missing file.
+    missing : list of (int, str)
+        Index and description (path and reason) of every path that does not exist or is not a
+        regular file.
+
+    Raises
+    ------
+    ValueError
+        Listing every item that is not an image (wrong type, dtype, shape or PIL mode); as a
+        :class:`FileNotFoundError` that also lists the missing files if there are some.
+
+    Warns
+    -----
+    UserWarning
+        For arrays that are valid (H, W, C) images but look channels-first (C, H, W), such as
+        (3, 224, 4), naming them and how to transpose them.
+    """
     keys: list[str] = []
-    missing: list[str] = []
+    missing: list[tuple[int, str]] = []
     invalid: list[str] = []
+    channels_first: list[str] = []
     for index, item in enumerate(items):
         if _is_path(item):
             try:
                 keys.append(_file_key(item) + _FILE_KEY_SUFFIX)
             except OSError as error:
-                missing.append(f"{os.fspath(item)!r} ({error.strerror or error})")
+                missing.append((index, f"{os.fspath(item)!r} ({error.strerror or error})"))
                 keys.append("")
         elif isinstance(item, np.ndarray):
             problem = _array_problem(item)
@@ -220,6 +287,8 @@ def image_keys(items: Sequence) -> list[str]:
                 invalid.append(f"X[{index}]: array {problem}")
                 keys.append("")
                 continue
+            if _looks_channels_first(item):
+                channels_first.append(f"X[{index}] {item.shape}")
             digest = hashlib.blake2b(digest_size=16)
             digest.update(f"{item.dtype.str}{item.shape}".encode())
             digest.update(np.ascontiguousarray(item).data)
@@ -241,14 +310,20 @@ def image_keys(items: Sequence) -> list[str]:
                 "or a uint8 array)"
             )
             keys.append("")
-    if missing:
-        message = f"{len(missing)} image file(s) not found: " + _listing(missing)
-        if invalid:
-            message += f". Also, {len(invalid)} item(s) of X are not images: " + _listing(invalid)
-        raise FileNotFoundError(message)
     if invalid:
-        raise ValueError(f"{len(invalid)} item(s) of X are not images: " + _listing(invalid))
-    return keys
+        message = f"{len(invalid)} item(s) of X are not images: " + _listing(invalid)
+        if missing:
+            raise FileNotFoundError(missing_files_message(missing) + ". Also, " + message)
+        raise ValueError(message)
+    if channels_first:
+        warnings.warn(
+            f"{len(channels_first)} array(s) of X look channels-first (C, H, W) but are read as "
+            f"(H, W, C) images a few pixels high: {_listing(channels_first)}. If they are "
+            f"channels-first, pass {_CHANNELS_FIRST_FIX} for each.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return keys, missing
 
 
 def _rgb_from_array(array: np.ndarray):

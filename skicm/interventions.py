@@ -303,7 +303,7 @@ class ImageInterventions(BaseEstimator):
         stacked = (
             isinstance(images, np.ndarray) and images.ndim in (3, 4) and images.dtype.kind in "ui"
         )
-        items = as_image_list(images)
+        items = as_image_list(images, type(self).__name__)
         transforms = self._resolve_transforms()
         # One seed per call; every counterpart gets its own stream from (seed, image, copy), so
         # a counterpart does not depend on the other images or on how they are batched.

@@ -516,14 +516,24 @@ def test_unreadable_files_are_all_reported_and_good_ones_stored(
         assert connection.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0] == 2
 
 
-def test_missing_files_are_all_reported_before_any_encoding(make_embedder, image_files, tmp_path):
-    files = [image_files["png0"], tmp_path / "absent1.jpg", tmp_path / "absent2.png", tmp_path]
-    embedder = make_embedder()
+def test_missing_and_corrupt_files_are_reported_together_and_good_ones_stored(
+    make_embedder, image_files, tmp_path
+):
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"\x89PNG not a png")
+    files = [image_files["png0"], tmp_path / "absent1.jpg", garbage, tmp_path / "absent2.png"]
+    store = tmp_path / "store.sqlite"
+    embedder = make_embedder(store=store)
     with count_vision_images(embedder) as counted, pytest.raises(FileNotFoundError) as raised:
-        embedder.transform(files)
-    assert counted.total == 0
-    for name in ("absent1.jpg", "absent2.png", "not a regular file"):
-        assert name in str(raised.value)
+        embedder.transform([*files, tmp_path])
+    assert counted.total == 1  # only the good image, once
+    message = str(raised.value)
+    assert message.startswith("3 image file(s) not found: ")
+    for name in ("absent1.jpg", "absent2.png", "not a regular file", "garbage.png"):
+        assert name in message
+    assert "1 image(s) could not be decoded" in message and "photo0.png" not in message
+    assert _rows(store) == 1
+    close_stores()
 
 
 @pytest.mark.parametrize(

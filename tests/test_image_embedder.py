@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import pickle
 import sqlite3
+import sys
 import textwrap
 
 import numpy as np
@@ -84,6 +86,34 @@ def not_a_pair():
     return _tiny()[0]
 
 
+def one_inf_feature_model():
+    module, preprocess = _tiny()
+    return _OneInfFeature(module), preprocess
+
+
+def exiting_model():
+    sys.exit(0)
+
+
+def failing_model():
+    raise KeyError("weights")
+
+
+def mapping_model():
+    module, preprocess = _tiny()
+    return _HuggingFaceStyle(module, keys=("last_hidden_state", "pooler_output")), preprocess
+
+
+def mapping_model_with_image_embeds():
+    module, preprocess = _tiny()
+    return _HuggingFaceStyle(module, keys=("pooler_output", "image_embeds")), preprocess
+
+
+def mapping_model_without_pooled_features():
+    module, preprocess = _tiny()
+    return _HuggingFaceStyle(module, keys=("last_hidden_state", "logits")), preprocess
+
+
 def _tiny():
     from skicm.model_configs import tiny_image_model
 
@@ -97,6 +127,40 @@ class _Times(torch.nn.Module):
 
     def forward(self, x):
         return self.module(x) * self.factor
+
+
+class _OneInfFeature(torch.nn.Module):
+    """The tiny model with feature 3 of every embedding infinite, the other 15 finite."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        out = self.module(x).clone()
+        out[:, 3] = float("inf")
+        return out
+
+
+class _HuggingFaceStyle(torch.nn.Module):
+    """Returns a dict as Hugging Face vision models do; key k holds the features times k's rank.
+
+    ``last_hidden_state`` is (B, 5, d) tokens, every other key (B, d) features scaled by its
+    position in ``keys`` plus 2 (so each key's values are told apart).
+    """
+
+    def __init__(self, module, keys):
+        super().__init__()
+        self.module, self.keys = module, keys
+
+    def forward(self, x):
+        features = self.module(x)
+        return {
+            key: features[:, None, :].repeat(1, 5, 1)
+            if key == "last_hidden_state"
+            else features * (position + 2)
+            for position, key in enumerate(self.keys)
+        }
 
 
 # --------------------------------------------------------------------------- models
@@ -151,6 +215,69 @@ def test_a_local_module_by_spec_and_its_edits_change_the_namespace(tmp_path, mon
     assert pickle.loads(pickle.dumps(embedder)).model == "my_encoders:encoder"
 
 
+def _import_fresh(module_file, name, source):
+    """Write ``source`` to ``module_file`` and import it anew (no stale bytecode)."""
+    module_file.write_text(source)
+    importlib.invalidate_caches()
+    if name in sys.modules:
+        return importlib.reload(sys.modules[name])
+    return importlib.import_module(name)
+
+
+def test_an_edited_function_object_gets_a_new_namespace_and_new_embeddings(tmp_path, monkeypatch):
+    """A function given as an object is identified by its file and code, not by its name."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    monkeypatch.delitem(sys.modules, "edited_encoders", raising=False)
+    source = textwrap.dedent(
+        """
+        from skicm.model_configs import tiny_image_model
+
+        def encoder():
+            module, preprocess = tiny_image_model()
+            module[0].bias.data.add_({shift})
+            return module, preprocess
+        """
+    )
+    module_file = tmp_path / "edited_encoders.py"
+    store = tmp_path / "store.sqlite"
+    images = _noise(2)
+    old = _import_fresh(module_file, "edited_encoders", source.format(shift="0.0")).encoder
+    embedder = make(old, store=store)
+    Z = embedder.transform(images)
+    np.testing.assert_allclose(Z, make(TINY).transform(images), atol=1e-6)
+    assert make(old).store_namespace() == embedder.store_namespace()  # stable
+
+    new = _import_fresh(module_file, "edited_encoders", source.format(shift="0.5")).encoder
+    assert new is not old and (new.__module__, new.__qualname__) == (
+        old.__module__,
+        old.__qualname__,
+    )
+    edited = make(new, store=store)
+    assert edited.store_namespace() != embedder.store_namespace()
+    # The store serves the edited function its own embeddings, not the old version's.
+    Z_edited = edited.transform(images)
+    assert np.abs(Z_edited - Z).max() > 0.1
+    np.testing.assert_array_equal(Z_edited, make(new).transform(images))  # without a store
+    close_stores()
+
+
+def test_functions_without_a_source_file_are_told_apart_by_their_code():
+    def compiled(body):
+        namespace = {}
+        code = "def encoder():\n    from skicm.model_configs import tiny_image_model\n"
+        exec(compile(code + body, "<notebook cell>", "exec"), namespace)
+        return namespace["encoder"]
+
+    plain = compiled("    return tiny_image_model()\n")
+    scaled = compiled("    m, p = tiny_image_model()\n    return m.half().float(), p\n")
+    assert (
+        make(plain).store_namespace()
+        == make(compiled("    return tiny_image_model()\n")).store_namespace()
+    )
+    assert make(plain).store_namespace() != make(scaled).store_namespace()
+
+
 def test_every_input_kind_and_batching_give_the_same_embedding(photos, photo_files, tmp_path):
     for i, photo in enumerate(photos):
         Image.fromarray(photo).save(tmp_path / f"{i}.png")
@@ -190,6 +317,13 @@ def test_bad_files_are_all_reported_and_good_ones_stored(photo_files, tmp_path):
         make(store=store).transform([photo_files[0], bad, photo_files[1]])
     with sqlite3.connect(store) as connection:
         assert connection.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0] == 2
+    # A missing file and a corrupt file in one call: one error names both.
+    with pytest.raises(FileNotFoundError) as raised:
+        make(store=store).transform([missing, photo_files[0], bad])
+    message = str(raised.value)
+    assert "1 image file(s) not found: " in message and "missing.png" in message
+    assert "1 image(s) could not be decoded: " in message and "bad.jpg" in message
+    assert "photo0.jpg" not in message
     close_stores()
 
 
@@ -197,6 +331,18 @@ def test_non_finite_features_are_an_error_and_not_stored(tmp_path):
     store = tmp_path / "store.sqlite"
     with pytest.raises(ValueError, match=r"nan_model.*non-finite"):
         make(nan_model, store=store).transform(_noise(3))
+    assert (
+        not store.exists()
+        or sqlite3.connect(store).execute("SELECT COUNT(*) FROM embeddings").fetchone()[0] == 0
+    )
+    close_stores()
+
+
+def test_one_infinite_feature_is_an_error_and_nothing_is_stored(tmp_path):
+    """An embedding with a single non-finite feature out of 16 is as unusable as an all-NaN one."""
+    store = tmp_path / "store.sqlite"
+    with pytest.raises(ValueError, match=r"one_inf_feature_model.*non-finite.*for 3 image"):
+        make(one_inf_feature_model, store=store).transform(_noise(3))
     assert (
         not store.exists()
         or sqlite3.connect(store).execute("SELECT COUNT(*) FROM embeddings").fetchone()[0] == 0
@@ -243,11 +389,57 @@ def test_text_features_need_a_text_tower():
         ("skicm.model_configs:no_such_function", "has no function 'no_such_function'"),
         (not_a_pair, r"not \(torch.nn.Module, preprocess\)"),
         (no_normalize_model, "ToTensor.*Normalize"),
+        (
+            mapping_model_without_pooled_features,
+            r"mapping_model_without_pooled_features.*keys \['last_hidden_state', 'logits'\]",
+        ),
     ],
 )
 def test_bad_model_specs_say_what_is_expected(model, match):
     with pytest.raises(ValueError, match=match):
         make(model).transform(_noise(1))
+
+
+@pytest.mark.parametrize(
+    ("model", "match"),
+    [
+        (exiting_model, r"image model '[\w.]+:exiting_model' called sys.exit\(0\)"),
+        (failing_model, r"image model '[\w.]+:failing_model' failed: KeyError: 'weights'"),
+    ],
+)
+def test_a_model_function_that_fails_or_exits_is_an_error_naming_it(model, match):
+    with pytest.raises(RuntimeError, match=match):
+        make(model).transform(_noise(1))
+
+
+def test_mapping_outputs_give_image_embeds_else_pooler_output():
+    images = _noise(2)
+    Z = make().transform(images)
+    # pooler_output is keys[1]: features * 3; image_embeds is keys[1] of the other: also * 3,
+    # while its pooler_output (keys[0]) is features * 2.
+    np.testing.assert_allclose(make(mapping_model).transform(images), 3 * Z, rtol=1e-5)
+    np.testing.assert_allclose(
+        make(mapping_model_with_image_embeds).transform(images), 3 * Z, rtol=1e-5
+    )
+
+
+def test_cli_image_model_that_exits_is_a_non_zero_exit_with_nothing_written(
+    tmp_path, monkeypatch, capsys
+):
+    from skicm.cli import main
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "exiting_encoders", raising=False)
+    (tmp_path / "exiting_encoders.py").write_text("import sys\n\ndef encoder():\n    sys.exit(0)\n")
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(_noise(1)[0]).save(images / "0.png")
+    out = tmp_path / "shards"
+    argv = ["embed", str(images), "--out", str(out), "--image-model", "exiting_encoders:encoder"]
+    assert main([*argv, "--device", "cpu", "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert "image model 'exiting_encoders:encoder' called sys.exit(0)" in error
+    assert not out.exists() or not list(out.rglob("*.parquet"))
 
 
 def test_grid_search_with_process_workers(tmp_path):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from skicm.image_loading import image_keys, load_rgb
+from skicm.image_loading import as_image_list, image_keys, image_keys_and_missing, load_rgb
+from skicm.interventions import ImageInterventions
 
 
 def _noise(seed, shape=(32, 32, 3)):
@@ -99,6 +101,42 @@ def test_missing_files_and_invalid_items_are_reported_together(tmp_path):
         image_keys([tmp_path / "absent.jpg", np.zeros((8, 8, 3)), 42])
     message = str(raised.value)
     assert "absent.jpg" in message and "X[1]" in message and "X[2]" in message
+
+
+def test_missing_files_are_returned_not_raised_by_image_keys_and_missing(tmp_path):
+    keys, missing = image_keys_and_missing([_noise(0), tmp_path / "absent.jpg"])
+    assert keys[0].startswith("px:") and keys[1] == ""
+    assert len(missing) == 1 and missing[0][0] == 1 and "absent.jpg" in missing[0][1]
+
+
+def test_channels_first_arrays_are_named_with_the_fix():
+    # (3, 32, 4) is a legal RGBA image 3 pixels high, and more likely a 32 x 4 channels-first one.
+    with pytest.warns(UserWarning, match=r"channels-first.*X\[1\] \(3, 32, 4\).*np\.moveaxis"):
+        keys = image_keys([_noise(0), np.zeros((3, 32, 4), np.uint8)])
+    assert len(keys) == 2
+    with pytest.raises(ValueError, match=r"\(3, 32, 40\).*channels-first.*np\.moveaxis"):
+        image_keys([np.zeros((3, 32, 40), np.uint8)])
+    with pytest.raises(
+        ValueError, match=r"channels-first \(N, C, H, W\).*np\.moveaxis\(X, 1, -1\)"
+    ):
+        as_image_list(np.zeros((2, 3, 32, 40), np.uint8))
+    # Ordinary images draw no warning: (4, 4, 3) is small but not ambiguous, (32, 40, 3) usual.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image_keys([np.zeros((4, 4, 3), np.uint8), _noise(1, (32, 40, 3)), _noise(2, (3, 40))])
+
+
+def test_errors_name_the_estimator_that_was_given_x():
+    from skicm import ImageEmbedder
+
+    embedder = ImageEmbedder("skicm.model_configs:tiny_image_model", device="cpu")
+    with pytest.raises(ValueError, match="X is empty: ImageEmbedder needs at least one image"):
+        embedder.transform([])
+    with pytest.raises(ValueError, match="given to ImageEmbedder must have exactly one column"):
+        pd = pytest.importorskip("pandas")
+        embedder.transform(pd.DataFrame({"a": ["x.png"], "b": ["y.png"]}))
+    with pytest.raises(ValueError, match="ImageInterventions needs at least one image"):
+        ImageInterventions().apply([])
 
 
 def test_long_error_lists_are_truncated(tmp_path):
