@@ -136,6 +136,37 @@ def test_each_counterpart_is_the_intervention_named_for_it():
     assert [i for i in range(40) if np.array_equal(blurred[i], images[i])] == []
 
 
+def _blurred_impulse_centre(sigma, size=3):
+    """Centre of a 255 impulse after a size x size Gaussian blur of this sigma (exact, float).
+
+    torchvision's kernel is separable, ``exp(-x^2 / (2 sigma^2))`` on ``x = -1, 0, 1``,
+    normalised; the neighbours of the impulse are 0, so the centre is ``255 * w0^2``.
+    """
+    x = np.arange(size) - size // 2
+    weights = np.exp(-0.5 * (x / sigma) ** 2)
+    return 255 * (weights[size // 2] / weights.sum()) ** 2
+
+
+def test_blur_sigma_is_drawn_between_half_and_two():
+    """The paper's blur draws sigma in [0.5, 2.0]: read back from how much an impulse spreads.
+
+    On a 32 x 32 image the kernel is 3 x 3 (10 % of the side, odd, at least 3). The centre after
+    the blur falls strictly as sigma grows: 157.9 at sigma 0.5, 33.4 at 2.0 (251.1 at 0.3).
+    torchvision rounds to uint8, so every centre lies within 0.5 of the exact value of its
+    sigma. 80 draws: the chance that none falls within 0.1 of the lower bound is
+    (1 - 0.1 / 1.5) ** 80 = 0.004 (and the seed is fixed).
+    """
+    impulse = np.zeros((32, 32, 3), np.uint8)
+    impulse[16, 16] = 255
+    blurred = ImageInterventions(["gaussian_blur"], random_state=0).apply(np.stack([impulse] * 80))
+    centres = blurred[:, 16, 16, 0].astype(float)
+    assert centres.max() <= _blurred_impulse_centre(0.5) + 0.5  # no sigma below 0.5
+    assert centres.max() >= _blurred_impulse_centre(0.6) - 0.5  # and sigmas near 0.5 occur
+    assert centres.min() >= _blurred_impulse_centre(2.0) - 0.5  # no sigma above 2
+    assert centres.min() <= _blurred_impulse_centre(1.9) + 0.5
+    assert paper_image_transforms()["gaussian_blur"].sigma == (0.5, 2.0)
+
+
 def test_custom_interventions_are_named_and_told_apart(scenes):
     brighter = lambda image: ImageOps.autocontrast(image)  # noqa: E731
     darker = lambda image: Image.eval(image, lambda v: v // 2)  # noqa: E731
