@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral, Real
 
 import numpy as np
+import sklearn
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
@@ -16,11 +18,16 @@ from sklearn.base import (
     _fit_context,
 )
 from sklearn.utils import check_array
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import (
+    HasMethods,
+    Interval,
+    StrOptions,
+    validate_parameter_constraints,
+)
 from sklearn.utils.validation import _get_feature_names, check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
-from skicm.exceptions import NoInvarianceWarning
+from skicm.exceptions import NoInvarianceWarning, RankWarning
 
 __all__ = ["InterventionStatistics", "InvariantProjector", "count_positive_eigenvalues"]
 
@@ -89,6 +96,12 @@ def _available_cores():
         return max(1, os.cpu_count() or 1)
 
 
+def _merged_dtype(first, second):
+    if first is None or second is None:
+        return second if first is None else first
+    return np.result_type(first, second)
+
+
 def _add_gram(accumulator, block):
     """Add ``block.T @ block`` (a symmetric rank-k update) to a float64 accumulator."""
     # numpy dispatches ``A.T @ A`` on the same buffer to BLAS syrk: half the flops of gemm.
@@ -127,6 +140,14 @@ class InterventionStatistics:
         ``{(label, environment): (sum of embeddings, count)}``, from which differences between
         class-conditional environment means are formed (see
         :meth:`environment_differences`).
+    labels : set
+        Distinct class labels of the data (see :meth:`add_labels`); an intervention source
+        (``InvariantProjector(interventions=...)``) receives them when the projector is
+        fitted from these statistics.
+    dtype : numpy.dtype or None
+        Floating dtype of the embeddings added: float32 when every batch was float32,
+        float64 as soon as one was; None before any data. A projector fitted from the
+        statistics stores its ``components_`` in this dtype, as ``fit`` on the data would.
 
     Examples
     --------
@@ -148,6 +169,8 @@ class InterventionStatistics:
         self.n_differences = 0
         self.difference_gram = np.zeros((self.n_features, self.n_features))
         self.cell_sums = {}
+        self.labels = set()
+        self.dtype = None
 
     @property
     def sum(self):
@@ -194,7 +217,13 @@ class InterventionStatistics:
         X_intervened : ndarray of shape (n_samples, n_features), default=None
             Intervened counterpart of each row of ``X``.
         """
+        self._check_rows(X, "X")
+        if X_intervened is not None and X_intervened.shape != X.shape:
+            raise ValueError(
+                f"X_intervened has shape {X_intervened.shape} but X has shape {X.shape}."
+            )
         rows = min(_block_rows(self.n_features), X.shape[0])
+        self.dtype = _merged_dtype(self.dtype, X.dtype)
         if self.shift is None and rows:
             # Representable in float32 and float64 alike, so every batch subtracts it exactly.
             self.shift = X[:rows].mean(axis=0, dtype=np.float64).astype(np.float32)
@@ -217,10 +246,28 @@ class InterventionStatistics:
         differences : ndarray of shape (n_differences, n_features)
             Rows of ``Delta``.
         """
+        self._check_rows(differences, "differences")
         step = _block_rows(self.n_features)
         for start in range(0, differences.shape[0], step):
             _add_gram(self.difference_gram, differences[start : start + step])
         self.n_differences += differences.shape[0]
+
+    def _check_rows(self, array, name):
+        if np.ndim(array) != 2 or array.shape[1] != self.n_features:
+            raise ValueError(
+                f"{name} has shape {np.shape(array)} but these statistics are of "
+                f"n_features={self.n_features}: expected (n_rows, {self.n_features})."
+            )
+
+    def add_labels(self, labels):
+        """Record class labels of the data (their distinct values).
+
+        Parameters
+        ----------
+        labels : array-like of shape (n_samples,)
+            Class label of each row (repeats are fine).
+        """
+        self.labels.update(_as_key(label) for label in np.unique(np.asarray(labels)))
 
     def add_environments(self, X, labels, environments):
         """Add per-(label, environment) sums of the embeddings.
@@ -234,6 +281,7 @@ class InterventionStatistics:
         environments : array-like of shape (n_samples,)
             Environment label of each row.
         """
+        self._check_rows(X, "X")
         label_values, label_index = np.unique(labels, return_inverse=True)
         environment_values, environment_index = np.unique(environments, return_inverse=True)
         cells = label_index.ravel() * len(environment_values) + environment_index.ravel()
@@ -303,6 +351,8 @@ class InterventionStatistics:
             )
             self.shifted_sum += other.shifted_sum + other.n_samples * delta
         self.n_samples += other.n_samples
+        self.dtype = _merged_dtype(self.dtype, other.dtype)
+        self.labels.update(other.labels)
         self.n_differences += other.n_differences
         self.difference_gram += other.difference_gram
         for key, (total, count) in other.cell_sums.items():
@@ -364,6 +414,108 @@ def count_positive_eigenvalues(eigenvalues, dtype=None):
 
 
 _INPUT_ATTRIBUTES = ("n_features_in_", "feature_names_in_")
+_PER_COMPONENT_ATTRIBUTES = (
+    "components_",
+    "signal_variance_",
+    "intervention_variance_",
+    "invariance_ratio_",
+)
+_SKLEARN_DIR = os.path.dirname(sklearn.__file__)
+
+
+def _warn_at_caller(message, category):
+    """Warn pointing at the first frame outside this module and scikit-learn (the user's)."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and (
+        frame.f_code.co_filename == __file__ or frame.f_code.co_filename.startswith(_SKLEARN_DIR)
+    ):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+def _kept_directions(n_components, eigenvalues, data_rank, n_samples, center):
+    """Directions kept for ``n_components``: never more than the data's rank (at least one)."""
+    if n_components == "auto":
+        return max(1, min(count_positive_eigenvalues(eigenvalues), data_rank))
+    kept = max(1, min(int(n_components), data_rank))
+    if kept < n_components:
+        rows = f"{n_samples} rows" + (", centred" if center else "")
+        _warn_at_caller(
+            f"n_components={n_components} exceeds the rank of the training data ({rows}: "
+            f"rank {data_rank}): kept n_components_={kept} directions. Directions beyond "
+            "the data's rank would span round-off noise; fit on more rows or ask for fewer "
+            "components.",
+            RankWarning,
+        )
+    return kept
+
+
+def _check_n_components(n_components, n_features):
+    if isinstance(n_components, Integral) and n_components > n_features:
+        raise ValueError(
+            f"n_components={n_components} must be between 1 and n_features={n_features}."
+        )
+
+
+def _check_width(array, name, n_features):
+    if array.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {array.shape[1]} features but X has {n_features}; "
+            "interventional differences must live in the embedding space of X."
+        )
+
+
+_SHAPES = {1: "one-dimensional", 2: "two-dimensional"}
+
+
+def _named_array(values, name, *, ndim, **check_kwargs):
+    """``check_array`` whose every error names the parameter, with the expected ``ndim``."""
+    try:
+        array = check_array(values, ensure_2d=False, allow_nd=True, input_name=name, **check_kwargs)
+    except (TypeError, ValueError) as error:
+        if name in str(error):
+            raise
+        raise ValueError(f"{name} could not be read as an array: {error}") from error
+    if array.ndim != ndim:
+        expected = "(n_samples,)" if ndim == 1 else "(n_rows, n_features)"
+        raise ValueError(
+            f"{name} must be {_SHAPES[ndim]} {expected}, got an array of shape {array.shape}."
+        )
+    return array
+
+
+def _check_statistics(statistics):
+    """Check that ``statistics`` are complete, finite and of one width; return them."""
+    if not isinstance(statistics, InterventionStatistics):
+        raise TypeError(
+            f"statistics must be an InterventionStatistics, got {type(statistics).__name__}."
+        )
+    width = statistics.n_features
+    if statistics.n_samples < 1:
+        raise ValueError("statistics hold no embedding (n_samples=0): add samples first.")
+    expected = {
+        "shifted_sum": (width,),
+        "shifted_gram": (width, width),
+        "difference_gram": (width, width),
+        "shift": (width,),
+    }
+    for name, shape in expected.items():
+        value = getattr(statistics, name)
+        if np.shape(value) != shape:
+            raise ValueError(
+                f"statistics.{name} has shape {np.shape(value)} but statistics.n_features is "
+                f"{width}: expected {shape}."
+            )
+    for key, (total, _) in statistics.cell_sums.items():
+        if np.shape(total) != (width,):
+            raise ValueError(
+                f"statistics.cell_sums[{key!r}] has shape {np.shape(total)} but "
+                f"statistics.n_features is {width}."
+            )
+    for name in ("shifted_gram", "difference_gram"):
+        if not np.all(np.isfinite(np.diag(getattr(statistics, name)))):
+            raise ValueError(f"statistics.{name} contains NaN or infinity.")
+    return statistics
 
 
 def _non_finite_message(name, dtype):
@@ -441,6 +593,14 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         the rank, and uses float32's precision for every dtype, so float32 and float64
         copies of the same embeddings get the same rank (see
         :func:`~skicm.projection.count_positive_eigenvalues`).
+
+        Neither ``"auto"`` nor an integer keeps more directions than the training data
+        has: at most ``data_rank_``, the numerical rank of the embeddings' second-moment
+        matrix (covariance with ``center=True``) under the same tolerance, which is never
+        above the rows seen (one less with ``center=True``). An integer above
+        ``data_rank_`` keeps ``data_rank_`` directions and warns with
+        :class:`~skicm.exceptions.RankWarning`; an integer above ``n_features`` is an
+        error.
     alpha : float, default=1.0
         Weight of the invariance term (the paper's lambda). ``alpha = 0`` ignores the
         interventions.
@@ -463,7 +623,12 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     eigenvalues_ : ndarray of shape (n_features,)
         The whole spectrum of ``M`` in decreasing order.
     n_components_ : int
-        Number of kept directions.
+        Number of kept directions: ``n_components``, or fewer when it exceeds
+        ``data_rank_``.
+    data_rank_ : int
+        Numerical rank of the training embeddings' second-moment matrix (their covariance
+        with ``center=True``), at most ``n_samples_seen_`` (minus one with ``center=True``):
+        the most directions the data can support, and the cap on ``n_components_``.
     signal_variance_ : ndarray of shape (n_components,)
         Second moment of the embeddings along each kept direction, ``a^T (Z^T Z / n) a``
         (their variance with ``center=True``).
@@ -476,7 +641,9 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     mean_ : ndarray of shape (n_features,)
         Mean embedding (subtracted in :meth:`transform` only when ``center=True``).
     statistics_ : InterventionStatistics
-        The float64 sufficient statistics; :meth:`partial_fit` adds to them.
+        The float64 sufficient statistics; :meth:`partial_fit` adds to them (to a copy:
+        the object itself is never modified once fitted). :meth:`fit_from_statistics` fits
+        from such statistics directly.
     n_samples_seen_ : int
         Number of embeddings seen.
     n_differences_seen_ : int
@@ -608,10 +775,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             ensure_all_finite=False,
         )
         n_samples, n_features = X.shape
-        if isinstance(self.n_components, Integral) and self.n_components > n_features:
-            raise ValueError(
-                f"n_components={self.n_components} must be between 1 and n_features={n_features}."
-            )
+        _check_n_components(self.n_components, n_features)
         if X_intervened is not None and hasattr(self, "feature_names_in_"):
             names = _get_feature_names(X_intervened)
             if names is not None and list(names) != list(self.feature_names_in_):
@@ -627,10 +791,10 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         uses_y = groups is not None or self.interventions is not None
         y = self._check_aligned(y, X, "y") if uses_y else None
         if deltas is not None:
-            deltas = check_array(
-                deltas, dtype=[np.float64, np.float32], input_name="deltas", ensure_min_samples=0
+            deltas = _named_array(
+                deltas, "deltas", ndim=2, dtype=[np.float64, np.float32], ensure_min_samples=0
             )
-            self._check_width(deltas, "deltas")
+            _check_width(deltas, "deltas", n_features)
 
         # Statistics of this batch are complete and valid before they touch the fitted state.
         batch = InterventionStatistics(n_features)
@@ -644,23 +808,158 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         if groups is not None:
             labels = y if y is not None else np.zeros(n_samples, dtype=int)
             batch.add_environments(X, labels, groups)
+        if y is not None:
+            batch.add_labels(y)
 
         # The fitted state changes only once everything has succeeded: a fit or partial_fit
         # that raises (bad batch, failing intervention source) leaves the projector as it was.
-        if reset:
-            statistics, labels_seen = InterventionStatistics(n_features), set()
-        else:
-            statistics, labels_seen = copy.deepcopy(self.statistics_), set(self._labels_seen)
+        statistics = InterventionStatistics(n_features) if reset else self._statistics_copy()
         statistics.merge(batch)
-        if y is not None:
-            labels_seen.update(_as_key(label) for label in np.unique(y))
-
-        extra = [statistics.environment_differences()]
-        if self.interventions is not None:
-            extra.append(self._intervention_differences(labels_seen))
-        self._solve(statistics, extra, dtype=X.dtype)
-        self.statistics_, self._labels_seen = statistics, labels_seen
+        self._solve(statistics, dtype=X.dtype)
         return self
+
+    def _statistics_copy(self):
+        statistics = copy.deepcopy(self.statistics_)
+        if not hasattr(statistics, "labels"):  # pickled before the statistics kept labels
+            statistics.labels, statistics.dtype = set(vars(self).get("_labels_seen", ())), None
+        return statistics
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit_from_statistics(self, statistics):
+        """Fit from sufficient statistics instead of the data they summarise.
+
+        The fitted state is the one :meth:`fit` reaches on the data the statistics were
+        accumulated from: ``fit(X, y, X_intervened=..., deltas=..., groups=...)`` equals
+        ``fit_from_statistics(s)`` with ``s.add_samples(X, X_intervened)``,
+        ``s.add_differences(deltas)``, ``s.add_environments(X, y, groups)`` and
+        ``s.add_labels(y)`` (the labels only matter to an ``interventions`` source).
+        Statistics computed on several workers and merged with
+        :meth:`InterventionStatistics.merge` thus fit a projector on data that never sits in
+        one memory. :meth:`partial_fit` can add batches afterwards.
+
+        Parameters
+        ----------
+        statistics : InterventionStatistics
+            Statistics of at least one embedding. They are copied: later changes to
+            ``statistics`` do not reach the projector.
+
+        Returns
+        -------
+        self : InvariantProjector
+            The fitted projector; ``feature_names_in_`` is not set (statistics carry no
+            column names) and ``components_`` has the dtype of the statistics' embeddings
+            (``statistics.dtype``; float64 when unknown).
+
+        Raises
+        ------
+        TypeError
+            If ``statistics`` is not an :class:`InterventionStatistics`.
+        ValueError
+            If the statistics hold no embedding, contain non-finite sums, have arrays whose
+            width differs from ``statistics.n_features``, or are narrower than an integer
+            ``n_components``.
+
+        Examples
+        --------
+        >>> from skicm import InterventionStatistics, InvariantProjector
+        >>> from skicm.datasets import make_linear_scm
+        >>> data = make_linear_scm(n_samples=2000, random_state=0)
+        >>> first, second = InterventionStatistics(8), InterventionStatistics(8)
+        >>> first.add_samples(data.X[:1000], data.X_intervened[:1000])
+        >>> second.add_samples(data.X[1000:], data.X_intervened[1000:])
+        >>> merged = first.merge(second)
+        >>> projector = InvariantProjector(n_components=4, alpha=20.0)
+        >>> projector.fit_from_statistics(merged).n_samples_seen_
+        2000
+        >>> direct = InvariantProjector(n_components=4, alpha=20.0)
+        >>> direct = direct.fit(data.X, X_intervened=data.X_intervened)
+        >>> bool(abs(projector.components_ - direct.components_).max() < 1e-8)
+        True
+        """
+        statistics = _check_statistics(statistics)
+        _check_n_components(self.n_components, statistics.n_features)
+        dtype = statistics.dtype if statistics.dtype == np.float32 else np.float64
+        saved = {name: vars(self)[name] for name in _INPUT_ATTRIBUTES if name in vars(self)}
+        try:
+            self.n_features_in_ = statistics.n_features
+            vars(self).pop("feature_names_in_", None)
+            self._solve(copy.deepcopy(statistics), dtype=dtype)
+        except BaseException:
+            for name in _INPUT_ATTRIBUTES:
+                if name in saved:
+                    setattr(self, name, saved[name])
+                else:
+                    vars(self).pop(name, None)
+            raise
+        return self
+
+    def truncated(self, n_components):
+        """A copy of this fitted projector that keeps fewer directions, without refitting.
+
+        The directions of a projector fitted with ``n_components=k`` are the first ``k``
+        eigenvectors of the same matrix ``M`` for every ``k``, so the copy equals a fresh
+        :meth:`fit` with ``n_components`` on the same data (same components, diagonostics
+        and spectrum) and costs no eigendecomposition: one fit with the largest rank of a
+        grid serves every smaller rank. This projector is left unchanged; the copy shares
+        its read-only ``statistics_`` (a :meth:`partial_fit` of either copies them first).
+
+        Parameters
+        ----------
+        n_components : int or "auto"
+            Rank of the copy, as the ``n_components`` parameter of a fresh fit (capped at
+            ``data_rank_`` with a :class:`~skicm.exceptions.RankWarning`, as in :meth:`fit`).
+
+        Returns
+        -------
+        projector : InvariantProjector
+            A new fitted projector with ``n_components`` set.
+
+        Raises
+        ------
+        ValueError
+            If ``n_components`` is not a positive integer or "auto", exceeds
+            ``n_features_in_``, or needs more directions than the ``n_components_`` this
+            projector holds (a lower-rank copy cannot add directions: fit again).
+
+        Examples
+        --------
+        >>> from skicm import InvariantProjector
+        >>> from skicm.datasets import make_linear_scm
+        >>> data = make_linear_scm(n_samples=2000, random_state=0)
+        >>> full = InvariantProjector(n_components=8, alpha=20.0)
+        >>> full = full.fit(data.X, X_intervened=data.X_intervened)
+        >>> [full.truncated(k).n_components_ for k in (2, 4, "auto")]
+        [2, 4, 4]
+        >>> full.n_components_
+        8
+        """
+        check_is_fitted(self)
+        validate_parameter_constraints(
+            {"n_components": self._parameter_constraints["n_components"]},
+            {"n_components": n_components},
+            caller_name=f"{type(self).__name__}.truncated",
+        )
+        _check_n_components(n_components, self.n_features_in_)
+        k = _kept_directions(
+            n_components, self.eigenvalues_, self.data_rank_, self.n_samples_seen_, self.center
+        )
+        if k > self.n_components_:
+            raise ValueError(
+                f"truncated(n_components={n_components!r}) needs {k} directions but this "
+                f"projector holds n_components_={self.n_components_}: truncation only lowers "
+                f"the rank. Fit with n_components={n_components!r} (or fit once with the "
+                "largest rank you need and truncate that)."
+            )
+        shared = {"statistics_", "interventions"}
+        result = copy.copy(self)
+        for name, value in vars(self).items():
+            if name not in shared:
+                setattr(result, name, copy.deepcopy(value))
+        result.n_components = n_components
+        result.n_components_ = k
+        for name in _PER_COMPONENT_ATTRIBUTES:
+            setattr(result, name, getattr(result, name)[:k].copy())
+        return result
 
     def _check_aligned(self, values, X, name, dtype=None):
         if values is None:
@@ -680,19 +979,14 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                     'skicm.make_clip_icm_pipeline(embedder, interventions="X_intervened"), '
                     "which sets this up."
                 )
-            values = check_array(values, dtype=dtype, input_name=name, ensure_all_finite=False)
+            values = _named_array(values, name, ndim=2, dtype=dtype, ensure_all_finite=False)
             if values.shape != X.shape:
                 raise ValueError(
                     f"X_intervened has shape {values.shape} but X has shape {X.shape}; row i "
                     "of X_intervened must be the intervened counterpart of row i of X."
                 )
             return values
-        values = check_array(values, ensure_2d=False, dtype=None, input_name=name)
-        if values.ndim != 1:
-            raise ValueError(
-                f"{name} must be one-dimensional (one label per row of X), got shape "
-                f"{values.shape}."
-            )
+        values = _named_array(values, name, ndim=1, dtype=None)
         if values.shape[0] != X.shape[0]:
             raise ValueError(
                 f"{name} has {values.shape[0]} entries but X has {X.shape[0]} rows; {name} "
@@ -700,28 +994,28 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             )
         return values
 
-    def _check_width(self, array, name):
-        if array.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"{name} has {array.shape[1]} features but X has {self.n_features_in_}; "
-                "interventional differences must live in the embedding space of X."
-            )
-
-    def _intervention_differences(self, labels_seen):
+    def _intervention_differences(self, labels_seen, n_features):
         labels = sorted(labels_seen, key=str) if labels_seen else None
         differences = self.interventions.differences(
             None if labels is None else np.asarray(labels, dtype=object)
         )
-        differences = check_array(
+        differences = _named_array(
             differences,
+            "interventions.differences(y)",
+            ndim=2,
             dtype=[np.float64, np.float32],
-            input_name="interventions.differences(y)",
             ensure_min_samples=0,
         )
-        self._check_width(differences, "interventions.differences(y)")
+        _check_width(differences, "interventions.differences(y)", n_features)
         return differences
 
-    def _solve(self, statistics, extra_differences, dtype):
+    def _solve(self, statistics, dtype):
+        """Set the fitted state from complete statistics (the only writer of that state)."""
+        extra_differences = [statistics.environment_differences()]
+        if self.interventions is not None:
+            extra_differences.append(
+                self._intervention_differences(statistics.labels, statistics.n_features)
+            )
         difference_gram = statistics.difference_gram.copy()
         n_differences = statistics.n_differences
         for differences in extra_differences:
@@ -735,23 +1029,21 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         else:
             signal = statistics.gram / statistics.n_samples
         if n_differences == 0:
-            warnings.warn(
+            _warn_at_caller(
                 "InvariantProjector was fitted without interventional data (no X_intervened, "
                 "deltas, groups with two or more environments per class, or interventions): "
                 "no invariance was learned and the projection keeps the top second-moment "
                 "directions.",
                 NoInvarianceWarning,
-                stacklevel=3,
             )
             intervention = np.zeros_like(signal)
         else:
             intervention = difference_gram / n_differences
             if not np.any(intervention):
-                warnings.warn(
+                _warn_at_caller(
                     "All interventional differences are zero (identical pairs): the invariance "
                     "term vanishes and the projection keeps the top second-moment directions.",
                     NoInvarianceWarning,
-                    stacklevel=3,
                 )
 
         objective = signal - self.alpha * intervention
@@ -759,10 +1051,18 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         eigenvalues, eigenvectors = np.linalg.eigh(objective)
         eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]
 
-        if self.n_components == "auto":
-            n_components = max(1, count_positive_eigenvalues(eigenvalues))
-        else:
-            n_components = self.n_components
+        # No more directions than the training data has: M = S - alpha * I with I positive
+        # semi-definite has at most rank(S) positive eigenvalues (Weyl), and rank(S) is at most
+        # the rows seen (one less once centred). Beyond it lie round-off eigenvalues whose
+        # eigenvectors differ from machine to machine. The rank of S uses the "auto" rule's
+        # tolerance (float32 precision relative to the largest eigenvalue).
+        data_rank = min(
+            statistics.n_samples - int(self.center),
+            count_positive_eigenvalues(np.linalg.eigvalsh(signal)),
+        )
+        n_components = _kept_directions(
+            self.n_components, eigenvalues, data_rank, statistics.n_samples, self.center
+        )
         components = eigenvectors[:, :n_components].T
         # Deterministic sign: the largest-magnitude entry of each direction is positive.
         largest = np.argmax(np.abs(components), axis=1)
@@ -782,8 +1082,10 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             where=self.signal_variance_ > 0,
         )
         self.mean_ = mean.astype(dtype, copy=False)
+        self.data_rank_ = data_rank
         self.n_samples_seen_ = statistics.n_samples
         self.n_differences_seen_ = n_differences
+        self.statistics_ = statistics
 
     @property
     def _n_features_out(self):

@@ -17,8 +17,13 @@ from sklearn.preprocessing import StandardScaler
 
 from skicm import InterventionStatistics, InvariantProjector, NoInvarianceWarning
 from skicm.datasets import make_linear_scm
+from skicm.exceptions import RankWarning
 
 TRAIN_ENVIRONMENTS = (0, 1)
+
+# Unit round-offs: every float tolerance below is derived from one of them.
+U32 = 2.0**-24
+U64 = 2.0**-53
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +38,104 @@ def _split(data):
 
 def _max_sine(components, basis):
     return float(np.sin(scipy.linalg.subspace_angles(components.T, basis.T).max()))
+
+
+def _objective_scale(projector):
+    """``||Z^T Z / n||_2 + alpha ||Delta^T Delta / m||_2`` from a projector's statistics: the
+    size of the sums whose round-off perturbs ``M`` (uncentred, the larger of the two)."""
+    statistics = projector.statistics_
+    differences = statistics.difference_gram
+    extra = statistics.environment_differences()
+    if len(extra):
+        differences = differences + extra.T @ extra
+    m = max(projector.n_differences_seen_, 1)
+    return np.linalg.norm(
+        statistics.gram / statistics.n_samples, 2
+    ) + projector.alpha * np.linalg.norm(differences / m, 2)
+
+
+def _float64_perturbation(projector, n_terms):
+    """Worst-case bound on ``||M' - M||_2`` between two float64 evaluations of ``M`` from the
+    same data that differ only in the order of their sums (or in how shifts are merged).
+
+    Each entry is a sum of at most ``n_terms`` products, whose summation error is at most
+    ``gamma_n ~ n u64`` times the sum of the absolute products (Higham, Accuracy and
+    Stability of Numerical Algorithms, 2002, eq. 3.5), and forming ``M`` adds a few u64.
+    The matrix of absolute products ``|Z|^T |Z|`` has norm at most ``d ||Z^T Z||_2``
+    (``|| |A| ||_2 <= sqrt(rank) ||A||_2``). Factor 2: the two evaluations compared.
+    """
+    d = projector.n_features_in_
+    return 2 * (n_terms + 4) * d * U64 * _objective_scale(projector)
+
+
+def _float32_perturbation(X, X_intervened, alpha, shift):
+    """Bound on ``||M32 - M64||_2`` when float32 embeddings replace float64 ones (the
+    uncentred objective, alpha times aligned differences).
+
+    The statistics subtract ``shift`` and form ``(X - shift)^T (X - shift)`` and
+    ``D^T D`` (``D = X - X_intervened``) in float32 blocks, accumulated in float64.
+
+    - Rounding: ``X`` and ``X_intervened`` are rounded to float32 (``u32`` relative per
+      entry) and so is each subtraction, so a product matrix ``A^T A`` moves by at most
+      ``2 ||A||_2 ||dA||_F`` with ``||dA||_F <= u32 (||inputs||_F + ||A||_F)``.
+    - Accumulation: a float32 sum of ``n`` products errs by at most ``lambda sqrt(n) u32``
+      times the sum of absolute products, with probability above ``1 - 2 exp(-lambda^2/2)``
+      (Higham and Mary, SIAM J. Sci. Comput. 41(5), 2019); lambda = 6 (failure below
+      3e-8 per entry), and the sum of absolute products is ``|A|^T |A|``.
+    """
+    X, X_intervened = np.asarray(X, np.float64), np.asarray(X_intervened, np.float64)
+    Z, D = X - shift, X - X_intervened
+    n = len(X)
+
+    def product_error(A, inputs_frobenius):
+        rounding = 2 * np.linalg.norm(A, 2) * U32 * (inputs_frobenius + np.linalg.norm(A))
+        absolute = np.abs(A)
+        accumulation = 6 * np.sqrt(n) * U32 * np.linalg.norm(absolute.T @ absolute, 2)
+        return (rounding + accumulation) / n
+
+    signal = product_error(Z, np.linalg.norm(X))
+    intervention = product_error(D, np.linalg.norm(X) + np.linalg.norm(X_intervened))
+    return signal + alpha * intervention
+
+
+def _eigenvector_bounds(eigenvalues, n_components, perturbation):
+    """Davis-Kahan bound on ``||a_i - a_i'||`` for each of the first eigenvectors.
+
+    ``eigenvalues`` is the spectrum of ``M`` (decreasing) and ``perturbation`` bounds
+    ``||M' - M||_2``. Weyl moves every eigenvalue by at most ``perturbation``, so the
+    angle of eigenvector ``i`` satisfies ``sin(theta) <= perturbation / (gap_i -
+    perturbation)`` with ``gap_i`` its distance to the rest of the spectrum; with the same
+    sign convention ``||a - a'|| = 2 sin(theta / 2) <= sqrt(2) sin(theta)``.
+    """
+    gaps = np.array(
+        [np.abs(np.delete(eigenvalues, i) - eigenvalues[i]).min() for i in range(n_components)]
+    )
+    assert np.all(gaps > 2 * perturbation), "eigenvalues too close for an eigenvector bound"
+    return np.sqrt(2) * perturbation / (gaps - perturbation)
+
+
+def _subspace_bound(eigenvalues, n_components, perturbation):
+    """Davis-Kahan bound on the sine of the largest angle between two top-k subspaces."""
+    gap = eigenvalues[n_components - 1] - eigenvalues[n_components]
+    assert gap > 2 * perturbation, "no spectral gap after the kept directions"
+    return perturbation / (gap - perturbation)
+
+
+def _subspace_sine(components, other):
+    """``||P - P'||_2``: the sine of the largest principal angle between two subspaces."""
+    projection = components.T.astype(np.float64) @ components.astype(np.float64)
+    other_projection = other.T.astype(np.float64) @ other.astype(np.float64)
+    return float(np.linalg.norm(projection - other_projection, 2))
+
+
+def _assert_same_directions(actual, reference, n_terms):
+    """Components of ``actual`` equal ``reference``'s within the float64 eigenvector bound."""
+    bounds = _eigenvector_bounds(
+        reference.eigenvalues_, reference.n_components_, _float64_perturbation(reference, n_terms)
+    )
+    assert actual.n_components_ == reference.n_components_
+    errors = np.linalg.norm(actual.components_ - reference.components_, axis=1)
+    assert np.all(errors <= bounds), (errors, bounds)
 
 
 def _ood_accuracy(features, data):
@@ -344,17 +447,41 @@ def test_multithreaded_statistics_equal_a_single_pass(rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_dtype_is_preserved(scm, dtype):
-    projector = InvariantProjector(n_components=3, alpha=20.0).fit(
-        scm.X.astype(dtype), X_intervened=scm.X_intervened.astype(dtype)
-    )
-    assert projector.components_.dtype == dtype
-    Z = projector.transform(scm.X.astype(dtype))
-    assert Z.dtype == dtype
-    reference = InvariantProjector(n_components=3, alpha=20.0).fit(
-        scm.X, X_intervened=scm.X_intervened
-    )
-    np.testing.assert_allclose(projector.components_, reference.components_, atol=1e-4)
-    np.testing.assert_allclose(Z, reference.transform(scm.X), rtol=1e-4, atol=1e-4)
+    X, X_intervened = scm.X.astype(dtype), scm.X_intervened.astype(dtype)
+    projector = InvariantProjector(n_components=4, alpha=20.0)
+    projector.fit(X, X_intervened=X_intervened)
+    assert projector.components_.dtype == projector.mean_.dtype == dtype
+    Z = projector.transform(X)
+    assert Z.dtype == projector.inverse_transform(Z).dtype == dtype
+    reference = InvariantProjector(n_components=4, alpha=20.0)
+    reference.fit(scm.X, X_intervened=scm.X_intervened)
+    # How far float32 embeddings may move M (a bound from u32 and the data, derived in
+    # _float32_perturbation; about 0.05 here against ||M||_2 = 1.7e3); zero-order sums
+    # for float64, which repeats the reference computation.
+    if dtype == np.float32:
+        perturbation = _float32_perturbation(X, X_intervened, 20.0, projector.statistics_.shift)
+    else:
+        perturbation = _float64_perturbation(reference, len(X))
+    # Weyl: no eigenvalue moves by more than ||M32 - M64||_2.
+    assert np.abs(projector.eigenvalues_ - reference.eigenvalues_).max() <= perturbation
+    # The subspace is well conditioned (gap 45 after the four invariant directions); single
+    # eigenvectors much less (gaps 0.67 between them): compare each by its own bound, and
+    # the projection itself by the subspace bound, in float64 so that only the fit's error
+    # is measured (plus the float32 rounding of the components and of X, 2 u32 each).
+    eigenvalues = reference.eigenvalues_
+    errors = np.linalg.norm(projector.components_ - reference.components_, axis=1)
+    assert np.all(errors <= _eigenvector_bounds(eigenvalues, 4, perturbation) + 2 * U32)
+    sine = _subspace_sine(projector.components_, reference.components_)
+    sine_bound = _subspace_bound(eigenvalues, 4, perturbation) + 4 * U32
+    assert sine <= sine_bound
+    # transform then inverse_transform is the orthogonal projection P x; in float32 each
+    # of the two products of d terms adds at most gamma_d ~ d u32 of ||x||.
+    rows = np.linalg.norm(scm.X, axis=1)
+    projected = projector.inverse_transform(Z).astype(np.float64)
+    expected = reference.inverse_transform(reference.transform(scm.X))
+    d = X.shape[1]
+    tolerance = rows * (sine_bound + 2 * (d + 2) * U32)
+    assert np.all(np.linalg.norm(projected - expected, axis=1) <= tolerance)
 
 
 def test_pickle_and_clone_round_trip(scm):
@@ -803,3 +930,301 @@ def test_count_positive_eigenvalues_is_the_auto_rule(colored_mnist):
     # tolerance = 5 * 2**-23 * 3 = 1.8e-6: 1e-5 counts, 0 does not.
     assert count_positive_eigenvalues(spectrum) == 3
     assert count_positive_eigenvalues(np.array([])) == 0
+
+
+# ------------------------------------------------------- fitting from statistics, truncating
+
+_FITTED_ARRAYS = (
+    "components_",
+    "eigenvalues_",
+    "signal_variance_",
+    "intervention_variance_",
+    "invariance_ratio_",
+    "mean_",
+)
+_FITTED_COUNTS = ("n_components_", "data_rank_", "n_samples_seen_", "n_differences_seen_")
+
+
+def _assert_same_fit(actual, expected, n_terms):
+    """Two projectors reached the same fitted state, within the shared atol of 1e-6.
+
+    The two routes add the same float64 values, at most in another order, so ``M`` differs
+    by at most ``_float64_perturbation`` (about 2e-8 on these data) and each eigenvector by
+    the Davis-Kahan bound, checked to be below the tolerance first: 1e-6 then holds on any
+    machine, and a wrong state (another rank, stale statistics, another alpha) is off by far
+    more.
+    """
+    perturbation = _float64_perturbation(expected, n_terms)
+    bounds = _eigenvector_bounds(expected.eigenvalues_, expected.n_components_, perturbation)
+    assert bounds.max() < 1e-6 and perturbation < 1e-6
+    for name in (*_FITTED_COUNTS, "n_features_in_", "n_components"):
+        assert getattr(actual, name) == getattr(expected, name), name
+    for name in _FITTED_ARRAYS:
+        value, reference = getattr(actual, name), getattr(expected, name)
+        assert value.dtype == reference.dtype and value.shape == reference.shape, name
+        np.testing.assert_allclose(value, reference, rtol=0, atol=1e-6, err_msg=name)
+
+
+def _statistics_of(X, y=None, *, X_intervened=None, deltas=None, groups=None):
+    statistics = InterventionStatistics(X.shape[1])
+    statistics.add_samples(X, X_intervened)
+    if deltas is not None:
+        statistics.add_differences(deltas)
+    if groups is not None:
+        statistics.add_environments(X, y, groups)
+    if y is not None:
+        statistics.add_labels(y)
+    return statistics
+
+
+def test_fit_from_merged_statistics_equals_fit(scm):
+    source = _ConstantDifferences(scm.X[:500] - scm.X_intervened[:500])
+    y = np.where(scm.y == 1, "dog", "cat")
+    deltas = (scm.X - scm.X_intervened)[:300]
+    data = {"X_intervened": scm.X_intervened, "groups": scm.environments}
+    params = {"n_components": 4, "alpha": 20.0, "interventions": source}
+    fitted = InvariantProjector(**params).fit(scm.X, y, deltas=deltas, **data)
+    # Two workers' statistics, merged (their shifts differ: the merge re-expresses them).
+    halves = np.array_split(np.arange(len(scm.X)), 2)
+    parts = [
+        _statistics_of(scm.X[rows], y[rows], **{name: a[rows] for name, a in data.items()})
+        for rows in halves
+    ]
+    parts[1].add_differences(deltas)
+    merged = parts[0].merge(parts[1])
+    assert merged.labels == {"cat", "dog"}
+    from_statistics = InvariantProjector(**params).fit_from_statistics(merged)
+    assert source.calls[-1] == ["cat", "dog"]  # the labels reached the intervention source
+    _assert_same_fit(from_statistics, fitted, len(scm.X))
+    assert from_statistics.statistics_ is not merged  # copied
+    merged.add_samples(scm.X[:10])
+    assert from_statistics.n_samples_seen_ == from_statistics.statistics_.n_samples == 6000
+
+
+def test_fit_from_statistics_then_partial_fit_equals_fit(scm):
+    first, rest = slice(0, 2000), slice(2000, None)
+    projector = InvariantProjector(n_components=4, alpha=20.0)
+    projector.fit_from_statistics(
+        _statistics_of(scm.X[first], X_intervened=scm.X_intervened[first])
+    )
+    projector.partial_fit(scm.X[rest], X_intervened=scm.X_intervened[rest])
+    fitted = InvariantProjector(n_components=4, alpha=20.0)
+    fitted.fit(scm.X, X_intervened=scm.X_intervened)
+    _assert_same_fit(projector, fitted, len(scm.X))
+
+
+def test_fit_from_statistics_keeps_the_dtype_and_forgets_column_names(scm):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(scm.X, columns=[f"clip{i}" for i in range(8)])
+    projector = InvariantProjector(n_components=3, alpha=20.0)
+    projector.fit(frame, X_intervened=scm.X_intervened)
+    single = scm.X.astype(np.float32)
+    statistics = _statistics_of(single, X_intervened=scm.X_intervened.astype(np.float32))
+    assert statistics.dtype == np.float32
+    projector.fit_from_statistics(statistics)
+    assert projector.components_.dtype == projector.mean_.dtype == np.float32
+    assert not hasattr(projector, "feature_names_in_")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "fitted with feature names" warning either
+        assert projector.transform(single).dtype == np.float32
+    # Statistics with one float64 batch among float32 ones are float64, as fit would be.
+    statistics.merge(_statistics_of(scm.X[:10]))
+    assert projector.fit_from_statistics(statistics).components_.dtype == np.float64
+
+
+def _bad_width(statistics):
+    statistics.shifted_gram = np.zeros((5, 5))
+    return statistics
+
+
+def _non_finite(statistics):
+    statistics.difference_gram[1, 1] = np.inf
+    return statistics
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda s: s.gram, TypeError, "statistics must be an InterventionStatistics, got ndarray"),
+        (lambda s: InterventionStatistics(4), ValueError, r"no embedding \(n_samples=0\)"),
+        (_bad_width, ValueError, r"statistics.shifted_gram has shape \(5, 5\) but .* is 4"),
+        (_non_finite, ValueError, "statistics.difference_gram contains NaN or infinity"),
+    ],
+)
+def test_fit_from_statistics_rejects_bad_statistics(rng, make, error, match):
+    X = rng.standard_normal((20, 4))
+    projector = InvariantProjector(n_components=2).fit(X, X_intervened=X + 1)
+    before = pickle.dumps(projector)
+    with pytest.raises(error, match=match):
+        projector.fit_from_statistics(make(_statistics_of(X, X_intervened=X[::-1])))
+    assert pickle.dumps(projector) == before
+
+
+def test_fit_from_statistics_rejects_a_width_the_parameters_do_not_fit(rng):
+    statistics = _statistics_of(rng.standard_normal((20, 4)), X_intervened=np.zeros((20, 4)))
+    with pytest.raises(ValueError, match="n_components=5 must be between 1 and n_features=4"):
+        InvariantProjector(n_components=5).fit_from_statistics(statistics)
+    projector = InvariantProjector(interventions=_ConstantDifferences(np.ones((3, 5))))
+    with pytest.raises(ValueError, match=r"interventions\.differences\(y\) has 5 features"):
+        projector.fit_from_statistics(statistics)
+    assert not hasattr(projector, "n_features_in_")  # a failed first fit leaves no trace
+
+
+@pytest.fixture(scope="module")
+def full_projector(scm):
+    """All eight directions of the SCM, fitted with environments and counterparts."""
+    projector = InvariantProjector(n_components=8, alpha=20.0)
+    return projector.fit(scm.X, scm.y, X_intervened=scm.X_intervened, groups=scm.environments)
+
+
+@pytest.mark.parametrize("n_components", [1, 3, 4, 8, "auto"])
+def test_truncated_equals_a_fresh_fit(scm, full_projector, n_components):
+    truncated = full_projector.truncated(n_components)
+    fresh = InvariantProjector(n_components=n_components, alpha=20.0)
+    fresh.fit(scm.X, scm.y, X_intervened=scm.X_intervened, groups=scm.environments)
+    _assert_same_fit(truncated, fresh, len(scm.X))
+    assert truncated.get_params() == fresh.get_params()
+    np.testing.assert_allclose(truncated.transform(scm.X), fresh.transform(scm.X), atol=1e-5)
+    assert full_projector.n_components_ == 8 and full_projector.n_components == 8
+
+
+def test_truncated_leaves_the_original_untouched(scm, full_projector):
+    with sklearn.config_context(enable_metadata_routing=True):
+        original = clone(full_projector).set_fit_request(groups=True)
+        original.fit(scm.X, scm.y, X_intervened=scm.X_intervened, groups=scm.environments)
+        before = pickle.dumps(original)
+        truncated = original.truncated(3)
+        truncated.components_[0, 0] = 99.0
+        truncated.set_output(transform="pandas").set_fit_request(groups=False)
+        truncated.partial_fit(scm.X[:100], X_intervened=scm.X_intervened[:100])
+        assert truncated.n_samples_seen_ == 6100
+        assert pickle.dumps(original) == before
+        assert original.get_metadata_routing().fit.requests["groups"] is True
+
+
+def test_truncated_computes_no_eigendecomposition(full_projector, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("truncated must reuse the fitted eigendecomposition")
+
+    for name in ("eigh", "eigvalsh", "eig", "svd"):
+        monkeypatch.setattr(np.linalg, name, forbidden)
+    assert full_projector.truncated(2).n_components_ == 2
+
+
+def test_truncated_cannot_add_directions(scm, full_projector):
+    four = full_projector.truncated(4)
+    with pytest.raises(ValueError, match=r"needs 5 directions but this projector holds "
+                       r"n_components_=4: truncation only lowers the rank"):  # fmt: skip
+        four.truncated(5)
+    with pytest.raises(ValueError, match="n_components=9 must be between 1 and n_features=8"):
+        full_projector.truncated(9)
+    with pytest.raises(
+        ValueError, match=r"'n_components' parameter of InvariantProjector\.truncated"
+    ):
+        full_projector.truncated(0)
+    with pytest.raises(sklearn.exceptions.NotFittedError):
+        InvariantProjector().truncated(2)
+
+
+# ------------------------------------------------------------- the rank of the training data
+
+
+def test_an_integer_rank_above_the_rows_warns_and_keeps_the_data_rank(rng):
+    X = rng.standard_normal((30, 64))
+    X_intervened = X + rng.standard_normal((30, 64))
+    with pytest.warns(RankWarning, match=r"n_components=40 exceeds .* \(30 rows: rank 30\): "
+                      r"kept n_components_=30"):  # fmt: skip
+        projector = InvariantProjector(n_components=40).fit(X, X_intervened=X_intervened)
+    assert projector.n_components_ == projector.data_rank_ == 30
+    assert projector.transform(X).shape == (30, 30)
+    centred = InvariantProjector(n_components=30, center=True)
+    with pytest.warns(RankWarning, match=r"\(30 rows, centred: rank 29\)"):
+        assert centred.fit(X, X_intervened=X_intervened).n_components_ == 29
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RankWarning)
+        exact = InvariantProjector(n_components=30).fit(X, X_intervened=X_intervened)
+    # The kept directions are those a fit at the data rank finds: nothing is invented.
+    np.testing.assert_array_equal(exact.components_, projector.components_)
+
+
+def test_the_data_rank_is_the_numerical_rank_not_only_the_rows(rng):
+    # 200 rows that span only 5 directions of 64.
+    X = rng.standard_normal((200, 5)) @ rng.standard_normal((5, 64))
+    X_intervened = X + rng.standard_normal((200, 5)) @ rng.standard_normal((5, 64))
+    with pytest.warns(RankWarning, match=r"n_components=8 .*\(200 rows: rank 5\)"):
+        projector = InvariantProjector(n_components=8).fit(X, X_intervened=X_intervened)
+    assert projector.data_rank_ == projector.n_components_ == 5
+
+
+def test_auto_rank_never_exceeds_the_rows(rng):
+    # Counterparts at half scale and alpha just under 4: M = S - alpha I = 1e-12 S cancels
+    # almost exactly, so round-off of S and alpha I (about u64 ||S||) dwarfs the "auto"
+    # tolerance (64 * 2**-23 * 1e-12 ||S||): without the data-rank cap, noise eigenvalues of
+    # the 54 directions outside the 10 rows' span count as positive.
+    X = rng.standard_normal((10, 64))
+    projector = InvariantProjector(alpha=4 * (1 - 1e-12))
+    projector.fit(X, X_intervened=0.5 * X)
+    from skicm.projection import count_positive_eigenvalues
+
+    assert count_positive_eigenvalues(projector.eigenvalues_) > 10  # what the cap prevents
+    assert projector.data_rank_ == 10
+    assert projector.n_components_ == 10
+    with pytest.warns(RankWarning, match="n_components=12"):
+        assert projector.truncated(12).n_components_ == 10
+    assert projector.truncated("auto").n_components_ == 10
+
+
+def test_a_small_first_batch_is_capped_until_more_rows_arrive(scm):
+    projector = InvariantProjector(n_components=6, alpha=20.0)
+    with pytest.warns(RankWarning, match="n_components=6 .*4 rows"):
+        projector.partial_fit(scm.X[:4], X_intervened=scm.X_intervened[:4])
+    assert projector.n_components_ == 4
+    projector.partial_fit(scm.X[4:], X_intervened=scm.X_intervened[4:])
+    assert projector.n_components_ == 6
+
+
+def test_a_rank_above_the_rows_from_statistics_warns_too(rng):
+    X = rng.standard_normal((5, 16))
+    statistics = _statistics_of(X, X_intervened=X[::-1])
+    with pytest.warns(RankWarning, match="n_components=7 .*5 rows"):
+        projector = InvariantProjector(n_components=7).fit_from_statistics(statistics)
+    assert projector.n_components_ == 5
+
+
+# ------------------------------------------------------------- array parameters name themselves
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "match"),
+    [
+        ("deltas", np.ones(4), r"deltas must be two-dimensional .* shape \(4,\)"),
+        ("deltas", np.ones((2, 2, 4)), r"deltas must be two-dimensional .* shape \(2, 2, 4\)"),
+        ("deltas", [[1.0, 2.0], [3.0]], "deltas could not be read as an array"),
+        ("deltas", [["a"] * 4], "deltas could not be read as an array"),
+        ("deltas", np.full((2, 4), np.nan), "Input deltas contains NaN"),
+        ("X_intervened", np.ones(4), r"X_intervened must be two-dimensional .* shape \(4,\)"),
+        ("X_intervened", [["a"] * 4] * 20, "X_intervened could not be read as an array"),
+        ("groups", np.ones((20, 2)), r"groups must be one-dimensional .* shape \(20, 2\)"),
+        ("groups", np.full(20, np.nan), "Input groups contains NaN"),
+        ("y", np.ones((20, 2)), r"y must be one-dimensional .* shape \(20, 2\)"),
+    ],
+)
+def test_bad_array_parameters_are_named(rng, name, value, match):
+    X = rng.standard_normal((20, 4))
+    arguments = {"y": np.zeros(20), "groups": np.zeros(20), name: value}
+    y = arguments.pop("y")
+    with pytest.raises(ValueError, match=match):
+        InvariantProjector().fit(X, y, **arguments)
+    with pytest.raises(ValueError, match=match):
+        InvariantProjector().partial_fit(X, y, **arguments)
+
+
+def test_statistics_name_the_width_they_expect(rng):
+    statistics = InterventionStatistics(8)
+    with pytest.raises(ValueError, match=r"X has shape \(5, 10\) .* n_features=8"):
+        statistics.add_samples(rng.standard_normal((5, 10)))
+    with pytest.raises(ValueError, match=r"differences has shape \(3,\) .* n_features=8"):
+        statistics.add_differences(np.ones(3))
+    with pytest.raises(ValueError, match=r"X_intervened has shape \(5, 7\) but X has shape"):
+        statistics.add_samples(rng.standard_normal((5, 8)), rng.standard_normal((5, 7)))
+    assert statistics.n_samples == 0 and statistics.shift is None
