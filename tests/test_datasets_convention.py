@@ -1,0 +1,98 @@
+"""Every data set of skicm.datasets returns one Bunch convention (scikit-learn's key names)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import skicm.datasets
+from skicm.datasets import (
+    load_image_folders,
+    load_mnist,
+    make_colored_digits,
+    make_colored_mnist,
+    make_linear_scm,
+    make_rotated_mnist,
+)
+
+# load_mnist returns the (images, labels) arrays that the MNIST protocols turn into data sets.
+NOT_DATA_SETS = {"load_mnist"}
+
+
+def _image_folders(tmp_path):
+    rng = np.random.default_rng(0)
+    for domain, classes in {"photo": ["cat", "dog"], "sketch": ["cat", "dog", "fox"]}.items():
+        for name in classes:
+            (tmp_path / domain / name).mkdir(parents=True)
+            for i in range(2):
+                pixels = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / domain / name / f"{i}.png")
+    with pytest.warns(UserWarning, match="one domain only"):
+        return load_image_folders(tmp_path)
+
+
+def _digits():
+    images, labels = load_mnist()
+    return images[:240], labels[:240]
+
+
+# name -> (build(tmp_path), {old key: convention key it aliases})
+DATA_SETS = {
+    "make_linear_scm": (
+        lambda tmp_path: make_linear_scm(n_samples=90, random_state=0),
+        {"X": "data", "y": "target", "X_intervened": "data_intervened"},
+    ),
+    "make_colored_digits": (
+        lambda tmp_path: make_colored_digits(random_state=0),
+        {
+            "X": "data",
+            "X_swapped": "data_intervened",
+            "X_gray": "data_gray",
+            "y": "target",
+            "environment": "environments",
+            "images_swapped": "images_intervened",
+        },
+    ),
+    "make_colored_mnist": (lambda tmp_path: make_colored_mnist(*_digits(), random_state=0), {}),
+    "make_rotated_mnist": (lambda tmp_path: make_rotated_mnist(*_digits(), random_state=0), {}),
+    "load_image_folders": (
+        _image_folders,
+        {"domains": "environments", "domain_names": "environment_names"},
+    ),
+}
+
+
+def test_every_data_set_function_is_checked():
+    assert set(DATA_SETS) == set(skicm.datasets.__all__) - NOT_DATA_SETS
+
+
+@pytest.mark.parametrize("name", sorted(DATA_SETS))
+def test_data_sets_follow_the_bunch_convention(name, tmp_path):
+    build, aliases = DATA_SETS[name]
+    data = build(tmp_path)
+    assert {"target", "environments", "environment_names"} <= set(data), sorted(data)
+    assert ("data" in data) or ("paths" in data), sorted(data)
+    n = len(data.target)
+    assert n > 0 and np.asarray(data.target).shape == (n,)
+    assert np.asarray(data.environments).shape == (n,)
+    # environment_names: every environment once, none that has no row.
+    names = list(data.environment_names)
+    assert len(set(names)) == len(names)
+    assert set(names) == set(np.asarray(data.environments).tolist())
+    if "data" in data:
+        assert data.data.ndim == 2 and data.data.shape[0] == n
+    if "paths" in data:
+        assert len(data.paths) == n and all(isinstance(p, str) for p in data.paths)
+    if "data_intervened" in data:
+        assert data.data_intervened.shape == data.data.shape
+    if "images" in data:
+        assert data.images.dtype == np.uint8 and data.images.shape[0] == n
+        assert data.images.ndim == 4 and data.images.shape[3] == 3
+    if "images_intervened" in data:
+        assert data.images_intervened.shape == data.images.shape
+    if "target_names" in data:
+        assert set(np.unique(data.target)) <= set(range(len(data.target_names)))
+    # Keys of earlier versions are the same arrays under their old names.
+    for old, new in aliases.items():
+        assert data[old] is data[new], (old, new)
