@@ -54,13 +54,11 @@ _LOCAL_DIR_FORMAT = (
 # Seconds to wait for the Hugging Face Hub to answer before calling a download impossible.
 _CONNECT_TIMEOUT = 5.0
 
-# Backwards-compatible private names (benchmarks use them).
-_LoadedModel = LoadedEncoder
-_RANDOM_WEIGHTS_SEED = RANDOM_WEIGHTS_SEED
+# The estimator checks that tests/test_common.py expects to fail, found by this name in the
+# module of each estimator.
 _EXPECTED_FAILED_CHECKS = EXPECTED_FAILED_CHECKS
+# benchmarks/bench_embedding_gpu.py imports this name.
 _autocast_dtype = autocast_dtype
-_resolve_device = resolve_device
-_split_preprocess = split_preprocess
 
 # Raw text embeddings by (text namespace, text). Text interventions and zero-shot prompts are
 # encoded again in every fit of a grid search (each fit gets a clone), and the text tower costs
