@@ -60,17 +60,18 @@ def _register(name, config=TINY_CLIP_CONFIG, folder=None):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    """(model name, checkpoint file) of a tiny CLIP whose weights differ from the seeded ones."""
+    """(model name, checkpoint file, config file) of a tiny CLIP whose weights differ from the
+    seeded ones."""
     import open_clip
     import torch
 
     name = "skicm-distributed-tiny"
-    _register(name, folder=tmp_path_factory.mktemp("config"))
+    config = _register(name, folder=tmp_path_factory.mktemp("config"))
     torch.manual_seed(123)
     model = open_clip.create_model(name, pretrained=None)
     path = tmp_path_factory.mktemp("checkpoint") / "tiny.pt"
     torch.save(model.state_dict(), path)
-    return name, path
+    return name, path, config
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,7 @@ def pacs_with_bad_files(tmp_path_factory):
 
 
 def _embedder(checkpoint, **params):
-    name, path = checkpoint
+    name, path, _ = checkpoint
     return CLIPEmbedder(name, pretrained=path, device="cpu", batch_size=8, progress=False, **params)
 
 
@@ -152,6 +153,17 @@ def test_local_engine_matches_transform_and_reports_bad_files(
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["namespace"] == _embedder(checkpoint).store_namespace()
     assert manifest["model"] == checkpoint[0] and str(checkpoint[1]) in manifest["weights"]
+    # Every shard says which model wrote it, in its Parquet key/value metadata.
+    for shard in result.shards:
+        identity = json.loads(pq.read_schema(shard).metadata[b"skicm"])
+        assert identity == {
+            "embedder": "CLIPEmbedder",
+            "model": checkpoint[0],
+            "weights": manifest["weights"],
+            "namespace": manifest["namespace"],
+            "embed_dim": 32,
+            "dtype": "float32",
+        }
 
 
 def test_rerun_skips_finished_shards_and_only_retries_bad_files(
@@ -185,6 +197,202 @@ def test_shard_store_answers_embedder_without_encoding(local_run, checkpoint):
     assert store.n_computed == 0 and store.count() == len(data.paths)
     # A file changed since it was embedded has a new key: encoded, not answered from the shards.
     assert store.get_many("another-namespace", []) == {}
+
+
+# ---------------------------------------------------------------------------- shard identity
+def _folder_state(out):
+    """{name: bytes} of every file of ``out`` (hidden ones too): what a failed call must keep."""
+    return {p.name: p.read_bytes() for p in sorted(Path(out).iterdir()) if p.is_file()}
+
+
+def _listing(path, images):
+    path.write_text("path\n" + "".join(f"{image}\n" for image in images))
+    return path
+
+
+@pytest.fixture(scope="module")
+def foreign_shards(tmp_path_factory, checkpoint, local_run):
+    """Shards that do not belong in ``local_run``'s folder, one of each kind, by name."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path_factory.mktemp("foreign")
+    listing = _listing(folder / "listing.csv", sorted(_pacs_root().glob("photo/*/*.jpg"))[:3])
+    # The same architecture with its seeded random weights: same width, another model.
+    other = CLIPEmbedder(checkpoint[0], pretrained=None, device="cpu", progress=False)
+    other_run = embed_collection(listing, folder / "other", embedder=other, progress=False)
+    _register("skicm-distributed-tiny-16", {**TINY_CLIP_CONFIG, "embed_dim": 16}, folder=folder)
+    narrow = CLIPEmbedder("skicm-distributed-tiny-16", pretrained=None, device="cpu")
+    narrow_run = embed_collection(listing, folder / "narrow", embedder=narrow, progress=False)
+    own = pq.read_table(local_run[1].shards[0])
+    index = own.schema.get_field_index("embedding")
+    as_list = own.column("embedding").cast(pa.list_(pa.float32()))
+    pq.write_table(
+        own.set_column(index, "embedding", as_list).replace_schema_metadata(own.schema.metadata),
+        folder / "list-column.parquet",
+    )
+    pq.write_table(own.replace_schema_metadata(None), folder / "no-identity.parquet")
+    (folder / "random-bytes.parquet").write_bytes(np.random.default_rng(0).bytes(4096))
+    return {
+        "other-weights": other_run.shards[0],
+        "narrower": narrow_run.shards[0],
+        "list-column": folder / "list-column.parquet",
+        "no-identity": folder / "no-identity.parquet",
+        "random-bytes": folder / "random-bytes.parquet",
+    }
+
+
+def _read_with(reader, out, checkpoint, shard, source):
+    """Read ``out`` with one of the readers of shards (``shard``: the one to read alone)."""
+    from skicm.distributed import shard_statistics
+
+    if reader == "load_embeddings":
+        return load_embeddings(out)
+    if reader == "ShardStore":
+        return ShardStore(out)
+    if reader == "rerun":  # a resumed run reads the paths of every finished shard
+        return embed_collection(source, out, embedder=_embedder(checkpoint), progress=False)
+    if reader == "fit_projector_from_shards":
+        return fit_projector_from_shards(out, InvariantProjector(4), engine="local")
+    return shard_statistics(shard)
+
+
+_READERS = [
+    "load_embeddings",
+    "ShardStore",
+    "rerun",
+    "fit_projector_from_shards",
+    "shard_statistics",
+]
+_BAD_SHARD_MESSAGES = {
+    "other-weights": "was written by another model than the one of its folder",
+    "narrower": "was written by another model than the one of its folder",
+    "list-column": r"holds its 'embedding' column as list<.*float.*>, not fixed_size_list",
+    "no-identity": "carries no model identity",
+    "random-bytes": "Cannot read the shard .* as Parquet",
+}
+
+
+@pytest.mark.parametrize("kind", list(_BAD_SHARD_MESSAGES))
+@pytest.mark.parametrize("reader", _READERS)
+def test_every_reader_refuses_a_shard_that_does_not_belong(
+    tmp_path, local_run, foreign_shards, checkpoint, pacs_with_bad_files, kind, reader
+):
+    import re
+
+    out = tmp_path / "embeddings"
+    shutil.copytree(local_run[0], out)
+    bad = out / "shard-000099.parquet"
+    shutil.copy(foreign_shards[kind], bad)
+    before = _folder_state(out)
+    with pytest.raises(ValueError, match=_BAD_SHARD_MESSAGES[kind]) as error:
+        _read_with(reader, out, checkpoint, bad, pacs_with_bad_files[0])
+    message = str(error.value)
+    assert re.search(re.escape(str(bad)), message), message  # names the shard file
+    if kind in ("other-weights", "narrower"):  # and both identities
+        theirs = json.loads((foreign_shards[kind].parent / "manifest.json").read_text())
+        ours = json.loads((out / "manifest.json").read_text())
+        assert theirs["namespace"] in message and ours["namespace"] in message
+    if kind == "narrower":
+        assert "embed_dim=16" in message and "embed_dim=32" in message
+    assert _folder_state(out) == before  # nothing written, nothing left behind
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[]", r"holds \[\], not the JSON object"),
+        ("null", "holds null, not the JSON object"),
+        ('{"format": 2, "embed_dim": 32}', "'namespace' is None, not a string"),
+        ("{not json", "Cannot read the manifest"),
+    ],
+)
+@pytest.mark.parametrize("reader", _READERS[:4])
+def test_a_damaged_manifest_is_named(
+    tmp_path, local_run, checkpoint, pacs_with_bad_files, content, message, reader
+):
+    out = tmp_path / "embeddings"
+    shutil.copytree(local_run[0], out)
+    (out / "manifest.json").write_text(content)
+    before = _folder_state(out)
+    with pytest.raises(ValueError, match=message) as error:
+        _read_with(reader, out, checkpoint, None, pacs_with_bad_files[0])
+    assert str(out / "manifest.json") in str(error.value)
+    assert _folder_state(out) == before
+
+
+def test_shards_written_before_they_carried_the_identity(tmp_path, local_run):
+    """A folder of format 1 (shards without identity) is read on the word of its manifest."""
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "embeddings"
+    shutil.copytree(local_run[0], out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "format": 1}))
+    for shard in sorted(out.glob("shard-*.parquet")):
+        table = pq.read_table(shard)
+        shard.unlink()
+        pq.write_table(table.replace_schema_metadata(None), shard)
+    with pytest.warns(UserWarning, match=r"3 shard\(s\) of .* carry no model identity"):
+        old = load_embeddings(out)
+    np.testing.assert_array_equal(old.embeddings, load_embeddings(local_run[0]).embeddings)
+    with pytest.warns(UserWarning, match="embed the collection again"):
+        ShardStore(out)
+    with pytest.warns(UserWarning, match="carry no model identity"):
+        fit_projector_from_shards(out, InvariantProjector(4), engine="local")
+
+
+def test_resume_with_another_namespace_is_refused(tmp_path, checkpoint):
+    """A run whose precision resolves to bf16 (precision="auto" on a GPU) is not resumed where
+    "auto" means float32 (a CPU): the manifest's namespace differs, nothing else does."""
+    images = sorted(_pacs_root().glob("photo/*/*.jpg"))[:6]
+    out = tmp_path / "embeddings"
+    bf16 = _embedder(checkpoint, precision="bf16")
+    embed_collection(
+        _listing(tmp_path / "first.csv", images[:3]), out, embedder=bf16, progress=False
+    )
+    # What the same command with precision="auto" writes on a GPU: the preprocessing
+    # parameters say "auto", the namespace says bf16.
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["preprocess"]["precision"] = "auto"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    before = _folder_state(out)
+    cpu = _embedder(checkpoint)
+    assert bf16.store_namespace() != cpu.store_namespace()
+    with pytest.raises(ValueError, match="namespace") as error:
+        embed_collection(_listing(tmp_path / "all.csv", images), out, embedder=cpu, progress=False)
+    assert bf16.store_namespace() in str(error.value) and cpu.store_namespace() in str(error.value)
+    assert _folder_state(out) == before
+
+
+def test_a_failed_shard_write_leaves_no_shard(tmp_path, checkpoint):
+    """The writer fails midway (the file-size limit of the process stops it after 512 bytes):
+    no truncated shard is left under a finished shard's name, and a rerun completes."""
+    import resource
+
+    images = sorted(_pacs_root().glob("photo/*/*.jpg"))[:8]
+    out = tmp_path / "embeddings"
+    first = embed_collection(
+        _listing(tmp_path / "first.csv", images[:4]),
+        out,
+        embedder=_embedder(checkpoint),
+        progress=False,
+    )
+    limit = 512
+    assert first.shards[0].stat().st_size > 4 * limit  # the next shard cannot fit
+    before = _folder_state(out)
+    everything = _listing(tmp_path / "all.csv", images)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        with pytest.raises(OSError, match="File too large"):
+            embed_collection(everything, out, embedder=_embedder(checkpoint), progress=False)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert _folder_state(out) == before
+    resumed = embed_collection(everything, out, embedder=_embedder(checkpoint), progress=False)
+    assert (resumed.n_embedded, resumed.n_skipped) == (4, 4)
+    assert list(load_embeddings(out).paths) == [str(image) for image in images]
 
 
 def test_listing_source_relative_paths_missing_files_and_cli(tmp_path, tiny_clip_name, capsys):

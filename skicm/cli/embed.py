@@ -22,6 +22,20 @@ def add_parser(subcommands):
     )
     embed.add_argument("source", metavar="SOURCE", help="folder of images or listing file")
     embed.add_argument("--out", metavar="DIR", required=True, help="output folder of the shards")
+    labels = embed.add_argument_group("labels (DomainBed-layout folder)")
+    labels.add_argument(
+        "--class-alias",
+        action="append",
+        default=[],
+        metavar="FOLDER=CLASS",
+        help="class name (label column) of a class folder named otherwise (repeatable), e.g. "
+        "hund=dog; as skicm evaluate's",
+    )
+    labels.add_argument(
+        "--class-alias-file",
+        metavar="FILE",
+        help="file of class aliases: one FOLDER=CLASS line per class folder, or a JSON object",
+    )
     add_model_options(embed, required=True)
     group = embed.add_argument_group("execution")
     group.add_argument(
@@ -63,6 +77,7 @@ def add_parser(subcommands):
 
 def run(args):
     """Run ``skicm embed`` with parsed ``args``; return the exit status."""
+    from skicm.cli.evaluate import _class_aliases
     from skicm.distributed import embed_collection
 
     if args.address is not None and args.engine != "ray":
@@ -81,6 +96,7 @@ def run(args):
             decode_in=args.decode_in,
             shard_size=args.shard_size,
             num_cpus=args.num_cpus,
+            class_aliases=_class_aliases(args.class_alias, args.class_alias_file) or None,
             progress=not args.no_progress,
         )
     for path, reason in result.bad_files.items():

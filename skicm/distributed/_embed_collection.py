@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -12,10 +13,13 @@ from sklearn.base import clone
 from sklearn.utils import Bunch
 
 from skicm.distributed._shards import (
+    FORMAT,
     check_or_write_manifest,
     embedded_paths,
     exclusive_writer,
+    read_manifest,
     remove_temporaries,
+    shard_identity,
     shard_paths,
     shard_table,
     write_shard,
@@ -42,6 +46,9 @@ _DECODED_IMAGE_BYTES = 2**20
 _DECODE_WORKER_BYTES = 640 * 2**20
 # Encoding actors per GPU (each with its own copy of the model).
 _ACTORS_PER_GPU = 4
+# Seconds to wait for a TCP connection to a Ray cluster's address before reporting it
+# unreachable (a refused connection is reported at once).
+_CONNECT_TIMEOUT_S = 10
 
 
 # ---------------------------------------------------------------------------- the embedder
@@ -88,13 +95,13 @@ def _weights_identity(embedder) -> str | None:
     return pretrained
 
 
-def _manifest(embedder, namespace: str) -> dict:
+def _manifest(embedder, namespace: str, class_aliases=None) -> dict:
     import skicm
 
     params = embedder.get_params(deep=False)
     model = params.get("model_name", params.get("model"))
     return {
-        "format": 1,
+        "format": FORMAT,
         "embedder": type(embedder).__name__,
         "model": model if isinstance(model, str) else repr(model),
         "weights": _weights_identity(embedder),
@@ -103,6 +110,7 @@ def _manifest(embedder, namespace: str) -> dict:
         "preprocess": {key: params[key] for key in ("decoder", "precision") if key in params},
         "embedding": "raw model output (not normalised); load_embeddings normalises by default",
         "skicm_version": skicm.__version__,
+        "class_aliases": dict(sorted((class_aliases or {}).items())),
     }
 
 
@@ -190,14 +198,14 @@ def _encode_local(embedder, paths, namespace):
     return encoded, bad
 
 
-def _run_local(embedder, shards, out, namespace, embed_dim, bar):
+def _run_local(embedder, shards, out, namespace, manifest, bar):
     bad = {}
     written = []
     for index, table in shards:
         rows = _python_rows(table)
         encoded, shard_bad = _encode_local(embedder, rows["path"], namespace)
         bad.update(shard_bad)
-        path = _write_rows(out, index, rows, encoded, embed_dim)
+        path = _write_rows(out, index, rows, encoded, manifest)
         if path is not None:
             written.append(path)
         bar.update(len(rows["path"]))
@@ -205,7 +213,7 @@ def _run_local(embedder, shards, out, namespace, embed_dim, bar):
 
 
 # ---------------------------------------------------------------------------- shard contents
-def _write_rows(out, index, rows, encoded, embed_dim):
+def _write_rows(out, index, rows, encoded, manifest):
     """Write shard ``index`` with the rows of ``rows`` that have an embedding (None if none).
 
     ``encoded`` maps a path to its image key and embedding, both from the worker that read the
@@ -223,23 +231,33 @@ def _write_rows(out, index, rows, encoded, embed_dim):
     for name in ("label", "domain"):
         if rows.get(name) is not None:
             kept[name] = [v for p, v in zip(rows["path"], rows[name]) if p in kept_set]
-    return write_shard(out, index, shard_table(kept, embed_dim))
+    table = shard_table(kept, manifest["embed_dim"])
+    return write_shard(out, index, table, shard_identity(manifest))
 
 
-def plan_shards(table, out, shard_size):
+def plan_shards(table, out, shard_size, manifest):
     """The shards still to embed: ``(list of (index, Arrow table of rows), n_skipped)``.
 
     The rows of ``table`` (from ``listing_table``) whose path no finished shard of ``out`` holds,
     in listing order, grouped into shards numbered after the last finished one. Everything stays
     in Arrow memory (zero-copy slices of one table); a shard's rows become Python objects only
-    when it is embedded.
+    when it is embedded. Every finished shard is checked against ``manifest`` (the manifest of
+    ``out``, None when there is none yet) as it is read.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
     existing = shard_paths(out)
+    if manifest is None:
+        if existing:
+            raise ValueError(
+                f"{str(out)!r} holds shards but no manifest.json: it was not written by "
+                "skicm embed, or its manifest was removed; use another output folder."
+            )
+        done = pa.chunked_array([], type=pa.string())
+    else:
+        done = embedded_paths(out, manifest)
     first_index = 1 + max((int(p.stem.split("-")[1]) for p in existing), default=-1)
-    done = embedded_paths(out)
     if len(done):
         is_done = pc.is_in(table.column("path"), value_set=done.combine_chunks())
         del done
@@ -282,6 +300,7 @@ def embed_collection(
     decode_in="encoder",
     shard_size=10_000,
     num_cpus=None,
+    class_aliases=None,
     progress=True,
 ):
     """Embed every image of a collection into Parquet shards under ``out``; resumable.
@@ -340,6 +359,11 @@ def embed_collection(
         Images per shard: the unit of resumption and of the projector's statistics tasks.
     num_cpus : int, default=None
         CPUs of the local Ray instance started when ``address`` is None (None: all).
+    class_aliases : mapping of str to str, str, path-like or None, default=None
+        Class name of each class folder named otherwise in a DomainBed-layout ``source``
+        (``{"hund": "dog"}``, or a file of ``FOLDER=CLASS`` lines or a JSON object), as in
+        :func:`skicm.datasets.load_image_folders`: the ``label`` column holds the class
+        names. Recorded in the manifest; a rerun must give the same aliases.
     progress : bool, default=True
         Show a tqdm progress bar over the images still to embed.
 
@@ -404,36 +428,54 @@ def embed_collection(
         )
     if not (isinstance(shard_size, int) and shard_size >= 1):
         raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}.")
-    listing, _ = listing_table(source)  # a bad source is reported before the model is built
+    # A bad source (or class_aliases naming no folder) is reported before the model is built.
+    listing, _ = listing_table(source, class_aliases=class_aliases)
+    class_aliases = _resolved_aliases(class_aliases)
     embedder = _make_embedder(model_name, pretrained, image_model, embedder, device, batch_size)
     out = Path(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     ray_session = None
-    if engine == "ray":
-        ray_session = _RaySession(address, num_cpus, decode_in)
     try:
         with exclusive_writer(out):
             remove_temporaries(out)
-            if ray_session is not None:
-                embedder, namespace = ray_session.embedder_and_namespace(embedder)
-            else:
-                namespace = _store_namespace(embedder)
-            manifest = check_or_write_manifest(out, _manifest(embedder, namespace))
-            shards, n_skipped = plan_shards(listing, out, shard_size)
+            existing = read_manifest(out)
+            # Every finished shard is checked against the manifest while planning, before any
+            # model is loaded or Ray is started.
+            shards, n_skipped = plan_shards(listing, out, shard_size, existing)
             del listing  # the shards are slices of what is left to embed
-            n_todo = sum(rows.num_rows for _, rows in shards)
-            bar = tqdm(
-                total=n_todo, unit="img", desc="skicm embed", disable=not progress or not n_todo
-            )
-            with bar:
-                if ray_session is None:
-                    written, bad = _run_local(
-                        embedder, shards, out, namespace, manifest["embed_dim"], bar
-                    )
+            if engine == "ray" and not shards:
+                # Nothing left to embed: Ray is not started (it takes seconds, or fails when
+                # the cluster is gone); the manifest is checked here instead.
+                manifest = _check_without_ray(out, embedder, existing, class_aliases)
+                written, bad = [], {}
+            else:
+                if engine == "ray":
+                    ray_session = _RaySession(address, num_cpus, decode_in)
+                    embedder, namespace = ray_session.embedder_and_namespace(embedder)
                 else:
-                    written, bad = ray_session.run(
-                        embedder, shards, out, namespace, manifest["embed_dim"], bar
-                    )
+                    namespace = _store_namespace(embedder)
+                manifest = check_or_write_manifest(
+                    out, _manifest(embedder, namespace, class_aliases), existing
+                )
+                n_todo = sum(rows.num_rows for _, rows in shards)
+                bar = tqdm(
+                    total=n_todo,
+                    unit="img",
+                    desc="skicm embed",
+                    disable=not progress or not n_todo,
+                )
+                with bar:
+                    if ray_session is None:
+                        written, bad = _run_local(embedder, shards, out, namespace, manifest, bar)
+                    else:
+                        written, bad = ray_session.run(
+                            embedder, shards, out, namespace, manifest, bar
+                        )
+    except BaseException:
+        if created:
+            _remove_if_unused(out)
+        raise
     finally:
         if ray_session is not None:
             ray_session.close()
@@ -459,6 +501,47 @@ def embed_collection(
         bad_files=dict(sorted(bad.items())),
         manifest=manifest,
     )
+
+
+def _resolved_aliases(class_aliases) -> dict:
+    if class_aliases is None:
+        return {}
+    from skicm.datasets._image_folders import _resolve_aliases
+
+    return _resolve_aliases(class_aliases)
+
+
+def _remove_if_unused(out: Path) -> None:
+    """Remove the folder a failed call created, unless a shard was written into it."""
+    if shard_paths(out):
+        return
+    for name in (".lock", "manifest.json"):
+        (out / name).unlink(missing_ok=True)
+    remove_temporaries(out)
+    with contextlib.suppress(OSError):  # not empty: something else was put there
+        out.rmdir()
+
+
+def _check_without_ray(out, embedder, existing, class_aliases) -> dict:
+    """Check the manifest of ``out`` against ``embedder`` without starting Ray.
+
+    The store namespace of a Ray run depends on the devices of the cluster (precision and
+    image decoder): it is computed here for every device the run may use (``"auto"``: CPU or
+    GPU). A namespace that cannot be computed on this machine (no CUDA here) is taken from the
+    manifest; the other identity fields are compared all the same.
+    """
+    device = embedder.get_params(deep=False).get("device", "auto")
+    candidates, unknown = [], False
+    for option in ("cpu", "cuda") if device == "auto" else (device,):
+        try:
+            on_device = _set_existing_params(clone(embedder), device=option)
+            candidates.append(_store_namespace(on_device))
+        except ValueError:
+            unknown = True
+    namespace = existing["namespace"]
+    if namespace not in candidates and not unknown:
+        namespace = candidates[0]  # the manifest check below names both
+    return check_or_write_manifest(out, _manifest(embedder, namespace, class_aliases), existing)
 
 
 class _DropMessage(logging.Filter):
@@ -524,6 +607,38 @@ def _actor_resources(cpus, n_gpus, decode_in):
     return max(1, cpus // actor_cpus), actor_cpus, actor_cpus, 0
 
 
+def _check_reachable(address):
+    """Fail within seconds, naming ``address``, when no server listens there.
+
+    ``ray.init(address=...)`` retries an unreachable cluster for minutes before it fails; a TCP
+    connection to the address says at once whether anything listens there.
+    """
+    import socket
+
+    from ray._private.services import canonicalize_bootstrap_address
+
+    target = address[len("ray://") :] if address.startswith("ray://") else address
+    if address.startswith("ray://") and ":" not in target.rsplit("]", 1)[-1]:
+        target += ":10001"  # the Ray client server's default port
+    try:
+        resolved = canonicalize_bootstrap_address(target)
+    except (ValueError, ConnectionError) as error:
+        raise ConnectionError(f"Cannot attach to the Ray cluster at {address!r}: {error}") from None
+    if resolved is None:  # "auto" found no running cluster: ray.init says so at once
+        return
+    host, _, port = resolved.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), _CONNECT_TIMEOUT_S):
+            pass
+    except (OSError, ValueError) as error:
+        where = "" if resolved == target else f"{host}:{port}, "
+        raise ConnectionError(
+            f"Cannot reach the Ray cluster at {address!r} ({where}{error}). Is Ray "
+            "running there (`ray start --head` on that machine), and is the port open from "
+            "here? Leave out the address to start a local Ray instance."
+        ) from None
+
+
 class _RaySession:
     """Ray for one ``embed_collection`` call: attach or start, then shut down what was started."""
 
@@ -534,6 +649,7 @@ class _RaySession:
         self.started = False
         if not ray.is_initialized():
             if address is not None:
+                _check_reachable(address)
                 ray.init(address=address, log_to_driver=False)
             else:
                 ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
@@ -568,7 +684,7 @@ class _RaySession:
 
         return embedder, ray.get(namespace_on_gpu.remote(embedder))
 
-    def run(self, embedder, shards, out, namespace, embed_dim, bar):
+    def run(self, embedder, shards, out, namespace, manifest, bar):
         import pyarrow as pa
         import ray
 
@@ -626,7 +742,7 @@ class _RaySession:
                     threads,
                     encoder_options,
                 )
-                group_written, group_bad = self._collect(dataset, expected, out, embed_dim, bar)
+                group_written, group_bad = self._collect(dataset, expected, out, manifest, bar)
                 written.extend(group_written)
                 bad.update(group_bad)
             return written, bad
@@ -675,7 +791,7 @@ class _RaySession:
             )
         return dataset
 
-    def _collect(self, dataset, expected, out, embed_dim, bar):
+    def _collect(self, dataset, expected, out, manifest, bar):
         # Rows of the shards being filled (the driver writes a shard once all of its rows came).
         arrived = {}
         bad, written = {}, []
@@ -695,7 +811,7 @@ class _RaySession:
             for shard in [s for s in touched if len(arrived[s]) == expected[s].num_rows]:
                 encoded = {p: v for p, v in arrived.pop(shard).items() if v is not None}
                 rows = _python_rows(expected.pop(shard))
-                path = _write_rows(out, shard, rows, encoded, embed_dim)
+                path = _write_rows(out, shard, rows, encoded, manifest)
                 if path is not None:
                     written.append(path)
         if expected:

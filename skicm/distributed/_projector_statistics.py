@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,11 +10,13 @@ import numpy as np
 from sklearn.base import clone
 
 from skicm.distributed._shards import (
-    _embedding_matrix,
-    _present_columns,
-    _read_shard,
-    read_manifest,
-    shard_paths,
+    MANIFEST_NAME,
+    embedding_matrix,
+    iter_shards,
+    open_shard,
+    read_columns,
+    require_manifest,
+    shard_identity,
 )
 
 __all__ = ["fit_projector_from_shards", "shard_statistics"]
@@ -22,10 +25,13 @@ __all__ = ["fit_projector_from_shards", "shard_statistics"]
 def shard_statistics(path, *, normalize=True, use_domains=True):
     """:class:`~skicm.InterventionStatistics` of one shard (memory: the shard and d^2 floats).
 
+    The shard is checked against the ``manifest.json`` of its folder first (model identity,
+    width and dtype, as every reader of shards does).
+
     Parameters
     ----------
     path : str or path-like
-        A shard written by :func:`skicm.distributed.embed_collection`.
+        A shard written by :func:`skicm.distributed.embed_collection`, in its folder.
     normalize : bool, default=True
         Unit-normalise the embeddings first (as :func:`load_embeddings` does by default).
     use_domains : bool, default=True
@@ -35,9 +41,14 @@ def shard_statistics(path, *, normalize=True, use_domains=True):
     Returns
     -------
     statistics : InterventionStatistics
-        Sums over the shard's rows.
-    labels : list
-        Distinct labels of the shard (empty when it has none).
+        Sums over the shard's rows; its ``labels`` are the distinct labels of the shard
+        (empty when it has none).
+
+    Raises
+    ------
+    ValueError
+        If the shard has no manifest beside it, cannot be read, or was written by another
+        model than the manifest's (the error names the shard).
 
     Examples
     --------
@@ -52,27 +63,34 @@ def shard_statistics(path, *, normalize=True, use_domains=True):
     >>> out = Path(tempfile.mkdtemp()) / "embeddings"
     >>> result = embed_collection(folder, out, model_name=register_tiny_clip(), pretrained=None,
     ...                           device="cpu", progress=False)
-    >>> statistics, labels = shard_statistics(result.shards[0])
-    >>> statistics.n_samples, statistics.gram.shape, labels
-    (3, (32, 32), [])
+    >>> statistics = shard_statistics(result.shards[0])
+    >>> statistics.n_samples, statistics.gram.shape, statistics.labels
+    (3, (32, 32), set())
     """
     from skicm.projection import InterventionStatistics
 
-    present = _present_columns(path, ["embedding", "label", "domain"])
-    table = _read_shard(path, present)
-    X = _embedding_matrix(table.column("embedding"))
+    path = Path(path)
+    folder = path.parent
+    if not (folder / MANIFEST_NAME).exists():
+        raise ValueError(
+            f"The shard {str(path)!r} has no {MANIFEST_NAME} beside it: a shard is read only in "
+            "the folder that skicm embed wrote it to, whose manifest names its model."
+        )
+    file, _ = open_shard(path, require_manifest(folder))
+    with file:
+        table = read_columns(path, file, ["embedding", "label", "domain"])
+    X = embedding_matrix(table.column("embedding"))
     if normalize:
         X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), np.finfo(np.float32).tiny)
     statistics = InterventionStatistics(X.shape[1])
     statistics.add_samples(X)
-    labels = []
-    if "label" in present:
-        label_values = np.asarray(table.column("label").to_pylist())
-        labels = np.unique(label_values).tolist()
-        if use_domains and "domain" in present:
+    if "label" in table.column_names:
+        labels = np.asarray(table.column("label").to_pylist())
+        statistics.add_labels(labels)
+        if use_domains and "domain" in table.column_names:
             domains = np.asarray(table.column("domain").to_pylist())
-            statistics.add_environments(X, label_values, domains)
-    return statistics, labels
+            statistics.add_environments(X, labels, domains)
+    return statistics
 
 
 def _merged_statistics(paths, normalize, use_domains, address):
@@ -93,17 +111,16 @@ def _merged_statistics(paths, normalize, use_domains, address):
         pending = [
             task.remote(str(path), normalize=normalize, use_domains=use_domains) for path in paths
         ]
-        merged, labels = None, set()
+        merged = None
         # Merged in shard order (each result waits for the earlier ones), so that the sums are
         # added in the same order on every run: the result does not depend on scheduling.
         # Arrays fetched from the object store are read-only: merge into fresh statistics.
         for ref in pending:
-            statistics, shard_labels = ray.get(ref)
+            statistics = ray.get(ref)
             if merged is None:
                 merged = InterventionStatistics(statistics.n_features)
             merged.merge(statistics)
-            labels.update(shard_labels)
-        return merged, labels
+        return merged
     finally:
         if started:
             ray.shutdown()
@@ -168,49 +185,29 @@ def fit_projector_from_shards(
     """
     from skicm.projection import InvariantProjector
 
-    folders = [out] if isinstance(out, (str, os.PathLike)) else list(out)
-    namespaces = {str(folder): (read_manifest(folder) or {}).get("namespace") for folder in folders}
-    if len(set(namespaces.values())) > 1:
-        raise ValueError(f"The folders hold embeddings of different models: {namespaces}.")
-    paths = [path for folder in folders for path in shard_paths(folder)]
-    if not paths:
-        raise ValueError(f"{[str(Path(f)) for f in folders]} hold no finished shard to fit on.")
+    folders = [Path(out)] if isinstance(out, (str, os.PathLike)) else [Path(f) for f in out]
     if engine not in ("ray", "local"):
         raise ValueError(f"engine must be 'ray' or 'local', got {engine!r}.")
-    if engine == "ray":
-        statistics, labels = _merged_statistics(paths, normalize, use_domains, address)
-    else:
-        statistics, labels = None, set()
-        for path in paths:
-            shard, shard_labels = shard_statistics(
-                path, normalize=normalize, use_domains=use_domains
-            )
-            statistics = shard if statistics is None else statistics.merge(shard)
-            labels.update(shard_labels)
-    projector = clone(projector) if projector is not None else InvariantProjector()
-    return _solve_from_statistics(projector, statistics, labels)
-
-
-def _solve_from_statistics(projector, statistics, labels):
-    """Set ``projector``'s fitted state from merged statistics, as its ``fit`` would.
-
-    InvariantProjector has no public method taking statistics yet, so this follows the last
-    steps of its ``fit`` (after the statistics of the data are formed) through its private
-    solver; ``tests/test_distributed.py`` checks the result equals a plain ``fit``.
-    """
-    from skicm.projection import _as_key
-
-    projector._validate_params()
-    n_features = statistics.n_features
-    if isinstance(projector.n_components, int) and projector.n_components > n_features:
+    identities = {str(folder): shard_identity(require_manifest(folder)) for folder in folders}
+    if len({json.dumps(identity, sort_keys=True) for identity in identities.values()}) > 1:
         raise ValueError(
-            f"n_components={projector.n_components} must be between 1 and n_features={n_features}."
+            "The folders hold embeddings of different models (their manifests say "
+            + "; ".join(f"{folder}: {identity}" for folder, identity in identities.items())
+            + "); fit on the folders of one model."
         )
-    labels_seen = {_as_key(label) for label in labels}
-    extra = [statistics.environment_differences()]
-    if projector.interventions is not None:
-        extra.append(projector._intervention_differences(labels_seen))
-    projector.n_features_in_ = n_features
-    projector._solve(statistics, extra, dtype=np.float32)
-    projector.statistics_, projector._labels_seen = statistics, labels_seen
-    return projector
+    paths = []
+    for folder in folders:
+        # Every shard is checked on the driver (footers only) before any task starts, so that
+        # a bad shard fails here with its name, not inside a Ray task.
+        paths.extend(path for path, _ in iter_shards(folder, require_manifest(folder)))
+    if not paths:
+        raise ValueError(f"{[str(f) for f in folders]} hold no finished shard to fit on.")
+    if engine == "ray":
+        statistics = _merged_statistics(paths, normalize, use_domains, address)
+    else:
+        statistics = None
+        for path in paths:
+            shard = shard_statistics(path, normalize=normalize, use_domains=use_domains)
+            statistics = shard if statistics is None else statistics.merge(shard)
+    projector = clone(projector) if projector is not None else InvariantProjector()
+    return projector.fit_from_statistics(statistics)

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,17 @@ __all__ = ["ShardStore", "load_embeddings"]
 
 MANIFEST_NAME = "manifest.json"
 _SHARD_PATTERN = re.compile(r"^shard-(\d{6,})\.parquet$")
-_FORMAT = 1
+# 1: shards without identity metadata (skicm before shards carried it); 2: every shard carries
+# the identity of the model that wrote it in its Parquet key/value metadata.
+FORMAT = 2
 # What decides whether two runs made the same embeddings; the other manifest fields are
 # informative only.
 _IDENTITY_FIELDS = ("embedder", "model", "weights", "preprocess", "namespace", "embed_dim")
+# Key of the identity in a shard's Parquet key/value (schema) metadata, and what it holds: the
+# fields of the manifest that decide what an embedding means, plus the stored dtype.
+SHARD_METADATA_KEY = b"skicm"
+_SHARD_IDENTITY_FIELDS = ("embedder", "model", "weights", "namespace", "embed_dim", "dtype")
+_EMBEDDING_DTYPE = "float32"
 
 
 def shard_name(index: int) -> str:
@@ -39,25 +47,65 @@ def shard_paths(out) -> list[Path]:
 
 
 def read_manifest(out) -> dict | None:
-    path = Path(out) / MANIFEST_NAME
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"Cannot read the manifest {str(path)!r}: {error}") from None
-
-
-def check_or_write_manifest(out, manifest: dict) -> dict:
-    """Write ``manifest`` into a fresh ``out``, or check it equals the one already there.
+    """The manifest of ``out`` (None when there is none), checked to be one skicm wrote.
 
     Raises
     ------
     ValueError
-        If ``out`` holds embeddings of another embedder (model, weights, preprocessing).
+        If the file is not JSON, not an object, or lacks the namespace or the width.
+    """
+    path = Path(out) / MANIFEST_NAME
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"Cannot read the manifest {str(path)!r}: {error}") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(
+            f"The manifest {str(path)!r} holds {json.dumps(manifest)[:40]}, not the JSON object "
+            "that skicm embed writes: it was overwritten or not written by skicm. Embed into "
+            "another folder, or restore the manifest."
+        )
+    problems = []
+    if not isinstance(manifest.get("namespace"), str):
+        problems.append(f"'namespace' is {manifest.get('namespace')!r}, not a string")
+    width = manifest.get("embed_dim")
+    if not (isinstance(width, int) and not isinstance(width, bool) and width >= 1):
+        problems.append(f"'embed_dim' is {width!r}, not a positive integer")
+    if problems:
+        raise ValueError(
+            f"The manifest {str(path)!r} is not one skicm embed writes: {'; '.join(problems)}. "
+            "Embed into another folder, or restore the manifest."
+        )
+    return manifest
+
+
+def require_manifest(out) -> dict:
+    """:func:`read_manifest`, with an error when ``out`` has none."""
+    manifest = read_manifest(out)
+    if manifest is None:
+        raise ValueError(f"{str(out)!r} holds no {MANIFEST_NAME}; is it a skicm embed folder?")
+    return manifest
+
+
+def _describe(values: dict) -> str:
+    return ", ".join(f"{key}={value!r}" for key, value in values.items())
+
+
+def check_or_write_manifest(out, manifest: dict, existing: dict | None = None) -> dict:
+    """Write ``manifest`` into a fresh ``out``, or check it equals the one already there.
+
+    ``existing`` is the manifest already read from ``out`` (read again when None).
+
+    Raises
+    ------
+    ValueError
+        If ``out`` holds embeddings of another embedder (model, weights, preprocessing, store
+        namespace, width) or labels named by other class aliases.
     """
     out = Path(out)
-    existing = read_manifest(out)
+    existing = existing if existing is not None else read_manifest(out)
     if existing is None:
         if shard_paths(out):
             raise ValueError(
@@ -67,31 +115,150 @@ def check_or_write_manifest(out, manifest: dict) -> dict:
         write_atomically(out / MANIFEST_NAME, json.dumps(manifest, indent=2).encode())
         return manifest
     different = [
-        f"{field}: {existing.get(field)!r} there, {manifest.get(field)!r} now"
+        f"{field}: {existing.get(field)!r} in {MANIFEST_NAME}, {manifest.get(field)!r} now"
         for field in _IDENTITY_FIELDS
         if existing.get(field) != manifest.get(field)
     ]
     if different:
         raise ValueError(
             f"{str(out)!r} holds embeddings of another model; refusing to add these to it "
-            f"({'; '.join(different)}). Use another --out folder, or the model of the manifest."
+            f"({'; '.join(different)}). Use another --out folder, or the model of the manifest "
+            "(the namespace also covers the precision and the image decoder, which depend on "
+            "the device: a GPU run in bf16 is not resumed on a CPU)."
+        )
+    if (existing.get("class_aliases") or {}) != (manifest.get("class_aliases") or {}):
+        raise ValueError(
+            f"{str(out)!r} holds labels named with class aliases "
+            f"{existing.get('class_aliases') or {}}, this run with "
+            f"{manifest.get('class_aliases') or {}}; give the same aliases, or another --out."
         )
     return existing
+
+
+def shard_identity(manifest: dict) -> dict:
+    """What a shard of the folder of ``manifest`` carries in its Parquet metadata."""
+    return {
+        **{field: manifest.get(field) for field in _SHARD_IDENTITY_FIELDS if field != "dtype"},
+        "dtype": _EMBEDDING_DTYPE,
+    }
+
+
+def open_shard(path, manifest: dict):
+    """Open the finished shard ``path`` and check that it belongs to the folder of ``manifest``.
+
+    Reads the Parquet footer only. Checks the model identity of the shard's key/value metadata
+    against the manifest (embedder, model, weights, store namespace, width, dtype) and the type
+    of its ``embedding`` column (fixed-size list of ``embed_dim`` float32).
+
+    Returns
+    -------
+    file : pyarrow.parquet.ParquetFile
+    verified : bool
+        False for a shard without identity metadata in a folder written before shards carried
+        it (manifest format 1): accepted, its width and dtype checked, its model not.
+
+    Raises
+    ------
+    ValueError
+        Naming the shard: unreadable, written by another model, or a column of another type.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        file = pq.ParquetFile(path)
+        schema = file.schema_arrow
+    except (pa.ArrowException, OSError) as error:
+        raise ValueError(f"Cannot read the shard {str(path)!r} as Parquet: {error}") from None
+    expected = shard_identity(manifest)
+    manifest_path = str(Path(path).parent / MANIFEST_NAME)
+    raw = (schema.metadata or {}).get(SHARD_METADATA_KEY)
+    verified = raw is not None
+    if raw is None:
+        if manifest.get("format", 1) >= 2:
+            raise ValueError(
+                f"The shard {str(path)!r} carries no model identity (Parquet metadata key "
+                f"{SHARD_METADATA_KEY.decode()!r}), but every shard that skicm embed writes into "
+                f"{str(Path(path).parent)!r} carries it: the shard was copied in from elsewhere. "
+                "Remove it, or embed its images again."
+            )
+    else:
+        try:
+            identity = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            identity = None
+        if not isinstance(identity, dict):
+            raise ValueError(
+                f"The shard {str(path)!r} holds unreadable identity metadata "
+                f"({raw[:60]!r}); remove it, or embed its images again."
+            )
+        shard = {field: identity.get(field) for field in _SHARD_IDENTITY_FIELDS}
+        if shard != expected:
+            raise ValueError(
+                f"The shard {str(path)!r} was written by another model than the one of its "
+                f"folder: the shard says {_describe(shard)}; {manifest_path} says "
+                f"{_describe(expected)}. Remove it (or move it to the folder of its model)."
+            )
+    index = schema.get_field_index("embedding")
+    wanted = pa.list_(pa.float32(), manifest["embed_dim"])
+    if index < 0 or "path" not in schema.names:
+        raise ValueError(
+            f"The shard {str(path)!r} has no {'embedding' if index < 0 else 'path'!r} column "
+            f"(columns: {schema.names}); it was not written by skicm embed."
+        )
+    if schema.field(index).type != wanted:
+        raise ValueError(
+            f"The shard {str(path)!r} holds its 'embedding' column as {schema.field(index).type}, "
+            f"not {wanted} ({manifest_path} says embed_dim={manifest['embed_dim']}, float32); "
+            "it was not written by skicm embed for this folder. Remove it."
+        )
+    return file, verified
+
+
+def warn_unverified(out, n_unverified: int) -> None:
+    """Warn once per reading that ``n_unverified`` shards of ``out`` could not be verified."""
+    if n_unverified:
+        warnings.warn(
+            f"{n_unverified} shard(s) of {str(out)!r} carry no model identity: the folder was "
+            "written by a skicm version before shards carried it. They are read on the word of "
+            f"its {MANIFEST_NAME} (their width and dtype are checked, their model cannot be); "
+            "embed the collection again into a new folder to have every shard verified.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def iter_shards(out, manifest: dict, paths=None):
+    """Yield ``(path, ParquetFile)`` of the finished shards of ``out``, each checked first.
+
+    ``paths`` restricts the shards (default: all of ``out``). Warns once, after the last, when
+    some shards could not be verified (see :func:`open_shard`).
+    """
+    n_unverified = 0
+    for path in shard_paths(out) if paths is None else paths:
+        file, verified = open_shard(path, manifest)
+        n_unverified += not verified
+        try:
+            yield path, file
+        finally:
+            file.close()
+    warn_unverified(out, n_unverified)
 
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file; never replaces an existing file.
 
     The file appears complete or not at all: it is written and flushed to disk under a hidden
-    temporary name, then hard-linked to its name (which fails if the name exists), so a kill at
-    any moment leaves at most a temporary file, which the next run removes.
+    temporary name in the same folder, then hard-linked to its name (which fails if the name
+    exists), so a kill at any moment leaves at most a temporary file, which the next run
+    removes; a failed write (disk full, file too large) removes it at once.
     """
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
     try:
+        with open(temporary, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
         os.link(temporary, path)
     except FileExistsError:
         raise FileExistsError(
@@ -99,7 +266,8 @@ def write_atomically(path: Path, data: bytes) -> None:
             "to the same folder?)"
         ) from None
     finally:
-        os.unlink(temporary)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
     with contextlib.suppress(OSError):  # make the new name durable too, where the OS allows
         directory = os.open(path.parent, os.O_RDONLY)
         try:
@@ -148,45 +316,41 @@ def shard_table(rows: dict, embed_dim: int):
     return pa.table(columns)
 
 
-def write_shard(out, index: int, table) -> Path:
+def write_shard(out, index: int, table, identity: dict) -> Path:
+    """Write shard ``index`` of ``out`` atomically, with ``identity`` in its Parquet metadata."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    metadata = {**(table.schema.metadata or {}), SHARD_METADATA_KEY: json.dumps(identity)}
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
+    pq.write_table(table.replace_schema_metadata(metadata), sink)
     path = Path(out) / shard_name(index)
     write_atomically(path, sink.getvalue().to_pybytes())
     return path
 
 
-def _read_shard(path, columns):
+def read_columns(path, file, columns):
+    """The ``columns`` of an opened shard that it has (a read error names the shard)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
+    present = [name for name in columns if name in file.schema_arrow.names]
     try:
-        return pq.read_table(path, columns=columns)
-    except (pa.ArrowInvalid, OSError) as error:
+        return file.read(columns=present)
+    except (pa.ArrowException, OSError) as error:
         raise ValueError(f"Cannot read the shard {str(path)!r}: {error}") from None
 
 
-def _present_columns(path, wanted):
-    import pyarrow.parquet as pq
-
-    names = pq.read_schema(path).names
-    return [name for name in wanted if name in names]
-
-
-def embedded_paths(out):
-    """Every path already in a finished shard of ``out``, as an Arrow string array."""
+def embedded_paths(out, manifest: dict):
+    """Every path already in a finished shard of ``out`` (each checked), as Arrow strings."""
     import pyarrow as pa
 
     chunks = []
-    for path in shard_paths(out):
-        chunks.extend(_read_shard(path, ["path"]).column("path").chunks)
+    for path, file in iter_shards(out, manifest):
+        chunks.extend(read_columns(path, file, ["path"]).column("path").chunks)
     return pa.chunked_array(chunks, type=pa.string())
 
 
-def _embedding_matrix(column) -> np.ndarray:
+def embedding_matrix(column) -> np.ndarray:
     import pyarrow as pa
 
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
@@ -218,7 +382,8 @@ def load_embeddings(out, *, normalize=True, columns=("label", "domain")):
     Raises
     ------
     ValueError
-        If ``out`` has no manifest or no shard.
+        If ``out`` has no manifest or no shard, or a shard is unreadable or was written by
+        another model than the manifest's (the error names the shard).
 
     Examples
     --------
@@ -239,21 +404,18 @@ def load_embeddings(out, *, normalize=True, columns=("label", "domain")):
     ((3, 32), None)
     """
     out = Path(out)
-    manifest = read_manifest(out)
-    if manifest is None:
-        raise ValueError(f"{str(out)!r} holds no {MANIFEST_NAME}; is it a skicm embed folder?")
-    paths = shard_paths(out)
-    if not paths:
+    manifest = require_manifest(out)
+    if not shard_paths(out):
         raise ValueError(f"{str(out)!r} holds no finished shard yet.")
     parts = {"path": [], "embedding": []}
     extra = {name: [] for name in columns}
-    for path in paths:
-        present = _present_columns(path, ["path", "embedding", *columns])
-        table = _read_shard(path, present)
+    for path, file in iter_shards(out, manifest):
+        table = read_columns(path, file, ["path", "embedding", *columns])
         parts["path"].extend(table.column("path").to_pylist())
-        parts["embedding"].append(_embedding_matrix(table.column("embedding")))
+        parts["embedding"].append(embedding_matrix(table.column("embedding")))
         for name in columns:
-            extra[name].append(table.column(name).to_pylist() if name in present else None)
+            present = name in table.column_names
+            extra[name].append(table.column(name).to_pylist() if present else None)
     embeddings = np.concatenate(parts["embedding"])
     if normalize:
         norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
@@ -322,13 +484,14 @@ class ShardStore(EmbeddingStore):
 
     def __init__(self, out):
         out = Path(out)
-        manifest = read_manifest(out)
-        if manifest is None:
-            raise ValueError(f"{str(out)!r} holds no {MANIFEST_NAME}; is it a skicm embed folder?")
+        manifest = require_manifest(out)
+        # Every shard is checked now (footers only), so that a shard of another model fails
+        # here, naming the shard, not later inside an embedder's transform.
+        self._shards = [path for path, _ in iter_shards(out, manifest)]
         self.out = out
         self.namespace = manifest["namespace"]
+        self._manifest = manifest
         self._index = None  # key -> (shard, row), read on first lookup
-        self._shards = []
         self._computed = {}
 
     @property
@@ -339,9 +502,10 @@ class ShardStore(EmbeddingStore):
     def _key_index(self):
         if self._index is None:
             index = {}
-            self._shards = shard_paths(self.out)
             for number, path in enumerate(self._shards):
-                keys = _read_shard(path, ["key"]).column("key").to_pylist()
+                file, _ = open_shard(path, self._manifest)  # warned about in __init__
+                with file:
+                    keys = read_columns(path, file, ["key"]).column("key").to_pylist()
                 index.update((key, (number, row)) for row, key in enumerate(keys))
             self._index = index
         return self._index
@@ -373,9 +537,11 @@ class ShardStore(EmbeddingStore):
                 shard, row = index[key]
                 by_shard.setdefault(shard, []).append((key, row))
         for shard, wanted in by_shard.items():
-            matrix = _embedding_matrix(
-                _read_shard(self._shards[shard], ["embedding"]).column("embedding")
-            )
+            path = self._shards[shard]
+            file, _ = open_shard(path, self._manifest)
+            with file:
+                table = read_columns(path, file, ["embedding"])
+            matrix = embedding_matrix(table.column("embedding"))
             found.update((key, matrix[row]) for key, row in wanted)
         return found
 

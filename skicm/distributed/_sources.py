@@ -139,7 +139,7 @@ def _check_unique(paths, source) -> None:
     )
 
 
-def listing_table(source):
+def listing_table(source, class_aliases=None):
     """The images of ``source`` as an Arrow table, and the kind of source.
 
     The table has a ``path`` column (absolute, normalised, each path once) and ``label`` and
@@ -149,6 +149,8 @@ def listing_table(source):
     Parameters
     ----------
     source : str or path-like
+        See :func:`list_images`.
+    class_aliases : mapping, str, path-like or None, default=None
         See :func:`list_images`.
 
     Returns
@@ -166,7 +168,7 @@ def listing_table(source):
         if _is_domainbed_layout(path, suffixes):
             from skicm.datasets import load_image_folders
 
-            data = load_image_folders(path)
+            data = load_image_folders(path, class_aliases=class_aliases)
             kind = "domainbed"
             columns = {
                 "path": [os.path.abspath(p) for p in data.paths],
@@ -191,11 +193,17 @@ def listing_table(source):
         raise ValueError(
             f"The source {str(source)!r} is neither a folder nor a .csv or .parquet listing."
         )
+    if class_aliases and kind != "domainbed":
+        raise ValueError(
+            f"class_aliases (--class-alias) names the class folders of a DomainBed-layout folder "
+            f"(root/domain/class/image); {str(source)!r} is a {kind} "
+            f"({'its labels come from its label column' if kind == 'listing' else 'no labels'})."
+        )
     _check_unique(table.column("path"), source)
     return table, kind
 
 
-def list_images(source) -> Bunch:
+def list_images(source, *, class_aliases=None) -> Bunch:
     """List the images of ``source`` with their labels and domains when the source knows them.
 
     Parameters
@@ -206,6 +214,9 @@ def list_images(source) -> Bunch:
         (every image file below it, in sorted order, without labels), or a ``.csv`` /
         ``.parquet`` file with a ``path`` column and optional ``label`` and ``domain`` columns
         (relative paths are relative to the file's folder).
+    class_aliases : mapping of str to str, str, path-like or None, default=None
+        Class name of each class folder named otherwise, for a DomainBed-layout folder whose
+        domains name a class differently (see :func:`skicm.datasets.load_image_folders`).
 
     Returns
     -------
@@ -220,7 +231,8 @@ def list_images(source) -> Bunch:
         If ``source`` does not exist.
     ValueError
         If it holds no image, is a file of another kind, a listing lacks its ``path`` column,
-        or a path is listed twice.
+        a path is listed twice, or ``class_aliases`` is given for a source that is not a
+        DomainBed-layout folder.
 
     Examples
     --------
@@ -236,7 +248,7 @@ def list_images(source) -> Bunch:
     >>> listing.kind, listing.labels, listing.domains
     ('domainbed', ['dog', 'dog'], ['photo', 'sketch'])
     """
-    table, kind = listing_table(source)
+    table, kind = listing_table(source, class_aliases=class_aliases)
     names = table.column_names
     return Bunch(
         paths=table.column("path").to_pylist(),
