@@ -28,7 +28,12 @@ from sklearn.utils.validation import (
 
 from skicm.interventions import _class_labels_and_names, _encode_texts
 
-__all__ = ["DEFAULT_ZERO_SHOT_TEMPLATES", "ZeroShotClassifier"]
+__all__ = [
+    "DEFAULT_ZERO_SHOT_TEMPLATES",
+    "TEMPLATE_SETS",
+    "ZeroShotClassifier",
+    "zero_shot_templates",
+]
 
 #: Prompt templates of :class:`ZeroShotClassifier`: a few of open_clip's ImageNet templates.
 DEFAULT_ZERO_SHOT_TEMPLATES = (
@@ -40,6 +45,73 @@ DEFAULT_ZERO_SHOT_TEMPLATES = (
     "a drawing of a {}.",
     "itap of a {}.",
 )
+
+#: Named prompt-template sets, accepted wherever ``templates`` are: ``"openai-imagenet"``
+#: (open_clip's 80 ImageNet templates of the CLIP paper), ``"simple-imagenet"`` (open_clip's 7
+#: selected ones) and ``"skicm"`` (:data:`DEFAULT_ZERO_SHOT_TEMPLATES`).
+TEMPLATE_SETS = ("openai-imagenet", "simple-imagenet", "skicm")
+
+
+def _check_templates(templates, name="templates"):
+    """Validate ``templates`` (a named set, one template or several) without importing open_clip.
+
+    Every template holds exactly one ``{}``, where the class name goes.
+    """
+    if isinstance(templates, str) and "{}" not in templates:
+        if templates not in TEMPLATE_SETS:
+            raise ValueError(
+                f"{name} must be one of the template sets {list(TEMPLATE_SETS)} or templates with "
+                f"exactly one '{{}}' for the class name, got {templates!r}."
+            )
+        return
+    values = [templates] if isinstance(templates, str) else list(templates)
+    bad = [t for t in values if not isinstance(t, str) or t.count("{}") != 1]
+    if not values or bad:
+        raise ValueError(
+            f"{name} must be strings with exactly one '{{}}' for the class name (or one of the "
+            f"template sets {list(TEMPLATE_SETS)}); got {templates!r}"
+            + (f", where {bad} are not." if bad else ", which is empty.")
+        )
+
+
+def zero_shot_templates(templates="openai-imagenet"):
+    """Prompt templates for zero-shot classification, with one ``{}`` for the class name.
+
+    Parameters
+    ----------
+    templates : str or sequence of str, default="openai-imagenet"
+        A name of :data:`TEMPLATE_SETS`: ``"openai-imagenet"``: open_clip's 80 ImageNet
+        templates of the CLIP paper; ``"simple-imagenet"``: open_clip's 7 selected ones;
+        ``"skicm"``: :data:`DEFAULT_ZERO_SHOT_TEMPLATES`. A single template containing ``{}``
+        or a sequence of them is returned as a list.
+
+    Returns
+    -------
+    templates : list of str
+
+    Raises
+    ------
+    ValueError
+        If ``templates`` is neither a set's name nor templates with exactly one ``{}`` each.
+
+    Examples
+    --------
+    >>> from skicm.zero_shot import zero_shot_templates
+    >>> len(zero_shot_templates()), zero_shot_templates()[0]
+    (80, 'a bad photo of a {}.')
+    >>> zero_shot_templates("a photo of a {}.")
+    ['a photo of a {}.']
+    """
+    _check_templates(templates)
+    if isinstance(templates, str) and templates in TEMPLATE_SETS:
+        if templates == "skicm":
+            return list(DEFAULT_ZERO_SHOT_TEMPLATES)
+        from open_clip import zero_shot_metadata
+
+        name = templates.split("-")[0].upper() + "_IMAGENET_TEMPLATES"
+        return [template("{}") for template in getattr(zero_shot_metadata, name)]
+    return [templates] if isinstance(templates, str) else list(templates)
+
 
 _EPS = 1e-12
 
@@ -95,7 +167,8 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         Text encoder of the same model that embedded ``X``, normally a
         :class:`~skicm.CLIPEmbedder`. Not used when ``class_embeddings`` is given.
     templates : str or sequence of str, default=DEFAULT_ZERO_SHOT_TEMPLATES
-        Prompt templates with one ``{}`` for the class name.
+        Prompt templates with one ``{}`` for the class name, or the name of a set of
+        :data:`TEMPLATE_SETS` (e.g. ``"openai-imagenet"``, the CLIP paper's 80 templates).
     class_embeddings : array-like of shape (n_classes, n_features), "image_means" or None, \
             default=None
         Precomputed class text embeddings (one row per class, in label order), instead of
@@ -356,14 +429,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
                     f"{n_classes} classes ({classes.tolist()!r}); give one row per class."
                 )
             return _normalize_rows(embeddings.astype(dtype, copy=False))
-        templates = [self.templates] if isinstance(self.templates, str) else list(self.templates)
-        if not templates or not all(
-            isinstance(template, str) and template.count("{}") == 1 for template in templates
-        ):
-            raise ValueError(
-                f"templates must be strings with exactly one '{{}}' for the class name; got "
-                f"{self.templates!r}."
-            )
+        templates = zero_shot_templates(self.templates)
         prompts = [template.format(name) for name in class_names for template in templates]
         embeddings = _encode_texts(self.encoder, prompts).astype(dtype, copy=False)
         embeddings = _normalize_rows(embeddings).reshape(n_classes, len(templates), -1)

@@ -321,3 +321,26 @@ def test_error_messages_name_the_actual_problem():
     )
     with pytest.raises(ValueError, match="projector was fitted on 2 features but X has 3"):
         narrow.fit(X)
+
+
+@pytest.mark.parametrize("name", ["openai-imagenet", "simple-imagenet", "skicm"])
+def test_a_named_template_set_is_the_same_as_its_templates(embedder, image_embeddings, name):
+    from open_clip import zero_shot_metadata
+
+    from skicm.zero_shot import DEFAULT_ZERO_SHOT_TEMPLATES, zero_shot_templates
+
+    # The sets written out independently of zero_shot_templates (open_clip's own lists).
+    written = {
+        "openai-imagenet": [t("{}") for t in zero_shot_metadata.OPENAI_IMAGENET_TEMPLATES],
+        "simple-imagenet": [t("{}") for t in zero_shot_metadata.SIMPLE_IMAGENET_TEMPLATES],
+        "skicm": list(DEFAULT_ZERO_SHOT_TEMPLATES),
+    }[name]
+    assert zero_shot_templates(name) == written
+    by_name = ZeroShotClassifier(NAMES, encoder=embedder, templates=name).fit(image_embeddings)
+    listed = ZeroShotClassifier(NAMES, encoder=embedder, templates=written).fit(image_embeddings)
+    np.testing.assert_array_equal(by_name.class_embeddings_, listed.class_embeddings_)
+
+
+def test_unknown_template_set_names_the_sets(embedder, image_embeddings):
+    with pytest.raises(ValueError, match=r"one of the template sets \['openai-imagenet'"):
+        ZeroShotClassifier(NAMES, encoder=embedder, templates="openai").fit(image_embeddings)

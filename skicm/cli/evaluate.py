@@ -42,7 +42,13 @@ def _fraction(value):
 
 def add_parser(subcommands):
     """Register ``skicm evaluate`` on ``subcommands``."""
-    from skicm.evaluation import DEFAULT_GRID, INTERVENTION_KINDS, SELECTION_RULES
+    from skicm.evaluation import (
+        DEFAULT_GRID,
+        INTERVENTION_KINDS,
+        SCORINGS,
+        SELECTION_RULES,
+        available_methods,
+    )
 
     evaluate = subcommands.add_parser(
         "evaluate",
@@ -105,6 +111,19 @@ def add_parser(subcommands):
         help="open-class: the base classes (default: the first half of the class names)",
     )
     protocol.add_argument(
+        "--methods",
+        nargs="+",
+        metavar="METHOD",
+        choices=list(available_methods()),
+        help="methods to run, in column order (default: every default method the data and "
+        "encoder allow); --list-methods lists them: " + ", ".join(available_methods()),
+    )
+    protocol.add_argument(
+        "--list-methods",
+        action="store_true",
+        help="list the methods (name, what each needs, default or not) and exit",
+    )
+    protocol.add_argument(
         "--interventions",
         nargs="+",
         choices=INTERVENTION_KINDS,
@@ -120,10 +139,11 @@ def add_parser(subcommands):
     )
     protocol.add_argument(
         "--scoring",
-        choices=("auto", "accuracy", "interventional", "worst-environment"),
+        choices=("auto", *SCORINGS),
         default="auto",
         help="what the selection scores (default auto: interventional where counterparts exist, "
-        "else accuracy)",
+        "else accuracy): "
+        + "; ".join(f"{name}: {scoring.description}" for name, scoring in SCORINGS.items()),
     )
     protocol.add_argument(
         "--n-components",
@@ -172,6 +192,13 @@ def add_parser(subcommands):
     )
     protocol.add_argument(
         "--no-zero-shot", action="store_true", help="leave out the zero-shot columns"
+    )
+    protocol.add_argument(
+        "--n-jobs",
+        type=int,
+        default=-1,
+        help="threads fitting grid candidates at the same time (default -1: every core this "
+        "process may use; each fit uses one BLAS thread)",
     )
     protocol.add_argument(
         "--intervention-seed",
@@ -232,6 +259,28 @@ def _mnist_factory(args):
     return build
 
 
+def list_methods():
+    """The registry of methods as a plain-text table (``skicm evaluate --list-methods``)."""
+    from skicm.evaluation import available_methods
+
+    rows = [("method", "needs", "columns", "default", "description")]
+    for name, method in available_methods().items():
+        rows.append(
+            (
+                name,
+                ", ".join(method.needs) or "-",
+                "one per kind of interventions" if method.per_intervention_kind else "one",
+                "yes" if method.default else "no",
+                method.description,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip()
+        for row in rows
+    )
+
+
 def _check_options(args):
     """Reject bad combinations before anything is loaded or embedded."""
     if args.seeds < 1:
@@ -245,6 +294,12 @@ def _check_options(args):
             )
     elif args.domains or args.class_alias or args.class_alias_file:
         raise ValueError("--domains and --class-alias apply to --dataset folder only.")
+    if args.methods and args.no_zero_shot:
+        raise ValueError(
+            "give --methods or --no-zero-shot, not both (--methods names every column)."
+        )
+    if args.n_jobs == 0 or args.n_jobs < -1:
+        raise ValueError(f"--n-jobs must be -1 or a positive number, got {args.n_jobs}.")
     if args.protocol == "open-class" and args.no_zero_shot:
         raise ValueError("--protocol open-class is zero-shot: drop --no-zero-shot.")
     if args.base_classes and args.protocol != "open-class":
@@ -265,11 +320,13 @@ def _check_options(args):
 def run(args):
     """Run ``skicm evaluate`` with parsed ``args``; return the exit status."""
     from skicm.evaluation import evaluate_domain_generalization, evaluate_open_class
+    from skicm.zero_shot import _check_templates
 
+    if args.list_methods:
+        print(list_methods())
+        return 0
     _check_options(args)
-    from skicm.evaluation._options import _check_templates
-
-    _check_templates(args.templates)  # a bad template fails before any embedding
+    _check_templates(args.templates, "--templates")  # a bad template fails before any embedding
     if args.dataset == "folder":
         from skicm.datasets import load_image_folders
 
@@ -278,6 +335,7 @@ def run(args):
             domains=args.domains,
             class_aliases=_class_aliases(args.class_alias, args.class_alias_file),
         )
+        _check_domains(args, data)
         description = (
             f"{len(data.paths)} images, {len(data.target_names)} classes, domains "
             f"{', '.join(data.domain_names)}"
@@ -295,6 +353,7 @@ def run(args):
 
     options = {
         "embedder": embedder,
+        "methods": args.methods or "auto",
         "interventions": args.interventions or "auto",
         "selection": args.selection,
         "scoring": args.scoring,
@@ -305,6 +364,7 @@ def run(args):
         "templates": args.templates,
         "intervention_seed": args.intervention_seed,
         "validation_size": args.validation_size,
+        "n_jobs": args.n_jobs,
         "progress": not args.no_progress,
     }
     if args.protocol == "open-class":
@@ -327,6 +387,19 @@ def run(args):
         plt.close(figure)
         print(f"plot saved to {args.plot}")
     return 0
+
+
+def _check_domains(args, data):
+    """Every domain named by --domains and --test-domains holds images."""
+    found = set(data.domain_names)
+    for option, names in (("--domains", args.domains), ("--test-domains", args.test_domains)):
+        missing = [name for name in names or () if name not in found]
+        if missing:
+            raise ValueError(
+                f"{option} names {', '.join(map(repr, missing))}, which "
+                f"{'has' if len(missing) == 1 else 'have'} no images under {args.source} (the "
+                f"domains with images: {', '.join(sorted(found))})."
+            )
 
 
 def _describe(embedder):

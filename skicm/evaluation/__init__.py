@@ -14,9 +14,9 @@ Two layers:
 
 The package, one concept a module: ``_domain_scores`` (one fixed estimator),
 ``_options`` (checks of the options, before any data is embedded), ``_features`` (data
-preparation), ``_methods`` (the evaluated methods), ``_selection`` (model selection per
-held-out domain), ``_protocol`` (the drivers), ``_results`` and ``_plots`` (the results and
-their plot).
+preparation), ``_methods`` (the registry of methods), ``_selection`` (the scorings and model
+selection per held-out domain), ``_protocol`` (the drivers), ``_results`` and ``_plots``
+(the results and their plot).
 """
 
 from skicm.evaluation._domain_scores import (
@@ -24,24 +24,48 @@ from skicm.evaluation._domain_scores import (
     format_domain_scores,
     leave_one_domain_out,
 )
-from skicm.evaluation._methods import make_linear_probe, zero_shot_templates
+from skicm.evaluation._features import FIELDS
+from skicm.evaluation._methods import (
+    FIT_PARAMS,
+    NEEDS,
+    Method,
+    MethodContext,
+    available_methods,
+    grid_product,
+    make_linear_probe,
+    register_method,
+    unregister_method,
+)
 from skicm.evaluation._options import DEFAULT_GRID, INTERVENTION_KINDS, SELECTION_RULES
 from skicm.evaluation._plots import plot_domain_scores
 from skicm.evaluation._protocol import evaluate_domain_generalization, evaluate_open_class
 from skicm.evaluation._results import RESULT_COLUMNS, EvaluationResults
+from skicm.evaluation._selection import SCORINGS, Scoring
+from skicm.zero_shot import zero_shot_templates
 
 __all__ = [
     "DEFAULT_GRID",
+    "FIELDS",
+    "FIT_PARAMS",
     "INTERVENTION_KINDS",
+    "NEEDS",
     "RESULT_COLUMNS",
+    "SCORINGS",
     "SELECTION_RULES",
     "DomainScores",
     "EvaluationResults",
+    "Method",
+    "MethodContext",
+    "Scoring",
+    "available_methods",
     "evaluate_domain_generalization",
     "evaluate_open_class",
     "format_domain_scores",
+    "grid_product",
     "leave_one_domain_out",
     "make_linear_probe",
     "plot_domain_scores",
+    "register_method",
+    "unregister_method",
     "zero_shot_templates",
 ]

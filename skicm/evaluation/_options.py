@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import math
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
+
+from skicm.evaluation._methods import KIND_NEEDS, _Column, _select_methods
+from skicm.evaluation._selection import SCORINGS
 
 #: Kinds of interventional data an invariant projector can learn from, one result column each:
 #: ``"image"`` (aligned counterparts: image interventions or a data set's own counterparts),
@@ -27,28 +31,6 @@ DEFAULT_GRID = {
     "C": (0.1, 1.0),
 }
 
-_SCORINGS = ("auto", "accuracy", "interventional", "worst-environment")
-
-
-_TEMPLATE_SETS = ("openai-imagenet", "simple-imagenet", "skicm")
-
-
-def _check_templates(templates):
-    """Validate ``templates`` without importing open_clip."""
-    if isinstance(templates, str) and "{}" not in templates:
-        if templates not in _TEMPLATE_SETS:
-            raise ValueError(
-                f"templates must be one of {list(_TEMPLATE_SETS)} or templates with one '{{}}' "
-                f"for the class name, got {templates!r}."
-            )
-        return
-    values = [templates] if isinstance(templates, str) else list(templates)
-    bad = [t for t in values if not isinstance(t, str) or t.count("{}") != 1]
-    if not values or bad:
-        raise ValueError(
-            f"templates must hold strings with exactly one '{{}}' for the class name, got {bad}."
-        )
-
 
 def _as_tuple(values, name):
     if isinstance(values, (str, Real)):
@@ -59,21 +41,54 @@ def _as_tuple(values, name):
     return values
 
 
-def _resolve_n_components(values, n_features):
+def _resolve_n_components(values, n_features=None):
+    """The grid's ranks: "auto", or integers (fractions of the width resolved).
+
+    Without ``n_features`` (the width is not known before embedding) only the values are
+    checked. An integer above the width is an error: the projector cannot have more
+    directions than the embedding has features.
+    """
     resolved = []
     for value in _as_tuple(values, "n_components"):
         if value == "auto":
             resolved.append("auto")
         elif isinstance(value, Integral) and not isinstance(value, bool) and value >= 1:
-            resolved.append(min(int(value), n_features))
-        elif isinstance(value, Real) and 0 < value < 1:
-            resolved.append(max(1, round(value * n_features)))
+            if n_features is not None and value > n_features:
+                raise ValueError(
+                    f"n_components={value} exceeds the embedding width {n_features}: an invariant "
+                    f"subspace of {n_features}-wide embeddings has at most {n_features} "
+                    "directions. Ask for fewer, or a fraction of the width (e.g. 0.5)."
+                )
+            resolved.append(int(value))
+        elif isinstance(value, Real) and not isinstance(value, bool) and 0 < value < 1:
+            resolved.append(value if n_features is None else max(1, round(value * n_features)))
         else:
             raise ValueError(
                 "n_components must hold 'auto', positive integers or fractions in (0, 1) of "
                 f"the embedding width, got {value!r}."
             )
     return list(dict.fromkeys(resolved))
+
+
+def _warn_ranks_above_rows(ranks, n_train, notes):
+    """Warn (once per rank) about ranks that the training rows of some fold cannot support."""
+    from skicm.exceptions import RankWarning
+
+    for rank in ranks:
+        if rank == "auto":
+            continue
+        short = {domain: n for domain, n in n_train.items() if rank > n}
+        if not short:
+            continue
+        folds = ", ".join(f"{n} holding out {domain!r}" for domain, n in short.items())
+        message = (
+            f"n_components={rank} exceeds the number of training rows ({folds}): the data "
+            f"span at most that many directions, so the projector keeps fewer than {rank} "
+            "(the 'n_components (fitted)' column says how many); directions beyond the rows "
+            "would be round-off noise."
+        )
+        warnings.warn(message, RankWarning, stacklevel=5)
+        notes.append(message)
 
 
 def _positive_values(values, name, *, allow_zero):
@@ -145,36 +160,49 @@ def _label_names(labels, class_names):
     ]  # fmt: skip
 
 
+def _missing(needs, available):
+    return [need for need in needs if not available[need]]
+
+
 def _resolve_options(
-    features, *, embedder, interventions, zero_shot, scoring, selection, notes, open_class
-):
-    """Which kinds of interventional data and which zero-shot columns can run, and the scorer."""
+    dataset, *, embedder, methods, interventions, zero_shot, linear_probe, scoring, selection,
+    want_image, notes, open_class,
+):  # fmt: skip
+    """The columns that run (methods x kinds of interventional data) and the scoring.
+
+    Everything is decided from what the data hold and what the encoder can do, before
+    anything is embedded.
+    """
     if selection not in SELECTION_RULES:
         raise ValueError(f"selection must be one of {list(SELECTION_RULES)}, got {selection!r}.")
-    if scoring not in _SCORINGS:
-        raise ValueError(f"scoring must be one of {list(_SCORINGS)}, got {scoring!r}.")
+    if scoring != "auto" and scoring not in SCORINGS:
+        raise ValueError(f"scoring must be one of {['auto', *SCORINGS]}, got {scoring!r}.")
     text_tower = _has_text_tower(embedder)
     available = {
-        "image": features.X_intervened is not None,
-        "text": text_tower and features.class_names is not None,
+        "text tower": text_tower,
+        "class names": dataset.class_names is not None,
+        "counterparts": dataset.has_counterparts or (dataset.embed and want_image),
         "groups": True,
     }
     reasons = {
-        "image": "the data have no counterparts (images_intervened / data_intervened) and no "
-        "images to intervene on",
-        "text": (
+        "text tower": (
             f"the encoder {_embedder_name(embedder)!r} has no text tower"
-            if embedder is not None and not text_tower
+            if embedder is not None
             else "there is no text encoder (raw features)"
-            if embedder is None
-            else "the data name no classes (target_names)"
         ),
+        "class names": "the data name no classes (target_names)",
+        "counterparts": "the data have no counterparts (images_intervened / data_intervened) "
+        "and no images to intervene on",
     }
+
+    def reason(needs):
+        return reasons[_missing(needs, available)[0]]
+
     if interventions == "auto":
-        kinds = [kind for kind in INTERVENTION_KINDS if available[kind]]
+        kinds = [k for k in INTERVENTION_KINDS if not _missing(KIND_NEEDS[k], available)]
         for kind in INTERVENTION_KINDS:
-            if not available[kind]:
-                notes.append(f"no '{kind}' interventions: {reasons[kind]}.")
+            if kind not in kinds:
+                notes.append(f"no '{kind}' interventions: {reason(KIND_NEEDS[kind])}.")
     else:
         kinds = list(dict.fromkeys(_as_tuple(interventions, "interventions")))
         for kind in kinds:
@@ -183,36 +211,75 @@ def _resolve_options(
                     f"interventions must hold kinds of {list(INTERVENTION_KINDS)} or be "
                     f"'auto', got {kind!r}."
                 )
-            if not available[kind]:
-                raise ValueError(f"interventions={kind!r} cannot run: {reasons[kind]}.")
-    zero_shot_possible = text_tower and features.class_names is not None
-    if open_class and not zero_shot_possible:
+            if _missing(KIND_NEEDS[kind], available):
+                raise ValueError(f"interventions={kind!r} cannot run: {reason(KIND_NEEDS[kind])}.")
+    zero_shot_needs = ("text tower", "class names")
+    if open_class and _missing(zero_shot_needs, available):
         raise ValueError(
             "the open-class protocol classifies new classes by their names: it needs an "
-            f"encoder with a text tower and class names ({reasons['text']})."
+            f"encoder with a text tower and class names ({reason(zero_shot_needs)})."
         )
-    if zero_shot == "auto":
-        zero_shot = zero_shot_possible
-        if not zero_shot_possible:
-            notes.append(
-                "no zero-shot columns: "
-                + (
-                    "zero-shot classification needs a text tower, and "
-                    f"{reasons['text'].removeprefix('the encoder ')}"
-                    if not text_tower
-                    else "the data name no classes (target_names)"
-                )
-                + "."
-            )
-    elif zero_shot and not zero_shot_possible:
-        raise ValueError(f"zero_shot=True cannot run: {reasons['text']}.")
-    if scoring == "auto":
-        scoring = "interventional" if features.X_intervened is not None else "accuracy"
-    elif scoring == "interventional" and features.X_intervened is None:
+    selected, asked = _select_methods(methods)
+    if asked and (zero_shot != "auto" or linear_probe is not True):
         raise ValueError(
-            f"scoring='interventional' needs counterparts of the validation rows: "
-            f"{reasons['image']}."
+            "give methods= or zero_shot= / linear_probe=, not both (methods= names every column)."
+        )
+    if not (zero_shot == "auto" or isinstance(zero_shot, bool)):
+        raise ValueError(f"zero_shot must be 'auto', True or False, got {zero_shot!r}.")
+    if zero_shot is True and _missing(zero_shot_needs, available):
+        raise ValueError(f"zero_shot=True cannot run: {reason(zero_shot_needs)}.")
+    columns, left_out = [], []
+    for method in selected:
+        if open_class and not method.zero_shot:
+            if asked:
+                raise ValueError(
+                    f"the open-class protocol names classes no training domain showed: it runs "
+                    f"zero-shot methods only, and {method.name!r} is not one."
+                )
+            continue
+        if not asked and ((method.zero_shot and zero_shot is False) or
+                          (not method.zero_shot and not linear_probe)):  # fmt: skip
+            continue
+        missing = _missing(method.requirements(), available)
+        if missing:
+            if asked:
+                raise ValueError(
+                    f"method {method.name!r} cannot run: it needs {' and '.join(missing)}, and "
+                    f"{reason(missing)}."
+                )
+            left_out.append(method)
+            continue
+        if method.per_intervention_kind:
+            columns.extend(_Column(method, kind) for kind in kinds)
+        else:
+            columns.append(_Column(method, None))
+    if any(m.zero_shot for m in left_out):
+        notes.append(
+            "no zero-shot columns: "
+            + (
+                "zero-shot classification needs a text tower, and "
+                f"{reasons['text tower'].removeprefix('the encoder ')}"
+                if not text_tower
+                else reasons["class names"]
+            )
+            + "."
+        )
+    for method in left_out:
+        if not method.zero_shot:
+            notes.append(f"no '{method.name}' column: {reason(method.requirements())}.")
+    if not columns:
+        raise ValueError(
+            "no method can run on these data with this encoder: "
+            + ("; ".join(notes) if notes else f"methods={methods!r} selects none")
+            + "."
+        )
+    if scoring == "auto":
+        scoring = "interventional" if available["counterparts"] else "accuracy"
+    needs = SCORINGS[scoring].needs
+    if _missing(needs, available):
+        raise ValueError(
+            f"scoring={scoring!r} needs counterparts of the validation rows: {reason(needs)}."
         )
     if selection == "oracle":
         scoring = "accuracy"
-    return kinds, bool(zero_shot), scoring
+    return columns, SCORINGS[scoring]

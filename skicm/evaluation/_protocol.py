@@ -8,26 +8,27 @@ from numbers import Real
 import numpy as np
 
 from skicm.evaluation._domain_scores import _held_out_domains
-from skicm.evaluation._features import _prepare_features, _progress
-from skicm.evaluation._methods import _build_methods, _ProjectorFits, zero_shot_templates
+from skicm.evaluation._features import _prepare_features, _progress, _read_data
 from skicm.evaluation._options import (
     DEFAULT_GRID,
     _as_tuple,
     _check_classes,
-    _check_templates,
     _positive_values,
     _resolve_n_components,
     _resolve_options,
     _seed_list,
+    _warn_ranks_above_rows,
 )
 from skicm.evaluation._results import EvaluationResults
-from skicm.evaluation._selection import _chosen_values, _select_and_fit
+from skicm.evaluation._selection import _chosen_values, _Fold, _select_and_fit
+from skicm.zero_shot import _check_templates, zero_shot_templates
 
 
 def _protocol(
     data,
     *,
     embedder,
+    methods,
     interventions,
     zero_shot,
     linear_probe,
@@ -41,89 +42,105 @@ def _protocol(
     templates,
     intervention_seed,
     validation_size,
+    n_jobs,
     progress,
     base_classes=None,
 ):
     open_class = base_classes is not None
+    # Every option is checked before anything is embedded (an encoder may take minutes).
     seeds = _seed_list(seeds)
     alphas = _positive_values(alpha, "alpha", allow_zero=True)
     c_values = _positive_values(C, "C", allow_zero=False)
+    _resolve_n_components(n_components)
     if not (isinstance(validation_size, Real) and 0 < validation_size < 1):
         raise ValueError(f"validation_size must be in (0, 1), got {validation_size!r}.")
+    n_jobs = _check_n_jobs(n_jobs)
     _check_templates(templates)
     want_image = interventions == "auto" or "image" in _as_tuple(interventions, "interventions")
     make_data = data if callable(data) else None
 
-    records, notes, methods_seen = [], [], []
-    features, resolved = None, None
-    chance = None
+    records, notes = [], []
+    columns = None
     for seed in _progress_iter(seeds, "seeds", progress):
-        if features is None or make_data is not None:
-            bunch = make_data(random_state=seed) if make_data is not None else data
-            features = _prepare_features(
-                bunch, embedder, want_image=want_image, intervention_seed=intervention_seed,
-                progress=progress,
+        if columns is None or make_data is not None:
+            # A callable builds one data set per seed (DomainBed's trials).
+            dataset = _read_data(make_data(random_state=seed) if make_data else data, embedder)
+        if columns is None:
+            columns, scoring_used = _resolve_options(
+                dataset, embedder=embedder, methods=methods, interventions=interventions,
+                zero_shot=zero_shot, linear_probe=linear_probe, scoring=scoring,
+                selection=selection, want_image=want_image, notes=notes, open_class=open_class,
             )  # fmt: skip
-        if resolved is None:
-            kinds, use_zero_shot, scoring_used = _resolve_options(
-                features, embedder=embedder, interventions=interventions, zero_shot=zero_shot,
-                scoring=scoring, selection=selection, notes=notes, open_class=open_class,
-            )  # fmt: skip
-            grid = {
-                "n_components": _resolve_n_components(n_components, features.X.shape[1]),
-                "alpha": alphas,
-                "C": c_values,
-            }
-            held_out = [str(d) for d in _held_out_domains(features.domains, test_domains)]
-            n_classes = len(features.class_names or np.unique(features.y))
+            held_out = [str(d) for d in _held_out_domains(dataset.domains, test_domains)]
+            width = _known_width(dataset, embedder)
+            if width is not None:  # a rank above the width fails before any embedding
+                _resolve_n_components(n_components, width)
+            n_classes = len(dataset.class_names or np.unique(dataset.y))
             chance = 1.0 / n_classes
-            resolved = True
+            if any(column.method.zero_shot for column in columns):
+                templates = zero_shot_templates(templates)
         if open_class:
-            base = _base_labels(base_classes, features)
-            class_names_for_projector = [features.class_names[label] for label in sorted(base)]
+            base = _base_labels(base_classes, dataset)
+            class_names_for_projector = [dataset.class_names[label] for label in sorted(base)]
+            train_rows = {
+                d: np.flatnonzero((dataset.domains != d) & np.isin(dataset.y, list(base)))
+                for d in held_out
+            }
         else:
             base = None
-            class_names_for_projector = features.class_names
-            _check_classes(features, held_out)
-        if use_zero_shot and not isinstance(templates, list):
-            templates = zero_shot_templates(templates)
-        methods = _build_methods(
-            kinds, zero_shot=use_zero_shot, probe=linear_probe and not open_class, grid=grid,
-            text_encoder=embedder, class_names=_prompt_names(features.class_names),
-            templates=templates,
-        )  # fmt: skip
-        if not methods_seen:
-            methods_seen = [m.name for m in methods]
-        total = len(held_out) * sum(len(m.grid) for m in methods)
+            class_names_for_projector = dataset.class_names
+            _check_classes(dataset, held_out)
+            train_rows = {d: np.flatnonzero(dataset.domains != d) for d in held_out}
+        if make_data is not None or seed == seeds[0]:
+            features = _prepare_features(
+                dataset, embedder, want_image=want_image, intervention_seed=intervention_seed,
+                progress=progress,
+            )  # fmt: skip
+        axes = {
+            "n_components": _resolve_n_components(n_components, features.X.shape[1]),
+            "alpha": alphas,
+            "C": c_values,
+        }
+        if seed == seeds[0]:
+            _warn_ranks_above_rows(
+                [r for r in axes["n_components"] if r != "auto"],
+                {d: len(rows) for d, rows in train_rows.items()},
+                notes,
+            )
+        candidates = [column.method.candidates(axes) for column in columns]
+        total = len(held_out) * sum(map(len, candidates))
         bar = _progress(total=total, desc=f"seed {seed}: grid candidates", enabled=progress)
         for domain in held_out:
             test = np.flatnonzero(features.domains == domain)
-            train = np.flatnonzero(features.domains != domain)
-            if open_class:
-                train = train[np.isin(features.y[train], list(base))]
-            # The projectors of this fold (and of its validation splits), shared by the
-            # zero-shot and probe columns of each kind.
-            projectors = _ProjectorFits(
-                features, embedder, _prompt_names(class_names_for_projector)
-            )
-            for method in methods:
-                bar.set_postfix_str(f"held out {domain}: {method.name}")
-                estimator, chosen, validation = _select_and_fit(
-                    method, features, train, test, selection=selection, scoring=scoring_used,
-                    seed=seed, validation_size=validation_size, projectors=projectors, bar=bar,
-                )  # fmt: skip
+            train = train_rows[domain]
+            # The projectors of this fold (and of its validation splits), shared by every
+            # column of each kind.
+            fold = _Fold(
+                features, text_encoder=embedder,
+                class_names=_prompt_names(features.class_names),
+                projector_class_names=_prompt_names(class_names_for_projector),
+                templates=templates, n_jobs=n_jobs,
+            )  # fmt: skip
+            for column, column_candidates in zip(columns, candidates):
+                bar.set_postfix_str(f"held out {domain}: {column.name}")
+                with _one_blas_thread():
+                    estimator, chosen, validation, projector = _select_and_fit(
+                        column, column_candidates, features, train, test, selection=selection,
+                        scoring=scoring_used, seed=seed, validation_size=validation_size,
+                        fold=fold, bar=bar,
+                    )  # fmt: skip
+                    predictions = estimator.predict(features.X[test])
                 common = {
-                    "method": method.name,
+                    "method": column.name,
                     "test_domain": domain,
                     "seed": seed,
                     "selection": selection,
-                    "scoring": scoring_used if len(method.grid) > 1 else "",
+                    "scoring": scoring_used.name if len(column_candidates) > 1 else "",
                     "validation_score": validation,
-                    "n_candidates": len(method.grid),
+                    "n_candidates": len(column_candidates),
                     "n_train": len(train),
-                    **_chosen_values(method, estimator, chosen),
+                    **_chosen_values(chosen, projector),
                 }
-                predictions = estimator.predict(features.X[test])
                 correct = predictions == features.y[test]
                 splits = {"all": np.ones(len(test), dtype=bool)}
                 if open_class:
@@ -143,14 +160,49 @@ def _protocol(
         bar.close()
     return EvaluationResults(
         records=records,
-        methods=methods_seen,
+        methods=[column.name for column in columns],
         domains=held_out,
         selection=selection,
-        scoring=scoring_used,
+        scoring=scoring_used.name,
         chance=chance,
         notes=notes,
         protocol="open-class" if open_class else "leave-one-domain-out",
     )
+
+
+def _known_width(dataset, embedder):
+    """The width of the features when it is known without a forward pass."""
+    if not dataset.embed:
+        return dataset.n_features
+    width = getattr(type(embedder), "embed_dim_", None)
+    if isinstance(width, property):  # CLIPEmbedder reads it from the model's configuration
+        try:
+            return int(embedder.embed_dim_)
+        except Exception:
+            return None
+    return None
+
+
+def _check_n_jobs(n_jobs):
+    """Threads of the grid search: None or 1 runs in the calling thread, -1 uses every core."""
+    import os
+
+    if n_jobs is None:
+        return 1
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
+        raise ValueError(f"n_jobs must be None, -1 or a positive integer, got {n_jobs!r}.")
+    if n_jobs == -1:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return n_jobs
+
+
+def _one_blas_thread():
+    """One BLAS thread in the fits: they are small (hundreds of rows), where more threads cost
+    more in synchronisation than they save (2.8x slower with the default threads on 2 cores);
+    the grid's parallelism comes from fitting candidates at the same time instead."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
 
 
 def _prompt_names(class_names):
@@ -200,6 +252,7 @@ def evaluate_domain_generalization(
     data,
     *,
     embedder=None,
+    methods="auto",
     interventions="auto",
     zero_shot="auto",
     linear_probe=True,
@@ -213,6 +266,7 @@ def evaluate_domain_generalization(
     templates="openai-imagenet",
     intervention_seed=0,
     validation_size=0.2,
+    n_jobs=None,
     progress=True,
 ):
     """Leave-one-domain-out accuracy of every method, hyperparameters chosen per held-out domain.
@@ -233,15 +287,22 @@ def evaluate_domain_generalization(
     Parameters
     ----------
     data : Bunch or callable
-        A data set as :func:`skicm.datasets.load_image_folders` returns it (``paths``,
-        ``target``, ``target_names``, ``domains``) or as the MNIST builders do (``data``,
-        ``data_intervened``, ``images``, ``images_intervened``, ``target``,
-        ``environments``); or a callable ``data(random_state=seed)`` returning one per seed.
+        A data set of :mod:`skicm.datasets`' convention: ``target`` (labels),
+        ``environments`` (the domain of each row), ``data`` (features, used without an
+        embedder), ``data_intervened`` (their counterparts), ``paths`` or ``images`` (embedded
+        by ``embedder``), ``images_intervened``, ``target_names``; the names used before it
+        (``X``, ``y``, ``X_intervened``, ``domains``, ``environment``) are read too. Or a
+        callable ``data(random_state=seed)`` returning one per seed.
     embedder : estimator with ``transform`` or None, default=None
         Embeds ``data.paths`` or ``data.images`` (and the counterparts), e.g. a
         :class:`~skicm.CLIPEmbedder`; its ``store`` keeps the embeddings (an SQLite path: a
         rerun encodes nothing). None uses ``data.data`` as features (raw pixels). Zero-shot
         columns and text interventions need its text tower (``has_text_tower``).
+    methods : "auto" or sequence of str or Method, default="auto"
+        The methods, by name in the registry (:func:`available_methods`) or as
+        :class:`Method` objects, in column order; ``"auto"``: every default entry whose needs
+        (a text tower, class names, counterparts) the data and encoder meet, saying in
+        ``notes`` what is left out. A method asked for by name that cannot run is an error.
     interventions : "auto" or sequence of {"image", "text", "groups"}, default="auto"
         Interventional data of the projector, one column per kind. ``"image"``: counterparts
         (``data.images_intervened`` / ``data.data_intervened``, or the paper's seven image
@@ -249,24 +310,28 @@ def evaluate_domain_generalization(
         class names; ``"groups"``: the training domains' labels. ``"auto"``: every kind the
         data and encoder allow (what is skipped is said in ``notes``).
     zero_shot : "auto" or bool, default="auto"
-        Zero-shot columns (plain and in the invariant subspace); ``"auto"``: where the encoder
-        has a text tower and the data name their classes.
+        Zero-shot columns (plain and in the invariant subspace) with ``methods="auto"``;
+        ``"auto"``: where the encoder has a text tower and the data name their classes.
     linear_probe : bool, default=True
-        Linear-probe columns.
+        Linear-probe columns with ``methods="auto"``.
     selection : {"training-domain", "leave-one-domain-out", "oracle"}, default="training-domain"
         How each held-out domain's hyperparameters are chosen: on ``validation_size`` of every
         training domain (:class:`skicm.model_selection.TrainingDomainSplit`), by
         :class:`~sklearn.model_selection.LeaveOneGroupOut` over the training domains, or on the
         held-out domain itself (``"oracle"``: labelled as such in every output).
-    scoring : {"auto", "accuracy", "interventional", "worst-environment"}, default="auto"
-        What the selection maximises. ``"interventional"``
+    scoring : "auto" or str, default="auto"
+        What the selection maximises, a name of :data:`SCORINGS` (``"accuracy"``,
+        ``"interventional"``, ``"worst-environment"``). ``"interventional"``
         (:func:`skicm.model_selection.make_interventional_scorer`): the worse of the accuracy
         on the validation rows and on their counterparts, so a spurious feature that the
         counterparts change is not selected; ``"auto"`` uses it wherever counterparts exist,
         else accuracy. ``"worst-environment"``: the lowest per-domain accuracy of the
         validation rows. Oracle selection always scores test accuracy.
     n_components : sequence, default=DEFAULT_GRID["n_components"]
-        Ranks of the grid: ``"auto"``, integers, or fractions in (0, 1) of the width.
+        Ranks of the grid: ``"auto"``, integers, or fractions in (0, 1) of the width. An
+        integer above the width is an error; a rank above the training rows of a fold is
+        warned about (:class:`~skicm.exceptions.RankWarning`, also in ``notes``): the
+        projector keeps as many directions as the rows span.
     alpha : sequence of float, default=DEFAULT_GRID["alpha"]
         Weights of the intervention term in the grid.
     C : sequence of float, default=DEFAULT_GRID["C"]
@@ -284,6 +349,9 @@ def evaluate_domain_generalization(
         counterpart per image).
     validation_size : float, default=0.2
         Share of every training domain held out by training-domain selection.
+    n_jobs : int or None, default=None
+        Threads fitting the grid's candidates at the same time (each fit uses one BLAS
+        thread); None runs them one after the other, -1 uses every core of the process.
     progress : bool, default=True
         tqdm progress bars over seeds and grid candidates (the embedder shows its own).
 
@@ -326,6 +394,7 @@ def evaluate_domain_generalization(
     return _routed_protocol(
         data,
         embedder=embedder,
+        methods=methods,
         interventions=interventions,
         zero_shot=zero_shot,
         linear_probe=linear_probe,
@@ -339,6 +408,7 @@ def evaluate_domain_generalization(
         templates=templates,
         intervention_seed=intervention_seed,
         validation_size=validation_size,
+        n_jobs=n_jobs,
         progress=progress,
     )
 
@@ -348,6 +418,7 @@ def evaluate_open_class(
     *,
     embedder,
     base_classes=0.5,
+    methods="auto",
     interventions="auto",
     selection="training-domain",
     scoring="auto",
@@ -358,6 +429,7 @@ def evaluate_open_class(
     templates="openai-imagenet",
     intervention_seed=0,
     validation_size=0.2,
+    n_jobs=None,
     progress=True,
 ):
     """The paper's open-class protocol: invariance learned on base classes, tested on new ones.
@@ -372,10 +444,12 @@ def evaluate_open_class(
     Parameters
     ----------
     data : Bunch or callable
-        A data set as :func:`skicm.datasets.load_image_folders` returns it (``paths``,
-        ``target``, ``target_names``, ``domains``) or as the MNIST builders do (``data``,
-        ``data_intervened``, ``images``, ``images_intervened``, ``target``,
-        ``environments``); or a callable ``data(random_state=seed)`` returning one per seed.
+        A data set of :mod:`skicm.datasets`' convention: ``target`` (labels),
+        ``environments`` (the domain of each row), ``data`` (features, used without an
+        embedder), ``data_intervened`` (their counterparts), ``paths`` or ``images`` (embedded
+        by ``embedder``), ``images_intervened``, ``target_names``; the names used before it
+        (``X``, ``y``, ``X_intervened``, ``domains``, ``environment``) are read too. Or a
+        callable ``data(random_state=seed)`` returning one per seed.
         It must name its classes (``target_names``).
     embedder : estimator with ``transform`` and ``encode_text``
         The image and text encoder (a text tower is needed to name new classes), e.g.
@@ -383,6 +457,11 @@ def evaluate_open_class(
     base_classes : float or sequence of str, default=0.5
         A fraction: the first ``ceil(fraction * n_classes)`` classes (in ``target_names``
         order) are base; or the base class names.
+    methods : "auto" or sequence of str or Method, default="auto"
+        The methods, by name in the registry (:func:`available_methods`) or as
+        :class:`Method` objects, in column order; ``"auto"``: every default entry whose needs
+        (a text tower, class names, counterparts) the data and encoder meet, saying in
+        ``notes`` what is left out. A method asked for by name that cannot run is an error.
     interventions : "auto" or sequence of {"image", "text", "groups"}, default="auto"
         Interventional data of the projector, one column per kind. ``"image"``: counterparts
         (``data.images_intervened`` / ``data.data_intervened``, or the paper's seven image
@@ -394,15 +473,19 @@ def evaluate_open_class(
         training domain (:class:`skicm.model_selection.TrainingDomainSplit`), by
         :class:`~sklearn.model_selection.LeaveOneGroupOut` over the training domains, or on the
         held-out domain itself (``"oracle"``: labelled as such in every output).
-    scoring : {"auto", "accuracy", "interventional", "worst-environment"}, default="auto"
-        What the selection maximises. ``"interventional"``
+    scoring : "auto" or str, default="auto"
+        What the selection maximises, a name of :data:`SCORINGS` (``"accuracy"``,
+        ``"interventional"``, ``"worst-environment"``). ``"interventional"``
         (:func:`skicm.model_selection.make_interventional_scorer`): the worse of the accuracy
         on the validation rows and on their counterparts, so a spurious feature that the
         counterparts change is not selected; ``"auto"`` uses it wherever counterparts exist,
         else accuracy. ``"worst-environment"``: the lowest per-domain accuracy of the
         validation rows. Oracle selection always scores test accuracy.
     n_components : sequence, default=DEFAULT_GRID["n_components"]
-        Ranks of the grid: ``"auto"``, integers, or fractions in (0, 1) of the width.
+        Ranks of the grid: ``"auto"``, integers, or fractions in (0, 1) of the width. An
+        integer above the width is an error; a rank above the training rows of a fold is
+        warned about (:class:`~skicm.exceptions.RankWarning`, also in ``notes``): the
+        projector keeps as many directions as the rows span.
     alpha : sequence of float, default=DEFAULT_GRID["alpha"]
         Weights of the intervention term in the grid.
     seeds : int or sequence of int, default=1
@@ -418,6 +501,9 @@ def evaluate_open_class(
         counterpart per image).
     validation_size : float, default=0.2
         Share of every training domain held out by training-domain selection.
+    n_jobs : int or None, default=None
+        Threads fitting the grid's candidates at the same time (each fit uses one BLAS
+        thread); None runs them one after the other, -1 uses every core of the process.
     progress : bool, default=True
         tqdm progress bars over seeds and grid candidates (the embedder shows its own).
 
@@ -453,6 +539,7 @@ def evaluate_open_class(
     return _routed_protocol(
         data,
         embedder=embedder,
+        methods=methods,
         interventions=interventions,
         zero_shot=True,
         linear_probe=False,
@@ -466,6 +553,7 @@ def evaluate_open_class(
         templates=templates,
         intervention_seed=intervention_seed,
         validation_size=validation_size,
+        n_jobs=n_jobs,
         progress=progress,
         base_classes=base_classes,
     )
