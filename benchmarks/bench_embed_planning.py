@@ -86,13 +86,15 @@ def _measure(kind, listing, out, shard_size):
     import pyarrow.parquet  # imports are not part of the plan's memory
 
     from skicm.distributed._embed_collection import plan_shards
+    from skicm.distributed._shards import read_manifest
     from skicm.distributed._sources import listing_table
 
     _reset_peak()
     before = _rss_kib("VmRSS")
     start = time.perf_counter()
     if kind == "arrow":
-        shards, n_skipped = plan_shards(listing_table(listing)[0], out, shard_size)
+        table = listing_table(listing)[0]
+        shards, n_skipped = plan_shards(table, out, shard_size, read_manifest(out))
         sizes = [rows.num_rows for _, rows in shards]
         first = shards[0][1].column("path")[0].as_py()
     else:
@@ -123,7 +125,7 @@ def _make_data(folder: Path, n: int, n_done: int, shard_size: int):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from skicm.distributed._shards import shard_table, write_shard
+    from skicm.distributed._shards import FORMAT, shard_identity, shard_table, write_shard
 
     index = np.arange(n)
     paths = [f"/data/collection/domain_{i % 6}/class_{i % 345:03d}/{i:09d}.jpg" for i in index]
@@ -140,10 +142,13 @@ def _make_data(folder: Path, n: int, n_done: int, shard_size: int):
     )
     out = folder / "out"
     out.mkdir()
+    # The manifest of a 4-wide model: planning checks every finished shard against it.
+    manifest = {"format": FORMAT, "model": "bench", "namespace": "bench:0", "embed_dim": 4}
+    (out / "manifest.json").write_text(json.dumps(manifest))
     for number, start in enumerate(range(0, n_done, shard_size)):
         chosen = paths[start : min(n_done, start + shard_size)]
         rows = {"path": chosen, "key": chosen, "embedding": np.zeros((len(chosen), 4))}
-        write_shard(out, number, shard_table(rows, 4))
+        write_shard(out, number, shard_table(rows, 4), shard_identity(manifest))
     return listing, out
 
 
