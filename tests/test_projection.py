@@ -68,7 +68,7 @@ def _float64_perturbation(projector, n_terms):
     return 2 * (n_terms + 4) * d * U64 * _objective_scale(projector)
 
 
-def _float32_perturbation(X, X_intervened, alpha, shift):
+def _float32_perturbation(X, X_intervened, alpha, shift=None, deltas=None):
     """Bound on ``||M32 - M64||_2`` when float32 embeddings replace float64 ones (the
     uncentred objective, alpha times aligned differences).
 
@@ -82,20 +82,76 @@ def _float32_perturbation(X, X_intervened, alpha, shift):
       times the sum of absolute products, with probability above ``1 - 2 exp(-lambda^2/2)``
       (Higham and Mary, SIAM J. Sci. Comput. 41(5), 2019); lambda = 6 (failure below
       3e-8 per entry), and the sum of absolute products is ``|A|^T |A|``.
+
+    ``shift=None`` (batches of ``partial_fit``, each with its own shift, a mean of its
+    rows) bounds ``|X - shift|`` by ``|X| + max |X|`` column-wise. ``deltas`` are float32
+    differences added to ``D``.
     """
     X, X_intervened = np.asarray(X, np.float64), np.asarray(X_intervened, np.float64)
-    Z, D = X - shift, X - X_intervened
+    D = X - X_intervened
+    inputs_frobenius = np.linalg.norm(X) + np.linalg.norm(X_intervened)
+    if deltas is not None:
+        D = np.vstack([D, np.asarray(deltas, np.float64)])
+        inputs_frobenius += np.linalg.norm(deltas)
+    if shift is None:
+        Z = np.abs(X) + np.abs(X).max(axis=0)
+    else:
+        Z = X - shift
     n = len(X)
 
     def product_error(A, inputs_frobenius):
         rounding = 2 * np.linalg.norm(A, 2) * U32 * (inputs_frobenius + np.linalg.norm(A))
-        absolute = np.abs(A)
-        accumulation = 6 * np.sqrt(n) * U32 * np.linalg.norm(absolute.T @ absolute, 2)
-        return (rounding + accumulation) / n
+        absolute = _absolute_gram(A)
+        accumulation = 6 * np.sqrt(len(A)) * U32 * np.linalg.norm(absolute, 2)
+        return (rounding + accumulation) / len(A)
 
     signal = product_error(Z, np.linalg.norm(X))
-    intervention = product_error(D, np.linalg.norm(X) + np.linalg.norm(X_intervened))
+    intervention = product_error(D, inputs_frobenius) * len(D) / max(len(D), n)
     return signal + alpha * intervention
+
+
+def _absolute_gram(A):
+    """``|A|^T |A|``, a factor of bounds only, computed in float32 for speed: a float32 sum
+    of ``n`` non-negative terms is at least ``1 - n u32`` times the exact sum (Higham,
+    eq. 3.5), so dividing by that keeps it an upper bound."""
+    absolute = np.abs(np.asarray(A, np.float32))
+    return (absolute.T @ absolute).astype(np.float64) / (1 - 2 * len(absolute) * U32)
+
+
+def _product_tolerance(X):
+    """Bound on how far two evaluations of ``X @ A`` (``A`` orthonormal, float64) may differ:
+    a dot product of ``d`` terms errs by at most ``gamma_d ||x|| ||a||`` (Higham, eq. 3.5),
+    twice for two evaluations, plus ``2 u64`` of ``||x||`` for a stored copy of ``A``."""
+    d = np.shape(X)[1]
+    return 2 * (d + 2) * U64 * float(np.linalg.norm(X, axis=1).max())
+
+
+def _float32_gram_bound(X, shift):
+    """Entry-wise bound on the error of float32 statistics ``Z^T Z`` (``Z = X - shift``).
+
+    As in ``_float32_perturbation``: rounding ``Z`` to float32 (2 u32 of ``|Z|^T |Z|``),
+    float32 sums within blocks of at most 65,536 rows (``6 sqrt(K) u32`` of ``|Z|^T |Z|``,
+    Higham and Mary's probabilistic bound with lambda = 6), then float64 additions of the
+    blocks and of the shift's terms (``(n + 4) u64`` of ``|X|^T |X|``).
+    """
+    X = np.asarray(X, np.float64)
+    block = min(len(X), 2**16)
+    float32_part = (2 + 6 * np.sqrt(block)) * U32 * _absolute_gram(X - shift)
+    return float32_part + (len(X) + 4) * U64 * _absolute_gram(X)
+
+
+def _objective(projector):
+    """``M`` of a fitted projector, formed from its statistics (no intervention source)."""
+    statistics = projector.statistics_
+    if projector.center:
+        signal = statistics.covariance()
+    else:
+        signal = statistics.gram / statistics.n_samples
+    differences = statistics.difference_gram.copy()
+    extra = statistics.environment_differences()
+    if len(extra):
+        differences += extra.T @ extra
+    return signal - projector.alpha * differences / max(projector.n_differences_seen_, 1)
 
 
 def _eigenvector_bounds(eigenvalues, n_components, perturbation):
@@ -145,6 +201,12 @@ def _ood_accuracy(features, data):
 
 
 # --------------------------------------------------------------------------- identifiability
+# The thresholds of this section are statistical, not round-off: make_linear_scm draws its
+# rows from numpy's PCG64 with a fixed seed (the same numbers on every platform), and round-off
+# moves the fitted subspace by less than 1e-7 (_float64_perturbation / gap), far inside each
+# margin. Measured on the fixed data: subspace sine 0.02 (threshold 0.05), accuracy gap to the
+# oracle under 0.01 (0.03); the thresholds would fail for a variant-subspace or rank mistake
+# (sine near 1, accuracy gap above 0.2).
 
 
 def test_recovers_the_invariant_subspace_of_the_scm(scm):
@@ -196,11 +258,14 @@ def test_diagnostics_describe_each_direction(scm):
     projector = InvariantProjector(n_components=6, alpha=20.0).fit(
         scm.X[train], X_intervened=scm.X_intervened[train]
     )
+    # a^T S a - alpha a^T I a = a^T M a = lambda up to the eigensolver's residual and the
+    # round-off of the two quadratic forms: a few d u64 of ||S|| + alpha ||I||, within
+    # _float64_perturbation over d terms.
     np.testing.assert_allclose(
         projector.signal_variance_ - 20.0 * projector.intervention_variance_,
         projector.eigenvalues_[:6],
-        rtol=1e-8,
-        atol=1e-10,
+        rtol=0,
+        atol=_float64_perturbation(projector, projector.n_features_in_),
     )
     # Four invariant directions, then variant ones that interventions resample.
     assert projector.invariance_ratio_[:4].max() < 0.01
@@ -212,13 +277,17 @@ def test_components_are_orthonormal_with_deterministic_sign(scm):
         scm.X, X_intervened=scm.X_intervened
     )
     components = projector.components_
-    np.testing.assert_allclose(components @ components.T, np.eye(5), atol=1e-10)
+    # LAPACK's symmetric eigensolvers return vectors orthonormal to O(d u64) (LAPACK Users'
+    # Guide, section 4.7: "p(n) eps", p a modest function of d); 10 d u64 leaves room for p.
+    d = components.shape[1]
+    np.testing.assert_allclose(components @ components.T, np.eye(5), rtol=0, atol=10 * d * U64)
     largest = components[np.arange(5), np.abs(components).argmax(axis=1)]
     assert np.all(largest > 0)
     again = InvariantProjector(n_components=5, alpha=5.0).fit(
         scm.X[::-1], X_intervened=scm.X_intervened[::-1]
     )
-    np.testing.assert_allclose(again.components_, components, atol=1e-8)
+    # The same sums in reverse order: within the float64 eigenvector bound, signs included.
+    _assert_same_directions(again, projector, len(scm.X))
 
 
 def test_matches_the_closed_form_objective(rng):
@@ -232,10 +301,16 @@ def test_matches_the_closed_form_objective(rng):
     differences = np.vstack([X - X_intervened, deltas])
     objective = X.T @ X / 300 - alpha * differences.T @ differences / 340
     eigenvalues, eigenvectors = np.linalg.eigh(objective)
-    np.testing.assert_allclose(projector.eigenvalues_, eigenvalues[::-1], atol=1e-10)
+    # The same M formed two ways (shifted sums vs plain products): Weyl for the spectrum,
+    # Davis-Kahan for the vectors (|a . a'| >= 1 - ||a - a'||^2 / 2, off-diagonal <= ||a - a'||).
+    perturbation = _float64_perturbation(projector, 340)
+    np.testing.assert_allclose(projector.eigenvalues_, eigenvalues[::-1], rtol=0, atol=perturbation)
     top = eigenvectors[:, ::-1][:, :3]
-    np.testing.assert_allclose(np.abs(projector.components_ @ top), np.eye(3), atol=1e-8)
-    np.testing.assert_allclose(projector.transform(X), X @ projector.components_.T)
+    bound = _eigenvector_bounds(eigenvalues[::-1], 3, perturbation).max()
+    np.testing.assert_allclose(np.abs(projector.components_ @ top), np.eye(3), rtol=0, atol=bound)
+    np.testing.assert_allclose(
+        projector.transform(X), X @ projector.components_.T, rtol=0, atol=_product_tolerance(X)
+    )
 
 
 def test_center_uses_the_covariance_and_subtracts_the_mean(rng):
@@ -243,10 +318,19 @@ def test_center_uses_the_covariance_and_subtracts_the_mean(rng):
     projector = InvariantProjector(n_components=2, center=True, alpha=0.0)
     with pytest.warns(NoInvarianceWarning):
         projector.fit(X)
-    np.testing.assert_allclose(projector.mean_, X.mean(axis=0))
+    # Two float64 means of 400 values: each within gamma_n of the sum of |x| (Higham eq. 3.5).
+    mean_tolerance = 2 * (len(X) + 4) * U64 * np.abs(X).max()
+    np.testing.assert_allclose(projector.mean_, X.mean(axis=0), rtol=0, atol=mean_tolerance)
     Z = projector.transform(X)
-    np.testing.assert_allclose(Z.mean(axis=0), 0, atol=1e-10)
-    np.testing.assert_allclose(projector.inverse_transform(Z).mean(axis=0), X.mean(axis=0))
+    # mean(Z) = (mean(X) - mean_) A plus the round-off of the products and of the mean of Z.
+    centred_tolerance = mean_tolerance + 2 * _product_tolerance(X)
+    np.testing.assert_allclose(Z.mean(axis=0), 0, atol=centred_tolerance)
+    np.testing.assert_allclose(
+        projector.inverse_transform(Z).mean(axis=0),
+        X.mean(axis=0),
+        rtol=0,
+        atol=mean_tolerance + 4 * centred_tolerance,
+    )
 
 
 def test_inverse_transform_is_the_orthogonal_projection(scm):
@@ -254,7 +338,13 @@ def test_inverse_transform_is_the_orthogonal_projection(scm):
         scm.X, X_intervened=scm.X_intervened
     )
     reconstruction = projector.inverse_transform(projector.transform(scm.X))
-    np.testing.assert_allclose(projector.transform(reconstruction), projector.transform(scm.X))
+    # A A^T = I to O(d u64) (orthonormal rows), so A (A^T A x) = A x up to three products.
+    np.testing.assert_allclose(
+        projector.transform(reconstruction),
+        projector.transform(scm.X),
+        rtol=0,
+        atol=3 * _product_tolerance(scm.X) + 10 * scm.X.shape[1] * U64 * np.abs(scm.X).max(),
+    )
 
 
 # ------------------------------------------------------------------ other interventional data
@@ -267,7 +357,7 @@ def test_unaligned_deltas_equal_aligned_counterparts(scm):
     unaligned = InvariantProjector(n_components=4, alpha=20.0).fit(
         scm.X, deltas=(scm.X - scm.X_intervened)[::-1]
     )
-    np.testing.assert_allclose(unaligned.components_, aligned.components_, atol=1e-8)
+    _assert_same_directions(unaligned, aligned, len(scm.X))  # the same sums, reordered
     assert unaligned.n_differences_seen_ == len(scm.X)
 
 
@@ -292,7 +382,8 @@ def test_environment_differences_are_class_conditional_mean_shifts(rng):
     differences = statistics.environment_differences()
     means = X.reshape(2, 3, 2, 3).mean(axis=2)
     expected = [means[c, i] - means[c, j] for c in range(2) for i, j in [(0, 1), (0, 2), (1, 2)]]
-    np.testing.assert_allclose(differences, expected)
+    # Means of two values and a difference: a few u64 of max |x| each way.
+    np.testing.assert_allclose(differences, expected, rtol=0, atol=8 * U64 * np.abs(X).max())
 
 
 class _ConstantDifferences:
@@ -326,6 +417,8 @@ def test_no_interventional_data_warns_and_keeps_top_second_moment(rng):
     X = rng.standard_normal((500, 4)) * np.array([4.0, 3.0, 2.0, 1.0])
     with pytest.warns(NoInvarianceWarning, match="no invariance was learned"):
         projector = InvariantProjector(n_components=2).fit(X)
+    # Statistical: 500 rows with standard deviations 4, 3, 2, 1 estimate the top axes to
+    # about 1 / sqrt(500) times sigma_i sigma_j / (sigma_i^2 - sigma_j^2) <= 0.08 (fixed seed).
     np.testing.assert_allclose(np.abs(projector.components_), np.eye(4)[:2], atol=0.1)
     np.testing.assert_array_equal(projector.intervention_variance_, 0)
 
@@ -336,11 +429,15 @@ def test_identical_pairs_warn_and_work(rng):
         projector = InvariantProjector(n_components=2).fit(X, X_intervened=X.copy())
     # No invariance term: the top two eigenvectors of the second moment X^T X / n.
     eigenvalues, eigenvectors = np.linalg.eigh(X.T @ X / 50)
-    np.testing.assert_allclose(projector.eigenvalues_, eigenvalues[::-1], atol=1e-12)
+    perturbation = _float64_perturbation(projector, 50)  # same M, formed another way
+    np.testing.assert_allclose(projector.eigenvalues_, eigenvalues[::-1], rtol=0, atol=perturbation)
+    bound = _eigenvector_bounds(eigenvalues[::-1], 2, perturbation).max()
     np.testing.assert_allclose(
-        np.abs(projector.components_ @ eigenvectors[:, ::-1][:, :2]), np.eye(2), atol=1e-8
+        np.abs(projector.components_ @ eigenvectors[:, ::-1][:, :2]), np.eye(2), rtol=0, atol=bound
     )
-    np.testing.assert_allclose(projector.transform(X), X @ projector.components_.T)
+    np.testing.assert_allclose(
+        projector.transform(X), X @ projector.components_.T, rtol=0, atol=_product_tolerance(X)
+    )
 
 
 # ---------------------------------------------------------------------------- streaming
@@ -366,10 +463,20 @@ def test_partial_fit_equals_fit_on_the_concatenation(scm, dtype):
         )
     assert stream.n_samples_seen_ == full.n_samples_seen_ == len(X)
     assert stream.n_differences_seen_ == full.n_differences_seen_
-    np.testing.assert_allclose(stream.statistics_.gram, full.statistics_.gram, rtol=1e-5)
-    np.testing.assert_allclose(stream.eigenvalues_, full.eigenvalues_, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(stream.components_, full.components_, atol=1e-4)
     assert stream.components_.dtype == dtype
+    # Both are within one perturbation bound of the exact M (float32: the batches' own shifts
+    # and block sums, _float32_perturbation; float64: summation order), so of each other
+    # within twice that: then Weyl for the spectrum and Davis-Kahan for the vectors.
+    if dtype == np.float32:
+        perturbation = 2 * _float32_perturbation(X, X_intervened, 20.0, deltas=deltas)
+    else:
+        perturbation = _float64_perturbation(full, len(X))
+    difference = np.linalg.norm(_objective(stream) - _objective(full), 2)
+    assert difference <= perturbation
+    assert np.abs(stream.eigenvalues_ - full.eigenvalues_).max() <= perturbation
+    bounds = _eigenvector_bounds(full.eigenvalues_, 4, perturbation) + 2 * np.finfo(dtype).eps
+    errors = np.linalg.norm(stream.components_ - full.components_, axis=1)
+    assert np.all(errors <= bounds), (errors, bounds)
 
 
 def test_statistics_merge_like_one_pass(scm):
@@ -382,8 +489,14 @@ def test_statistics_merge_like_one_pass(scm):
     whole = InterventionStatistics(scm.X.shape[1])
     whole.add_samples(scm.X, scm.X_intervened)
     merged = parts[0].merge(parts[1])
-    np.testing.assert_allclose(merged.gram, whole.gram)
-    np.testing.assert_allclose(merged.difference_gram, whole.difference_gram)
+    # float64 data: the merge re-expresses one half around the other's shift; two float64
+    # evaluations of sums of n products each, within 2 gamma_n of the absolute products.
+    absolute = np.abs(scm.X).T @ np.abs(scm.X)
+    bound = 2 * (len(scm.X) + 4) * U64 * (absolute + np.abs(whole.shift).max() ** 2 * len(scm.X))
+    assert np.all(np.abs(merged.gram - whole.gram) <= bound)
+    differences = np.abs(scm.X - scm.X_intervened)
+    difference_bound = 2 * (len(scm.X) + 4) * U64 * (differences.T @ differences)
+    assert np.all(np.abs(merged.difference_gram - whole.difference_gram) <= difference_bound)
     with pytest.raises(ValueError, match="Cannot merge statistics of 3 features"):
         merged.merge(InterventionStatistics(3))
 
@@ -395,16 +508,39 @@ def test_float32_statistics_keep_the_covariance_under_a_large_mean(rng):
     statistics = InterventionStatistics(3)
     statistics.add_samples(X)
     exact = X.astype(np.float64)
-    np.testing.assert_allclose(statistics.gram, exact.T @ exact, rtol=1e-9)
-    np.testing.assert_allclose(statistics.sum, exact.sum(axis=0), rtol=1e-9)
-    np.testing.assert_allclose(statistics.covariance(), np.cov(exact.T, bias=True), atol=1e-8)
+    n = len(X)
+    # The claim: float32 round-off is that of the spread (about 1), not of the mean (100).
+    # The shift is the mean of the first 65,536 rows: within 0.05 of the mean (12 standard
+    # errors), so every bound below uses |X - mean| + 0.05 for |X - shift|.
+    spread = np.abs(exact - exact.mean(axis=0)) + 0.05
+    block_factor = (2 + 6 * np.sqrt(2**16)) * U32  # see _float32_gram_bound
+    gram_bound = block_factor * _absolute_gram(spread) + (n + 4) * U64 * _absolute_gram(exact)
+    assert np.all(np.abs(statistics.gram - exact.T @ exact) <= gram_bound)
+    # The sums: the same bound with a column of ones for one factor.
+    sum_bound = block_factor * spread.sum(0) + (n + 4) * U64 * np.abs(exact).sum(0)
+    assert np.all(np.abs(statistics.sum - exact.sum(axis=0)) <= sum_bound)
+    # covariance = shifted gram / n - m m^T with m = mean - shift (|m| <= 0.05): the
+    # shifted gram's float32 error over n, twice the mean's error times |m|, float64 rounding.
+    covariance_bound = (
+        block_factor * _absolute_gram(spread) / n
+        + 0.05 * np.add.outer(sum_bound, sum_bound) / n
+        + 8 * U64 * _absolute_gram(spread) / n
+    )
+    covariance = np.cov(exact.T, bias=True)
+    assert np.all(np.abs(statistics.covariance() - covariance) <= covariance_bound)
+    # Unshifted float32 sums lose 9% of the covariance here (any float32 BLAS: the entries
+    # of X^T X / n are 1e4 and float32 keeps 7 digits of them), far outside 1%.
     float32_gram = X.T @ X
     assert not np.allclose(float32_gram / len(X) - np.outer(X.mean(0), X.mean(0)),
-                           np.cov(exact.T, bias=True), rtol=1e-2)  # fmt: skip
+                           covariance, rtol=1e-2)  # fmt: skip
     with pytest.warns(NoInvarianceWarning):
         projector = InvariantProjector(n_components=3, center=True).fit(X)
+    # Weyl: each eigenvalue within ||E||_2 <= ||E||_F of the exact covariance's.
     np.testing.assert_allclose(
-        projector.eigenvalues_, np.linalg.eigvalsh(np.cov(exact.T, bias=True))[::-1], rtol=1e-6
+        projector.eigenvalues_,
+        np.linalg.eigvalsh(covariance)[::-1],
+        rtol=0,
+        atol=np.linalg.norm(covariance_bound) + 8 * U64 * np.abs(covariance).max(),
     )
 
 
@@ -417,27 +553,37 @@ def test_statistics_merge_across_different_shifts(rng):
     assert not np.allclose(a.shift, b.shift)
     merged = a.merge(b)
     both = np.vstack([first, second]).astype(np.float64)
-    np.testing.assert_allclose(merged.gram, both.T @ both, rtol=1e-9)
-    np.testing.assert_allclose(merged.covariance(), np.cov(both.T, bias=True), rtol=1e-8)
+    # Each part within its float32 bound around its own shift; the merge adds float64
+    # re-expression terms (within the (n + 4) u64 |X|^T |X| term).
+    gram_bound = _float32_gram_bound(first, a.shift) + _float32_gram_bound(second, b.shift)
+    assert np.all(np.abs(merged.gram - both.T @ both) <= gram_bound)
+    # The covariance is the gram's error over n against a matrix of order 1e3 (the two
+    # clusters' spread), its centring losing at most the shift's digits: bound the error
+    # by the gram bound over n, plus u64 times the squared mean times n for the cancellation.
+    n = len(both)
+    covariance_bound = gram_bound / n + 4 * (n + 4) * U64 * np.abs(both).max() ** 2
+    covariance_error = np.abs(merged.covariance() - np.cov(both.T, bias=True))
+    assert np.all(covariance_error <= covariance_bound)
 
 
 def test_multithreaded_statistics_equal_a_single_pass(rng):
-    # Three blocks of at most 65,536 rows: cut into one range of blocks per core.
-    X = rng.standard_normal((150_000, 64)).astype(np.float32) + 3.0
+    # Three blocks of at most 65,536 rows (4.8 M values, above the 2**22 at which the work is
+    # split): cut into one range of blocks per core.
+    X = rng.standard_normal((150_000, 32)).astype(np.float32) + 3.0
     X_intervened = X + rng.standard_normal(X.shape).astype(np.float32)
     from skicm.projection import _available_cores, _gram_partials
 
-    assert len(_gram_partials(X[:10], None, np.zeros(64))) == 1
-    assert len(_gram_partials(X, X_intervened, np.zeros(64))) == min(3, _available_cores())
-    statistics = InterventionStatistics(64)
+    assert len(_gram_partials(X[:10], None, np.zeros(32))) == 1
+    assert len(_gram_partials(X, X_intervened, np.zeros(32))) == min(3, _available_cores())
+    statistics = InterventionStatistics(32)
     statistics.add_samples(X, X_intervened)
     exact, differences = X.astype(np.float64), (X - X_intervened).astype(np.float64)
     gram, difference_gram = exact.T @ exact, differences.T @ differences
-    np.testing.assert_allclose(statistics.gram, gram, atol=1e-6 * np.abs(gram).max())
-    np.testing.assert_allclose(
-        statistics.difference_gram, difference_gram, atol=1e-6 * np.abs(difference_gram).max()
-    )
-    again = InterventionStatistics(64)
+    assert np.all(np.abs(statistics.gram - gram) <= _float32_gram_bound(X, statistics.shift))
+    # Differences: float32 subtraction (u32 of |D|) then the same block sums, no shift.
+    difference_bound = _float32_gram_bound(differences, 0.0) + 2 * U32 * _absolute_gram(differences)
+    assert np.all(np.abs(statistics.difference_gram - difference_gram) <= difference_bound)
+    again = InterventionStatistics(32)
     again.add_samples(X, X_intervened)
     np.testing.assert_array_equal(again.shifted_gram, statistics.shifted_gram)  # deterministic
 
@@ -502,7 +648,9 @@ def test_pandas_output_has_feature_names(scm):
     out = projector.fit_transform(frame, X_intervened=scm.X_intervened)
     assert list(out.columns) == [f"invariantprojector{i}" for i in range(3)]
     assert list(projector.feature_names_in_) == list(frame.columns)
-    np.testing.assert_allclose(out.to_numpy(), scm.X @ projector.components_.T)
+    np.testing.assert_allclose(
+        out.to_numpy(), scm.X @ projector.components_.T, rtol=0, atol=_product_tolerance(scm.X)
+    )
 
 
 def test_grid_search_over_rank_with_environments_as_groups(scm):
@@ -565,6 +713,8 @@ def test_metadata_routing_splits_x_intervened_per_fold(scm):
         )
         model = LogisticRegression().fit(projector.transform(X[fold_train]), y[fold_train])
         expected.append(model.score(projector.transform(X[fold_test]), y[fold_test]))
+    # Accuracies of the same fits on the same rows: equal unless a row lies within round-off
+    # (1e-12) of a decision boundary; none does on these fixed data.
     np.testing.assert_allclose(result["test_score"], expected)
 
 
@@ -585,7 +735,7 @@ def test_routing_groups_through_a_pipeline(scm):
     direct = InvariantProjector(n_components=4, alpha=200.0).fit(
         pipe["scale"].transform(scm.X), scm.y, groups=scm.environments
     )
-    np.testing.assert_allclose(pipe["icm"].components_, direct.components_, atol=1e-10)
+    _assert_same_directions(pipe["icm"], direct, len(scm.X))
 
 
 def test_transform_input_routes_counterparts_through_earlier_steps(scm):
@@ -607,7 +757,7 @@ def test_transform_input_routes_counterparts_through_earlier_steps(scm):
     expected = InvariantProjector(n_components=4, alpha=20.0).fit(
         scaler.transform(scm.X), X_intervened=scaler.transform(scm.X_intervened)
     )
-    np.testing.assert_allclose(pipe["icm"].components_, expected.components_, atol=1e-10)
+    _assert_same_directions(pipe["icm"], expected, len(scm.X))
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -717,7 +867,9 @@ def test_a_failed_fit_of_another_width_keeps_the_fitted_input_description(scm):
     assert projector.n_features_in_ == scm.X.shape[1]
     assert list(projector.feature_names_in_) == list(frame.columns)
     np.testing.assert_array_equal(projector.components_, components)
-    np.testing.assert_allclose(projector.transform(frame), scm.X @ components.T)
+    np.testing.assert_allclose(
+        projector.transform(frame), scm.X @ components.T, rtol=0, atol=_product_tolerance(scm.X)
+    )
 
 
 def test_counterparts_with_other_columns_are_rejected(scm):
@@ -737,9 +889,19 @@ def test_y_is_ignored_unless_it_is_used(scm):
     pipe.fit(scm.X, targets, invariantprojector__X_intervened=scm.X_intervened)
     # The projector is the one fitted without y; the regression sees its projection.
     alone = InvariantProjector(n_components=4, alpha=20.0).fit(scm.X, X_intervened=scm.X_intervened)
-    np.testing.assert_allclose(pipe[0].components_, alone.components_)
-    expected = Ridge().fit(alone.transform(scm.X), targets).predict(alone.transform(scm.X[:3]))
-    np.testing.assert_allclose(pipe.predict(scm.X[:3]), expected)
+    _assert_same_directions(pipe[0], alone, len(scm.X))
+    features = alone.transform(scm.X)
+    expected = Ridge().fit(features, targets).predict(alone.transform(scm.X[:3]))
+    # Same fits; were the components to differ by the eigenvector bound b, the features
+    # would move by b ||x|| and Ridge's predictions by cond(F^T F + I) times that, relatively.
+    bound = _eigenvector_bounds(
+        alone.eigenvalues_, 4, _float64_perturbation(alone, len(scm.X))
+    ).max()
+    condition = np.linalg.cond(features.T @ features + np.eye(4))
+    relative = 4 * condition * (bound * np.linalg.norm(scm.X, axis=1).max() + 1e-13)
+    np.testing.assert_allclose(
+        pipe.predict(scm.X[:3]), expected, rtol=0, atol=relative * np.abs(expected).max()
+    )
     with pytest.raises(ValueError, match="y must be one-dimensional"):
         InvariantProjector().fit(scm.X, targets, groups=scm.environments)
 
@@ -754,7 +916,7 @@ def test_partial_fit_with_an_intervention_source_equals_fit(scm):
         stream.partial_fit(scm.X[rows], labels[rows])
     assert source.calls[-1] == ["cat", "dog"]
     assert stream.n_differences_seen_ == full.n_differences_seen_ == 500
-    np.testing.assert_allclose(stream.components_, full.components_, atol=1e-8)
+    _assert_same_directions(stream, full, len(scm.X))
 
 
 # ------------------------------------------------------------------- groups under routing
@@ -804,7 +966,7 @@ def test_environment_labels_are_an_explicit_opt_in(scm, routing):
             pipe = make_pipeline(projector, LogisticRegression())
             pipe.fit(X, y, invariantprojector__groups=groups)
     assert pipe[0].n_differences_seen_ == 6
-    np.testing.assert_allclose(pipe[0].components_, expected.components_, atol=1e-10)
+    _assert_same_directions(pipe[0], expected, len(scm.X))
 
 
 # ------------------------------------------------------------- raw images as counterparts
@@ -849,15 +1011,24 @@ def test_the_route_named_in_the_error_embeds_the_counterparts(rng):
         pipe = Pipeline(
             [
                 ("embed", sklearn.preprocessing.FunctionTransformer(_flatten_images)),
-                ("icm", InvariantProjector(n_components=3).set_fit_request(X_intervened=True)),
+                ("icm", InvariantProjector(n_components=1).set_fit_request(X_intervened=True)),
             ],
             transform_input=["X_intervened"],
         )
         pipe.fit(images, X_intervened=counterparts)
-    expected = InvariantProjector(n_components=3).fit(
-        _flatten_images(images), X_intervened=_flatten_images(counterparts)
+    X, X_intervened = _flatten_images(images), _flatten_images(counterparts)
+    expected = InvariantProjector(n_components=1).fit(X, X_intervened=X_intervened)
+    # The counterparts reached the projector embedded: the difference statistics are those
+    # of the flattened pairs (float64 sums: 2 gamma_n of the absolute products).
+    absolute = np.abs(X - X_intervened)
+    bound = 2 * (len(X) + 4) * U64 * (absolute.T @ absolute)
+    difference = np.abs(
+        pipe["icm"].statistics_.difference_gram - expected.statistics_.difference_gram
     )
-    np.testing.assert_allclose(pipe["icm"].components_, expected.components_, atol=1e-10)
+    assert np.all(difference <= bound)
+    # One direction: M has one positive eigenvalue here, then a block of (near) zeros whose
+    # eigenvectors no tolerance can pin down.
+    _assert_same_directions(pipe["icm"], expected, len(images))
 
 
 # ---------------------------------------------------------------- the "auto" rank rule
@@ -886,7 +1057,14 @@ def test_auto_rank_is_the_same_for_float32_and_float64_pixels(colored_mnist, alp
     # Well inside the positive block: float32 round-off moves eigenvalues by far less than
     # the tolerance, and the kept directions are the same.
     scale = np.abs(double.eigenvalues_).max()
-    np.testing.assert_allclose(single.eigenvalues_, double.eigenvalues_, atol=1e-6 * scale)
+    # Weyl with the float32 perturbation bound (computed from u32 and the pixels).
+    perturbation = _float32_perturbation(
+        colored_mnist.data.astype(np.float32),
+        colored_mnist.data_intervened.astype(np.float32),
+        alpha,
+        single.statistics_.shift,
+    )
+    np.testing.assert_allclose(single.eigenvalues_, double.eigenvalues_, rtol=0, atol=perturbation)
     tolerance = 392 * 2.0**-23 * scale
     assert single.n_components_ == int(np.sum(double.eigenvalues_ > tolerance))
     assert 20 < single.n_components_ < 300
@@ -912,7 +1090,9 @@ def test_auto_rank_does_not_depend_on_the_scale(colored_mnist, scale):
     np.testing.assert_allclose(
         scaled.eigenvalues_,
         scale**2 * reference.eigenvalues_,
-        atol=1e-9 * scale**2 * np.abs(reference.eigenvalues_).max(),
+        # Scaling rounds every entry (u64) and the sums round again: both within the
+        # float64 perturbation bound, scaled like M by scale**2.
+        atol=2 * scale**2 * _float64_perturbation(reference, len(X)),
     )
 
 
@@ -1084,7 +1264,11 @@ def test_truncated_equals_a_fresh_fit(scm, full_projector, n_components):
     fresh.fit(scm.X, scm.y, X_intervened=scm.X_intervened, groups=scm.environments)
     _assert_same_fit(truncated, fresh, len(scm.X))
     assert truncated.get_params() == fresh.get_params()
-    np.testing.assert_allclose(truncated.transform(scm.X), fresh.transform(scm.X), atol=1e-5)
+    bound = _eigenvector_bounds(
+        fresh.eigenvalues_, fresh.n_components_, _float64_perturbation(fresh, len(scm.X))
+    ).max()
+    atol = bound * np.linalg.norm(scm.X, axis=1).max() + _product_tolerance(scm.X)
+    np.testing.assert_allclose(truncated.transform(scm.X), fresh.transform(scm.X), atol=atol)
     assert full_projector.n_components_ == 8 and full_projector.n_components == 8
 
 
@@ -1092,9 +1276,11 @@ def test_truncated_leaves_the_original_untouched(scm, full_projector):
     with sklearn.config_context(enable_metadata_routing=True):
         original = clone(full_projector).set_fit_request(groups=True)
         original.fit(scm.X, scm.y, X_intervened=scm.X_intervened, groups=scm.environments)
+        original.set_output(transform="default")
         before = pickle.dumps(original)
         truncated = original.truncated(3)
-        truncated.components_[0, 0] = 99.0
+        for name in ("components_", "eigenvalues_", "mean_", "signal_variance_"):
+            getattr(truncated, name)[0] = 99.0
         truncated.set_output(transform="pandas").set_fit_request(groups=False)
         truncated.partial_fit(scm.X[:100], X_intervened=scm.X_intervened[:100])
         assert truncated.n_samples_seen_ == 6100
