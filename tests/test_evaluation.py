@@ -1,6 +1,7 @@
 import csv
 import gzip
 import importlib.util
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.utils import Bunch
 
-from skicm import CLIPEmbedder, InvariantProjector
+from skicm import CLIPEmbedder, InvariantProjector, NoInvarianceWarning
 from skicm.cli import main
 from skicm.datasets import load_image_folders
 from skicm.evaluation import (
@@ -565,7 +566,7 @@ def test_invalid_protocol_options_name_the_parameter(spurious_data):
     with pytest.raises(ValueError, match="seeds must not repeat"):
         evaluate_domain_generalization(spurious_data, seeds=[1, 1])
     with pytest.raises(
-        ValueError, match="labels in 'target'.*domain of each row in 'environments'"
+        ValueError, match=r"labels in 'target'.*domain of each row in 'environments'"
     ):
         evaluate_domain_generalization(Bunch(data=spurious_data.data))
     with pytest.raises(ValueError, match="needs an encoder with a text tower"):
@@ -700,3 +701,223 @@ def test_every_public_name_of_the_evaluation_module_is_still_importable():
     ):
         assert "{parameters}" not in function.__doc__
         assert "    seeds : int or sequence of int, default=1\n" in function.__doc__
+
+
+# ------------------------------------------------------------------ the registry of methods
+def spy_method(seen, *, n_candidates=1):
+    """A registry entry that records what each fit was built from (the projector handed out,
+    the training domains), then fits the linear probe on the projected features."""
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.pipeline import Pipeline
+
+    from skicm.evaluation import Method
+
+    def build(context, params):
+        projector = context.invariant_projector(params["n_components"], params["alpha"])
+        seen.append((context.training_domains, params, projector))
+        return Pipeline([("p", FrozenEstimator(projector)), *make_linear_probe().steps])
+
+    alphas = [1.0, 100.0][:n_candidates]
+    return Method(
+        "spy", build, grid={"n_components": [1], "alpha": alphas}, per_intervention_kind=True
+    )
+
+
+@pytest.fixture
+def equal_domains():
+    """Three domains of 60 rows each: every leave-one-domain-out fold trains on 120 rows, so
+    only the rows themselves tell the folds apart. Each domain shifts another direction."""
+    rng = np.random.default_rng(3)
+    domains = np.repeat(["a", "b", "c"], 60)
+    y = rng.integers(0, 2, 180)
+    shift = np.zeros((180, 3))
+    shift[np.arange(180), np.repeat([0, 1, 2], 60)] = 4.0
+    X = np.c_[2 * y - 1, np.zeros((180, 3))] + np.c_[np.zeros(180), shift]
+    X += rng.normal(scale=0.5, size=X.shape)
+    return Bunch(data=X, target=y, environments=domains)
+
+
+def test_each_fold_gets_the_projector_fitted_on_its_own_rows(equal_domains):
+    """Folds of equal size must not share a projector: leave-one-domain-out selection fits on
+    each training domain alone (60 rows each), and the refit on two domains (120 rows each
+    time); a cache keyed by the number of rows would hand one fold's projector to another."""
+    seen = []
+    evaluate_domain_generalization(
+        equal_domains, methods=[spy_method(seen, n_candidates=2)], interventions=["groups"],
+        selection="leave-one-domain-out", scoring="accuracy", progress=False,
+    )  # fmt: skip
+    X, y, domains = equal_domains.data, equal_domains.target, equal_domains.environments
+    assert [training for training, _, _ in seen][:5] == [["c"], ["b"], ["c"], ["b"], ["b", "c"]]
+    assert len(seen) == 3 * 5
+    by_rows = {}
+    for training, params, projector in seen:
+        rows = np.isin(domains, training)
+        with sklearn.config_context(enable_metadata_routing=True), warnings.catch_warnings():
+            warnings.simplefilter("ignore", NoInvarianceWarning)  # one domain: no pairs
+            fresh = InvariantProjector(n_components=1, alpha=params["alpha"])
+            fresh.set_fit_request(groups=True).fit(X[rows], y[rows], groups=domains[rows])
+        # Same rows, same float64 arithmetic up to the order of a truncation: the projector's
+        # own contract (truncated equals a fresh fit) is atol 1e-6; another fold's projector
+        # differs by O(1) (each domain shifts another direction).
+        np.testing.assert_allclose(
+            np.abs(projector.components_), np.abs(fresh.components_), atol=1e-6
+        )
+        by_rows[tuple(training)] = np.abs(projector.components_)
+    assert not np.allclose(by_rows[("b",)], by_rows[("c",)], atol=0.1)
+    assert not np.allclose(by_rows[("a", "b")], by_rows[("b", "c")], atol=0.1)
+
+
+def test_leave_one_domain_out_selection_validates_on_each_training_domain(equal_domains):
+    seen = []
+    results = evaluate_domain_generalization(
+        equal_domains, methods=[spy_method(seen, n_candidates=2)], interventions=["groups"],
+        selection="leave-one-domain-out", scoring="accuracy", test_domains=["a"], progress=False,
+    )  # fmt: skip
+    # Two candidates, each fitted once per left-out training domain (b, then c), then the
+    # chosen one refitted on both training domains. A training-domain split would fit on
+    # part of b and c together.
+    assert [training for training, _, _ in seen] == [["c"], ["b"], ["c"], ["b"], ["b", "c"]]
+    X, y, domains = equal_domains.data, equal_domains.target, equal_domains.environments
+    expected = []
+    for alpha in (1.0, 100.0):
+        scores = []
+        for fit_domain, val_domain in (("c", "b"), ("b", "c")):
+            fit, val = domains == fit_domain, domains == val_domain
+            projector = InvariantProjector(n_components=1, alpha=alpha)
+            with warnings.catch_warnings():  # one domain: no interventional data, as above
+                warnings.simplefilter("ignore", NoInvarianceWarning)
+                model = make_pipeline(projector, make_linear_probe()).fit(X[fit], y[fit])
+            scores.append(model.score(X[val], y[val]))
+        expected.append(np.mean(scores))
+    (record,) = results.records
+    assert record["validation_score"] == pytest.approx(max(expected), abs=1e-12)
+
+
+def test_a_callable_data_set_is_built_once_per_seed(spurious_data):
+    calls = []
+
+    def data(random_state):
+        calls.append(random_state)
+        # Each seed's data set differs: another resample of the rows.
+        rows = np.random.default_rng(random_state).choice(900, 900)
+        return Bunch(**{key: value[rows] for key, value in spurious_data.items()})
+
+    options = dict(interventions=["image"], n_components=[1], alpha=[0.0, 100.0], C=[1.0],
+                   progress=False)  # fmt: skip
+    both = evaluate_domain_generalization(data, seeds=[3, 8], **options)
+    assert calls == [3, 8]
+    for seed in (3, 8):
+        alone = evaluate_domain_generalization(data(seed), seeds=[seed], **options)
+        assert [r for r in both.records if r["seed"] == seed] == alone.records
+
+
+def test_a_new_method_is_one_entry(spurious_data, tmp_path, capsys):
+    from sklearn.decomposition import PCA
+
+    from skicm.evaluation import Method, available_methods, register_method, unregister_method
+
+    method = Method(
+        "linear probe PCA",
+        build=lambda context, params: make_pipeline(
+            PCA(params["n_components"]), make_linear_probe(params["C"])
+        ),
+        grid=lambda axes: [{"n_components": n, "C": c} for n in (1, 2) for c in axes["C"]],
+        default=False,
+        description="the probe on principal components",
+    )
+    register_method(method)
+    try:
+        assert "linear probe PCA" in available_methods()
+        results = evaluate_domain_generalization(
+            spurious_data, methods=["linear probe", "linear probe PCA"], C=[0.1, 1.0],
+            progress=False,
+        )  # fmt: skip
+        assert results.methods == ["linear probe", "linear probe PCA"]
+        pca = [r for r in results.records if r["method"] == "linear probe PCA"]
+        assert {r["n_candidates"] for r in pca} == {4}
+        assert all(r["n_components"] in (1, 2) and r["C"] in (0.1, 1.0) for r in pca)
+        # Not a default entry: "auto" leaves it out.
+        assert (
+            "linear probe PCA"
+            not in evaluate_domain_generalization(
+                spurious_data, n_components=[1], alpha=[1.0], C=[1.0], progress=False
+            ).methods
+        )
+        assert main(["evaluate", "--list-methods"]) == 0
+        listing = capsys.readouterr().out
+        assert "linear probe PCA" in listing and "the probe on principal components" in listing
+    finally:
+        unregister_method("linear probe PCA")
+    assert "linear probe PCA" not in available_methods()
+
+
+def test_method_needs_are_checked_before_anything_runs(spurious_data):
+    from skicm.evaluation import Method
+
+    with pytest.raises(ValueError, match="method 'zero-shot' cannot run: it needs text tower"):
+        evaluate_domain_generalization(spurious_data, methods=["zero-shot"], progress=False)
+    with pytest.raises(ValueError, match=r"methods must hold names of \['zero-shot'"):
+        evaluate_domain_generalization(spurious_data, methods=["nope"], progress=False)
+    with pytest.raises(ValueError, match="methods= or zero_shot= / linear_probe=, not both"):
+        evaluate_domain_generalization(
+            spurious_data, methods=["linear probe"], linear_probe=False, progress=False
+        )
+    with pytest.raises(ValueError, match="needs must hold values of"):
+        Method("m", make_linear_probe, needs=("gpu",))
+    with pytest.raises(ValueError, match="scoring must be one of"):
+        evaluate_domain_generalization(spurious_data, scoring="f1", progress=False)
+
+
+# ------------------------------------------------------------------ every data set skicm ships
+def _dataset_cases(folder=None):
+    from skicm import datasets
+
+    images, labels = datasets.load_mnist()
+    some = np.random.default_rng(0).choice(len(labels), 600, replace=False)  # every digit
+    cases = {
+        "make_linear_scm": lambda: datasets.make_linear_scm(n_samples=300, random_state=0),
+        "make_colored_digits": lambda: datasets.make_colored_digits(random_state=0),
+        "make_colored_mnist": lambda: datasets.make_colored_mnist(
+            images[some], labels[some], random_state=0
+        ),
+        "make_rotated_mnist": lambda: datasets.make_rotated_mnist(
+            images[some[:300]], labels[some[:300]], random_state=0
+        ),
+        "load_image_folders": lambda: datasets.load_image_folders(
+            make_domainbed_folder(folder / "dg", n_images=3)
+        ),
+    }
+    if "make_spurious_digits" in datasets.__all__:
+        cases["make_spurious_digits"] = lambda: datasets.make_spurious_digits(random_state=0)
+    return cases
+
+
+# load_mnist returns (images, labels) for the MNIST builders, not a data set.
+NOT_DATA_SETS = {"load_mnist"}
+
+
+def test_every_data_set_has_a_case_below():
+    from skicm import datasets
+
+    assert set(datasets.__all__) - NOT_DATA_SETS == set(_dataset_cases())
+
+
+@pytest.mark.parametrize("name", sorted(_dataset_cases()))
+def test_the_protocol_runs_on_every_data_set(name, tiny_clip_name, tmp_path):
+    data = _dataset_cases(tmp_path)[name]()
+    embedder = None
+    if "data" not in data:  # image files: embedded by the tiny model
+        embedder = CLIPEmbedder(tiny_clip_name, pretrained=None, device="cpu", progress=False)
+    results = evaluate_domain_generalization(
+        data, embedder=embedder, n_components=[2], alpha=[1.0], C=[1.0], zero_shot=False,
+        progress=False,
+    )  # fmt: skip
+    domains = sorted(map(str, np.unique(data["environments"])))
+    assert sorted(results.domains) == domains
+    assert "linear probe ICM (groups)" in results.methods
+    has_counterparts = "data_intervened" in data or embedder is not None
+    assert ("linear probe ICM (image)" in results.methods) == has_counterparts
+    for record in results.records:
+        assert 0.0 <= record["accuracy"] <= 1.0
+        assert record["n_test"] == int(np.sum(np.asarray(data["environments"]).astype(str)
+                                              == record["test_domain"]))  # fmt: skip

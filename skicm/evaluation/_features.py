@@ -184,13 +184,15 @@ def _fit(estimator, features, rows, kind):
 
 
 def _fit_with(estimator, features, rows, names):
+    from skicm.exceptions import RankWarning
+
     with warnings.catch_warnings():
         # A fold may lack the interventional data of a kind (one training domain for groups);
         # the projector then warns and the score says what it is worth. The projector fitted
         # with every direction keeps as many as the data's rank: that is what is asked for;
         # ranks of the grid that the rows cannot support are warned about once, up front.
         warnings.filterwarnings("ignore", message=".*interventional data.*")
-        warnings.filterwarnings("ignore", message=".*exceeds the rank of the training data.*")
+        warnings.simplefilter("ignore", RankWarning)
         return estimator.fit(
             features.X[rows], features.y[rows], **_data_params(features, rows, names)
         )

@@ -507,23 +507,10 @@ class _ProjectorFits:
 
 def _truncated(projector, n_components):
     """The projector with its first directions only, as if fitted with ``n_components``."""
-    import copy
+    from skicm.exceptions import RankWarning
 
-    from skicm.projection import count_positive_eigenvalues
-
-    if hasattr(projector, "truncated"):
-        with warnings.catch_warnings():
-            # The protocol has already said which requested ranks the training rows cannot
-            # support (one warning per rank, not one per fold and candidate).
-            warnings.filterwarnings("ignore", message=".*n_components.*")
-            return projector.truncated(n_components)
-    if n_components == "auto":
-        k = max(1, count_positive_eigenvalues(projector.eigenvalues_))
-    else:
-        k = min(int(n_components), projector.components_.shape[0])
-    truncated = copy.copy(projector)
-    truncated.n_components = n_components
-    truncated.n_components_ = k
-    for name in ("components_", "signal_variance_", "intervention_variance_", "invariance_ratio_"):
-        setattr(truncated, name, getattr(projector, name)[:k])
-    return truncated
+    with warnings.catch_warnings():
+        # The protocol has already said which requested ranks the training rows cannot
+        # support (one warning per rank, not one per fold and candidate).
+        warnings.simplefilter("ignore", RankWarning)
+        return projector.truncated(n_components)

@@ -129,6 +129,12 @@ def _select_and_fit(column, candidates, features, train, test, *, selection, sco
             )  # fmt: skip
             splits = [(train[fit_rows], train[val_rows]) for fit_rows, val_rows in local]
         scorer = scoring.make_scorer()
+        if column.kind is not None:
+            # Every projector the candidates will truncate, fitted first (in parallel): one
+            # eigendecomposition per alpha and split, never two threads computing the same.
+            alphas = list(dict.fromkeys(c["alpha"] for c in candidates if "alpha" in c))
+            jobs = [(alpha, rows) for alpha in alphas for rows, _ in splits]
+            fold.map(lambda job: fold.projectors.full(column.kind, *job), jobs, None)
 
         def score(params):
             fold_scores = []
@@ -187,7 +193,8 @@ class _Fold:
             results = []
             for candidate in candidates:
                 results.append(function(candidate))
-                bar.update(1)
+                if bar is not None:
+                    bar.update(1)
             return results
         from sklearn.utils.parallel import Parallel, delayed
 
@@ -197,5 +204,6 @@ class _Fold:
         collected = []
         for result in results:
             collected.append(result)
-            bar.update(1)
+            if bar is not None:
+                bar.update(1)
         return collected
