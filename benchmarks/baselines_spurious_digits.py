@@ -135,7 +135,7 @@ def methods(data, train):
                     alpha=a,
                 ).fit(X, y),
             )
-            for C, a in itertools.product((1.0, 10.0, 100.0), (0.25, 0.5, 0.75, 1.0))
+            for C, a in itertools.product((1.0, 10.0, 100.0), (0.0, 0.25, 0.5, 0.75, 1.0))
         ],
         "CLIP-ICM (counterparts)": [
             (
@@ -186,7 +186,7 @@ def run(seeds):
                 ),
             )
             results.setdefault(name, []).append(row)
-            print(f"seed {seed} {name:28s} selected {params} -> WG {row[0]:.3f} avg {row[1]:.3f}")
+            print(f"seed {seed} {name:27s} selected {params} -> WG {row[0]:.3f} avg {row[1]:.3f}")
     return results
 
 
