@@ -26,6 +26,7 @@ from skicm.baselines import (
 )
 from skicm.baselines._concept_erasure import _leace_fitter
 from skicm.exceptions import NoInvarianceWarning
+from skicm.metrics import get_scorer
 
 EPS64 = np.finfo(np.float64).eps
 D = 16
@@ -167,6 +168,34 @@ def test_orth_proj_errors_and_identity(embedder, data):
     np.testing.assert_array_equal(identity.transform(X), X)
 
 
+def test_text_baselines_in_a_search_with_the_worst_group_scorer(embedder):
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)
+    X = embedder.transform(images).astype(np.float64)
+    y, place = np.tile([0, 1], 12), np.repeat([0, 1], 12)
+    pipe = make_pipeline(
+        OrthogonalProjection(
+            ["a photo of water.", "a photo of land."],
+            encoder=embedder,
+            calibrated=True,
+            calibration_pairs=[("a bird on water.", "a bird on land.")],
+        ),
+        LogisticRegression(),
+    )
+    grid = {"orthogonalprojection__calibration_strength": [10.0, 1000.0]}
+    with sklearn.config_context(enable_metadata_routing=True):
+        search = GridSearchCV(
+            pipe,
+            grid,
+            cv=GroupKFold(2),
+            scoring=get_scorer("worst_group_accuracy"),
+            error_score="raise",
+        ).fit(X, y, groups=2 * y + place)
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+    restored = pickle.loads(pickle.dumps(search.best_estimator_))
+    np.testing.assert_array_equal(restored.predict(X), search.predict(X))
+
+
 # --- PRISM-mini -------------------------------------------------------------------------
 
 
@@ -296,6 +325,9 @@ def test_leace_groups_are_routed_like_the_projector():
     )
     restored = pickle.loads(pickle.dumps(direct))
     np.testing.assert_array_equal(restored.transform(X), direct.transform(X))
+    with pytest.warns(NoInvarianceWarning, match="one value of the concept"):
+        single = ConceptErasure().fit(X, groups=np.zeros(len(X)))
+    np.testing.assert_allclose(single.transform(X), X, atol=1e-12)
 
 
 # --- DFR ----------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from sklearn.base import (
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
+from skicm.exceptions import NoInvarianceWarning
+
 __all__ = ["ConceptErasure"]
 
 
@@ -159,6 +161,13 @@ class ConceptErasure(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                 f"{self.concept} needs one entry per row of X."
             )
         concepts, index = np.unique(labels, return_inverse=True)
+        if len(concepts) < 2:
+            warnings.warn(
+                f"ConceptErasure got one value of the concept ({concepts.tolist()!r}): there is "
+                "nothing to erase and the map is the identity.",
+                NoInvarianceWarning,
+                stacklevel=3,
+            )
         one_hot = np.zeros((X.shape[0], len(concepts)))
         one_hot[np.arange(X.shape[0]), index.ravel()] = 1.0
         fitter = LeaceFitter.fit(
