@@ -12,7 +12,7 @@ import sklearn
 import torch
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, GroupKFold
+from sklearn.model_selection import GridSearchCV, GroupKFold, PredefinedSplit
 from sklearn.pipeline import make_pipeline
 
 from skicm import CLIPEmbedder, InvariantProjector, TextInterventions, ZeroShotClassifier
@@ -386,6 +386,20 @@ def test_dfr_subsamples_balance_groups_and_average():
     assert worst_group_accuracy(y_test, dfr, groups=groups_test) > (
         worst_group_accuracy(y_test, plain, groups=groups_test) + 0.2
     )
+
+
+def test_dfr_groups_are_routed_in_a_search():
+    X, y, groups = _spurious()
+    with sklearn.config_context(enable_metadata_routing=True):
+        probe = GroupBalancedProbe(random_state=0).set_fit_request(groups=True)
+        search = GridSearchCV(
+            make_pipeline(probe),
+            {"groupbalancedprobe__n_retrains": [2]},
+            cv=PredefinedSplit(np.arange(len(y)) % 2),  # groups go to the probe only
+            error_score="raise",
+        ).fit(X, y, groups=groups)
+    direct = GroupBalancedProbe(n_retrains=2, random_state=0).fit(X, y, groups=groups)
+    np.testing.assert_array_equal(search.best_estimator_[-1].coef_, direct.coef_)
 
 
 def test_dfr_errors():
