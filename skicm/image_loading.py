@@ -1,9 +1,10 @@
-"""Image inputs of :class:`skicm.CLIPEmbedder`: accepted kinds, identity keys, decoding.
+"""Image inputs of the embedders: accepted kinds, identity keys, decoding.
 
-The embedder accepts a sequence of images, each one a file path (``str`` or :class:`os.PathLike`),
-a PIL image, or a numpy array of shape ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``
-with dtype uint8 or uint16 (grayscale, RGBA and 16-bit images are converted to 8-bit RGB), or one
-uint8 array of shape ``(N, H, W, C)``. Everything here works without torch: decoding runs inside
+:class:`skicm.CLIPEmbedder` and :class:`skicm.ImageEmbedder` accept a sequence of images, each
+one a file path (``str`` or :class:`os.PathLike`), a PIL image, or a numpy array of shape
+``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` with dtype uint8 or uint16 (grayscale,
+RGBA and 16-bit images are converted to 8-bit RGB), or one uint8 array of shape
+``(N, H, W, C)``. Everything here works without torch: decoding runs inside
 :class:`torch.utils.data.DataLoader` worker processes, and :class:`ImageDecodingDataset` is a
 plain map-style dataset so that it pickles for any multiprocessing start method.
 
@@ -64,7 +65,7 @@ def _is_pil(item) -> bool:
     return type(item).__module__.startswith("PIL.") and hasattr(item, "mode")
 
 
-def as_image_list(X, owner: str = "CLIPEmbedder") -> list:
+def as_image_list(X, owner: str = "the embedder") -> list:
     """Turn the ``X`` given to ``transform`` into a list with one item per image.
 
     Accepted: a list, tuple or 1-D array of images; a uint8/uint16 array ``(N, H, W, C)`` or
