@@ -42,6 +42,7 @@ from skicm.datasets._colored_digits import make_colored_digits
 from skicm.datasets._image_folders import load_image_folders
 from skicm.datasets._mnist import load_mnist, make_colored_mnist, make_rotated_mnist
 from skicm.datasets._scm import make_linear_scm
+from skicm.datasets._spurious_digits import make_spurious_digits
 
 __all__ = [
     "load_image_folders",
@@ -50,4 +51,5 @@ __all__ = [
     "make_colored_mnist",
     "make_linear_scm",
     "make_rotated_mnist",
+    "make_spurious_digits",
 ]
