@@ -1,3 +1,4 @@
+import contextlib
 import csv
 import gzip
 import importlib.util
@@ -183,6 +184,25 @@ def image_folder(tmp_path):
 
 def tiny_args(name):
     return ["--model-name", name, "--pretrained", "none", "--device", "cpu"]
+
+
+@contextlib.contextmanager
+def count_forward_passes():
+    """The names of the torch models that ran a forward pass (parameter-free modules, such as
+    preprocessing transforms, are not counted)."""
+    import torch
+
+    calls = []
+
+    def count(module, args, output):
+        if any(True for _ in module.parameters()):
+            calls.append(type(module).__name__)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(count)
+    try:
+        yield calls
+    finally:
+        handle.remove()
 
 
 def read_csv(path):
@@ -373,7 +393,9 @@ def test_held_out_class_unknown_to_the_training_domains_is_named(tmp_path, tiny_
                                  classes=("bird", "dog"))  # fmt: skip
     make_domainbed_folder(root, domains=("sun",), classes=("bird", "hund"))
     argv = ["evaluate", str(root), *tiny_args(tiny_clip_name), *GRID, "--no-progress"]
-    assert main(argv) == 2
+    with count_forward_passes() as calls:
+        assert main(argv) == 2
+    assert calls == []  # decided from the folder names, before any image is encoded
     error = capsys.readouterr().err
     assert "held-out domain 'sun' has class ['hund']" in error
     assert "--class-alias" in error and "Traceback" not in error
@@ -921,3 +943,58 @@ def test_the_protocol_runs_on_every_data_set(name, tiny_clip_name, tmp_path):
         assert 0.0 <= record["accuracy"] <= 1.0
         assert record["n_test"] == int(np.sum(np.asarray(data["environments"]).astype(str)
                                               == record["test_domain"]))  # fmt: skip
+
+
+# ------------------------------------------------------------------ options checked up front
+def test_a_rank_above_the_width_is_an_error_before_any_encoding(image_folder, tiny_clip_name,
+                                                                 capsys):  # fmt: skip
+    argv = ["evaluate", str(image_folder), *tiny_args(tiny_clip_name), "--n-components", "999",
+            "--no-progress"]  # fmt: skip
+    with count_forward_passes() as calls:
+        assert main(argv) == 2
+    assert calls == []
+    error = capsys.readouterr().err
+    assert "n_components=999 exceeds the embedding width 32" in error
+    assert "Traceback" not in error
+    X = np.random.default_rng(0).normal(size=(30, 5))
+    data = Bunch(data=X, target=np.arange(30) % 2, environments=np.repeat(["a", "b", "c"], 10))
+    with pytest.raises(ValueError, match="n_components=6 exceeds the embedding width 5"):
+        evaluate_domain_generalization(data, n_components=[6], progress=False)
+
+
+def test_a_rank_above_the_training_rows_is_warned_and_noted(image_folder, tiny_clip_name,
+                                                            capsys):  # fmt: skip
+    from skicm.exceptions import RankWarning
+
+    # 24 images in 3 domains: each fold trains on 16 rows, fewer than the 20 directions asked.
+    argv = ["evaluate", str(image_folder), *tiny_args(tiny_clip_name), "--n-components", "4",
+            "20", "--alpha", "1", "--C", "1", "--interventions", "groups", "--no-zero-shot",
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    message = "n_components=20 exceeds the number of training rows (16 holding out 'art'"
+    assert f"Note: {message}" in captured.out  # the table says it
+    assert f"skicm evaluate: warning: RankWarning: {message}" in captured.err
+    assert "n_components=4 exceeds" not in captured.out
+    with pytest.warns(RankWarning, match="n_components=20 exceeds the number of training rows"):
+        results = evaluate_domain_generalization(
+            load_image_folders(image_folder),
+            embedder=CLIPEmbedder(tiny_clip_name, pretrained=None, device="cpu", progress=False),
+            n_components=[20], alpha=[1.0], C=[1.0], interventions=["groups"], zero_shot=False,
+            progress=False,
+        )  # fmt: skip
+    fitted = {r["n_components_fitted"] for r in results.records if r["n_components"] == 20}
+    assert fitted and max(fitted) <= 16
+
+
+def test_a_named_domain_without_images_is_an_error(image_folder, tiny_clip_name, capsys):
+    (image_folder / "clipart").mkdir()  # a domain folder with no image
+    base = ["evaluate", str(image_folder), *tiny_args(tiny_clip_name), "--no-progress"]
+    for domains in (["art", "photo", "clipart"], ["art", "photo", "missing"]):
+        with count_forward_passes() as calls:
+            assert main([*base, "--domains", *domains]) == 2
+        assert calls == []
+        error = capsys.readouterr().err
+        assert repr(domains[-1]) in error and "Traceback" not in error
+    assert main([*base, "--test-domains", "clipart"]) == 2
+    assert "'clipart'" in capsys.readouterr().err
