@@ -95,8 +95,11 @@ def test_plot_domain_scores_writes_a_png(tmp_path):
     figure = plot_domain_scores(results, title="PACS")
     (ax,) = figure.axes
     assert len(ax.patches) == 2 * 4  # three domains and the average, two methods
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["art", "photo", "sketch", "Average"]
-    assert ax.get_ylabel() == "accuracy on the held-out domain"
+    # Each domain with its test size (the n_test of DomainScores), the average with all of them.
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        "art\nn=1", "photo\nn=1", "sketch\nn=1", "Average\nn=3"
+    ]  # fmt: skip
+    assert ax.get_ylabel() == "accuracy (%) on the held-out domain"
     path = tmp_path / "domains.png"
     figure.savefig(path)
     assert path.read_bytes()[:8] == PNG_SIGNATURE
@@ -110,16 +113,18 @@ def test_plot_domain_scores_writes_a_png(tmp_path):
 
 def test_domain_bars_carry_value_labels_and_a_chance_line():
     domains = np.array(["a", "b"])
-    results = {"m": DomainScores(domains, np.array([0.0, 0.9]), np.ones(2), np.ones(2))}
+    results = {"m": DomainScores(domains, np.array([0.0, 0.9]), np.ones(2), [10, 20])}
     figure = plot_domain_scores(results, chance=0.25)
     (ax,) = figure.axes
-    assert [text.get_text() for text in ax.texts] == ["0.00", "0.90", "0.45"]
+    # Whole percent: 0 of the 10 test images of "a" is 0, and "a" says it has 10.
+    assert [text.get_text() for text in ax.texts] == ["0", "90", "45"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a\nn=10", "b\nn=20", "Average\nn=30"]
     zero_bar = ax.patches[0]
     assert zero_bar.get_height() == 0
     # A zero accuracy is still drawn: an outlined bar shows as a line at 0, with its label.
     assert zero_bar.get_linewidth() > 0 and zero_bar.get_edgecolor()[3] > 0
     (chance,) = [line for line in ax.lines if line.get_linestyle() == ":"]
-    assert chance.get_ydata()[0] == pytest.approx(0.25)
+    assert chance.get_ydata()[0] == pytest.approx(25)
     assert any("chance" in t.get_text() for t in ax.get_legend().get_texts())
     matplotlib.pyplot.close(figure)
 
@@ -137,18 +142,18 @@ def test_evaluation_results_plot_means_stds_and_chance():
     )  # fmt: skip
     figure = results.plot()
     (ax,) = figure.axes
-    assert [round(p.get_height(), 6) for p in ax.patches] == [0.6, 0.9, 0.75]
-    assert [text.get_text() for text in ax.texts] == ["0.60", "0.90", "0.75"]
-    assert "oracle" in ax.get_title()
+    assert [round(p.get_height(), 6) for p in ax.patches] == [60, 90, 75]
+    assert [text.get_text() for text in ax.texts] == ["60", "90", "75"]
+    assert "oracle" in ax.get_title() and "mean ± std over 2 seeds" in ax.get_title()
     (chance,) = [line for line in ax.lines if line.get_linestyle() == ":"]
-    assert chance.get_ydata()[0] == pytest.approx(0.5)
+    assert chance.get_ydata()[0] == pytest.approx(50)
     # Standard deviations over seeds as error bars: 0.1 for both domains.
     from matplotlib.container import BarContainer
 
     (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
     (errorbar,) = bars.errorbar.lines[2]
     segments = errorbar.get_segments()
-    assert [round(seg[1][1] - seg[0][1], 6) for seg in segments] == [0.2, 0.2, 0.0]
+    assert [round(seg[1][1] - seg[0][1], 6) for seg in segments] == [20, 20, 0]
     matplotlib.pyplot.close(figure)
 
 
@@ -178,3 +183,139 @@ def test_missing_matplotlib_gives_a_clear_error(projector, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ImportError, match="pip install matplotlib"):
         plot_spectrum(projector)
+
+
+def _evaluation_results(n_methods, domains, n_seeds, n_test=10, open_class=False):
+    """Results whose neighbouring bars have equal values (labels side by side at one height):
+    the first half of the methods scores 0 everywhere, the second half 100%. ``open_class``
+    gives each method a base and a new row, with long legend entries (which narrow the axes)."""
+    from skicm.evaluation import EvaluationResults
+
+    methods = [f"zero-shot ICM {i} (groups)" for i in range(n_methods)]
+    splits = ["base", "new"] if open_class else ["all"]
+    records = [
+        {"method": method, "test_domain": domain, "seed": seed, "classes": split,
+         "accuracy": float(i >= n_methods // 2), "n_test": n_test}
+        for i, method in enumerate(methods) for split in splits for domain in domains
+        for seed in range(n_seeds)
+    ]  # fmt: skip
+    return EvaluationResults(
+        records, methods, list(domains), selection="training-domain", scoring="accuracy",
+        chance=1 / 7, protocol="open-class" if open_class else "leave-one-domain-out",
+    )  # fmt: skip
+
+
+def _assert_no_label_collides(ax):
+    """No two value labels overlap, no two domain labels overlap, and no value label leaves
+    the axes (where it would run into the title): compared as drawn boxes, in pixels."""
+    ax.figure.canvas.draw()
+    renderer = ax.figure.canvas.get_renderer()
+    values = [t.get_window_extent(renderer) for t in ax.texts]
+    ticks = [t.get_window_extent(renderer) for t in ax.get_xticklabels()]
+    assert values and ticks
+    for boxes in (values, ticks):
+        collisions = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :] if a.overlaps(b)]
+        assert not collisions, f"{len(collisions)} overlapping labels, e.g. {collisions[0]}"
+    axes_box = ax.get_window_extent(renderer)
+    title_box = ax.title.get_window_extent(renderer)
+    for box in values:
+        assert box.y1 <= axes_box.y1 and not box.overlaps(title_box)
+
+
+@pytest.mark.parametrize(
+    "n_methods, domains, n_seeds, open_class",
+    [
+        (8, ["art_painting", "cartoon", "photo", "sketch"], 1, False),  # the CLI's columns, PACS
+        (3, ["art_painting", "cartoon", "photo", "sketch"], 2, False),
+        (8, ["clipart", "infograph", "painting", "quickdraw", "real", "sketch"], 3, False),
+        # Long legend entries narrow the axes: 16 bars side by side used to overlap.
+        (2, ["art_painting", "cartoon", "photo"], 1, True),
+        (2, ["caltech", "labelme", "sun", "voc", "x", "y"], 2, True),
+    ],
+)
+def test_value_labels_never_collide(n_methods, domains, n_seeds, open_class):
+    results = _evaluation_results(n_methods, domains, n_seeds, open_class=open_class)
+    figure = results.plot(title="a title")
+    (ax,) = figure.axes
+    _assert_no_label_collides(ax)
+    # A figure of its own grows instead of shrinking its labels below the size they start at.
+    default_size = matplotlib.font_manager.FontProperties(size="x-small").get_size_in_points()
+    assert {t.get_fontsize() for t in ax.texts} == {default_size}
+    matplotlib.pyplot.close(figure)
+
+
+@pytest.mark.parametrize(
+    "n_methods, domains",
+    [(6, ["caltech", "labelme", "sun"]), (1, [f"a long domain name {i}" for i in range(5)])],
+)
+def test_value_labels_never_collide_on_given_axes(n_methods, domains):
+    """On axes of one's own the figure keeps its size: labels turn and shrink instead."""
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    results = _evaluation_results(n_methods, domains, 1)
+    assert plot_domain_scores(results, ax=ax, title="VLCS") is figure
+    assert list(figure.get_size_inches()) == [6, 4]
+    _assert_no_label_collides(ax)
+    plt.close(figure)
+
+
+def test_evaluation_plot_shows_test_sizes_and_seeds():
+    from skicm.evaluation import EvaluationResults
+
+    # One seed: no error bars, the title says so; every domain has its n_test.
+    one = _evaluation_results(2, ["photo", "sketch"], 1)
+    for record in one.records:
+        record["n_test"] = {"photo": 10, "sketch": 4}[record["test_domain"]]
+    figure = one.plot()
+    (ax,) = figure.axes
+    assert "1 seed (0), no error bars" in ax.get_title()
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        "photo\nn=10", "sketch\nn=4", "Average\nn=14"
+    ]  # fmt: skip
+    assert all(c.errorbar is None for c in ax.containers if hasattr(c, "errorbar"))
+    matplotlib.pyplot.close(figure)
+    # A test size that changes with the seed (data drawn per seed) shows as its range; the
+    # open-class splits each show theirs.
+    records = [
+        {"method": "zero-shot", "test_domain": "a", "seed": seed, "classes": split,
+         "accuracy": 0.5, "n_test": n}
+        for seed, split, n in [(0, "base", 6), (0, "new", 4), (1, "base", 8), (1, "new", 4)]
+    ]  # fmt: skip
+    results = EvaluationResults(records, ["zero-shot"], ["a"], "training-domain", "accuracy", 0.5)
+    figure = results.plot()
+    labels = [t.get_text() for t in figure.axes[0].get_xticklabels()]
+    assert labels == ["a\nn=6-8 base, 4 new", "Average\nn=6-8 base, 4 new"]
+    assert "mean ± std over 2 seeds" in figure.axes[0].get_title()
+    matplotlib.pyplot.close(figure)
+
+
+def test_plotting_imports_no_private_name_of_the_evaluation():
+    """skicm.plotting uses the evaluation's public names only, and the evaluation package never
+    imports skicm.plotting (no import circle between them)."""
+    import ast
+    from pathlib import Path
+
+    import skicm.evaluation
+    import skicm.plotting
+
+    tree = ast.parse(Path(skicm.plotting.__file__).read_text())
+    imported = [
+        (node.module, alias.name)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("skicm.evaluation")
+        for alias in node.names
+    ]
+    assert imported, "skicm.plotting re-exports plot_domain_scores from skicm.evaluation"
+    for module, name in imported:
+        assert not any(part.startswith("_") for part in module.split(".")), module
+        assert not name.startswith("_"), name
+    for path in Path(skicm.evaluation.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            assert not any(n.startswith("skicm.plotting") for n in names), path.name

@@ -60,6 +60,29 @@ class EvaluationResults:
         What could not be run and why (e.g. no zero-shot columns without a text tower).
     protocol : str
         ``"leave-one-domain-out"`` or ``"open-class"``.
+    grids : dict of str to list of dict
+        The candidates searched for each method (one dict of hyperparameters each, e.g.
+        ``{"n_components": 4, "alpha": 1.0, "C": 1.0}``), listed in ``results.md``; empty
+        when not recorded (``results.md`` then gives the number of candidates only).
+
+    Examples
+    --------
+    >>> from skicm.evaluation import EvaluationResults
+    >>> records = [
+    ...     {"method": "probe", "test_domain": domain, "seed": 0, "classes": "all",
+    ...      "accuracy": accuracy, "n_test": 10}
+    ...     for domain, accuracy in [("photo", 0.0), ("sketch", 0.7)]
+    ... ]
+    >>> results = EvaluationResults(records, methods=["probe"], domains=["photo", "sketch"],
+    ...                             selection="training-domain", scoring="accuracy",
+    ...                             chance=0.5, grids={"probe": [{"C": 0.1}, {"C": 1.0}]})
+    >>> table = [line for line in results.to_markdown().splitlines() if line.startswith("|")]
+    >>> for line in table[:4]:
+    ...     print(line)
+    | method | photo | sketch | Average |
+    |---|---:|---:|---:|
+    | probe | 0.0 (0/10, 1 seed) | 70.0 (7/10, 1 seed) | 35.0 (1 seed) |
+    | n_test | 10 | 10 | 20 |
     """
 
     records: list
@@ -70,6 +93,7 @@ class EvaluationResults:
     chance: float
     notes: list = field(default_factory=list)
     protocol: str = "leave-one-domain-out"
+    grids: dict = field(default_factory=dict)
 
     @property
     def selection_label(self):
@@ -145,8 +169,71 @@ class EvaluationResults:
                 writer.writerow({key: _csv_value(record[key]) for key in RESULT_COLUMNS})
         return path
 
+    def _per_seed(self, method, domain, classes):
+        """{seed: records} of one table cell (every held-out domain for ``domain=None``)."""
+        per_seed = {}
+        for record in self.records:
+            if record["method"] != method or record["classes"] != classes:
+                continue
+            if domain is None or record["test_domain"] == domain:
+                per_seed.setdefault(record["seed"], []).append(record)
+        return per_seed
+
+    def _cell(self, method, domain, classes):
+        """One accuracy cell of ``results.md``: mean ± std over seeds, or one run said so.
+
+        One seed has no spread: the cell says "1 seed" (and, for one held-out domain, the
+        correct / test count) instead of a standard deviation of 0. A cell with fewer seeds
+        than the table (an open-class split a seed's test rows lack) says how many.
+        """
+        mean, std = self.accuracy(method, domain, classes=classes)
+        per_seed = self._per_seed(method, domain, classes)
+        n_seeds, total = len(per_seed), len(self.seeds)
+        text = f"{100 * mean:.1f}"
+        if n_seeds > 1:
+            text += f" ± {100 * std:.1f}"
+        remarks = []
+        if n_seeds == 1 and domain is not None:
+            ((record, *others),) = per_seed.values()
+            if not others and record.get("n_test") is not None:
+                n_test = int(record["n_test"])
+                remarks.append(f"{round(record['accuracy'] * n_test)}/{n_test}")
+        if n_seeds < total:
+            remarks.append(f"{n_seeds} of {total} seeds")
+        elif n_seeds == 1:
+            remarks.append("1 seed")
+        return f"{text} ({', '.join(remarks)})" if remarks else text
+
+    def _test_sizes(self, classes="all"):
+        """{domain: sorted n_test over seeds}, and the same for all domains together (key
+        None, summed per seed); empty where the records do not hold ``n_test``."""
+        by_seed = {}
+        for record in self.records:
+            if record["classes"] == classes and record.get("n_test") is not None:
+                key = (record["seed"], record["test_domain"])
+                by_seed.setdefault(key, set()).add(int(record["n_test"]))
+        if not by_seed:
+            return {}
+        sizes = {domain: set() for domain in self.domains}
+        totals = {}
+        for (seed, domain), values in by_seed.items():
+            sizes.setdefault(domain, set()).update(values)
+            totals[seed] = totals.get(seed, 0) + max(values)
+        sizes[None] = set(totals.values())
+        return {domain: sorted(values) for domain, values in sizes.items() if values}
+
+    def _grid_axes(self, method):
+        """{hyperparameter: searched values} of a method, in the order first met."""
+        axes = {}
+        for candidate in self.grids.get(method, ()):
+            for key, value in candidate.items():
+                values = axes.setdefault(key, [])
+                if value not in values:
+                    values.append(value)
+        return axes
+
     def to_markdown(self, *, title=None):
-        """DomainBed-style tables: accuracy (%) mean ± std over seeds, then the chosen values.
+        """DomainBed-style tables: accuracy (%) over seeds, test sizes, the grid and choices.
 
         Parameters
         ----------
@@ -157,28 +244,57 @@ class EvaluationResults:
         -------
         markdown : str
             The accuracy table (one row per method, one column per held-out domain and an
-            ``Average`` column), the selection rule in words, notes, and a table of the
-            hyperparameters chosen in each fold.
+            ``Average`` column; mean ± std over seeds, or with one seed the value, the
+            correct / test count and "1 seed"; a row ``n_test`` with the test images of each
+            held-out domain), the selection rule in words, notes, the searched grid and a
+            table of the hyperparameters chosen in each fold.
         """
         lines = [f"## {title}", ""] if title else []
         seeds = self.seeds
+        listed = ", ".join(map(str, seeds))
+        if len(seeds) == 1:
+            spread = (
+                f"from 1 seed ({listed}), so without a standard deviation: a cell is one run, "
+                "with its correct / test images"
+            )
+        else:
+            spread = f"mean ± std over {len(seeds)} seeds ({listed})"
         lines.append(
-            f"Accuracy (%) on each held-out domain, mean ± std over {len(seeds)} seed"
-            f"{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}); model selection: "
+            f"Accuracy (%) on each held-out domain, {spread}; model selection: "
             f"{self.selection_label}, scored by {self.scoring}. Chance: {100 * self.chance:.1f}."
         )
         lines.append("")
         header = ["method", *self.domains, "Average"]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
-        for label, method, split in self._rows():
-            cells = [label]
-            for domain in [*self.domains, None]:
-                mean, std = self.accuracy(method, domain, classes=split)
-                cells.append(f"{100 * mean:.1f} ± {100 * std:.1f}")
-            lines.append("| " + " | ".join(cells) + " |")
+        rows = self._rows()
+        for label, method, split in rows:
+            cells = [self._cell(method, domain, split) for domain in [*self.domains, None]]
+            lines.append("| " + " | ".join([label, *cells]) + " |")
+        smallest = None
+        for split in dict.fromkeys(split for _, _, split in rows):
+            sizes = self._test_sizes(split)
+            if not sizes:
+                continue
+            label = "n_test" if split == "all" else f"n_test [{split} classes]"
+            cells = [_size_range(sizes.get(domain, [])) for domain in [*self.domains, None]]
+            lines.append("| " + " | ".join([label, *cells]) + " |")
+            for domain in self.domains:
+                if sizes.get(domain) and (smallest is None or sizes[domain][0] < smallest[1]):
+                    smallest = (domain, sizes[domain][0])
+        if smallest is not None and smallest[1] > 0:
+            domain, n_test = smallest
+            lines.extend(
+                [
+                    "",
+                    "n_test: the test images of each held-out domain (Average: all of them). "
+                    f"One image is {100 / n_test:.1f} points of accuracy on {domain} "
+                    f"({n_test} test images).",
+                ]
+            )
         for note in self.notes:
             lines.extend(["", f"Note: {note}"])
+        lines.extend(self._grid_lines())
         lines.extend(["", "Chosen hyperparameters per held-out domain (one entry per seed):", ""])
         lines.append("| method | held-out domain | n_components (fitted) | alpha | C |")
         lines.append("|---|---|---|---|---|")
@@ -190,7 +306,7 @@ class EvaluationResults:
                     if r["method"] == method and r["test_domain"] == domain
                     and r["classes"] in ("all", "base")
                 ]  # fmt: skip
-                if not chosen or all(r["n_candidates"] <= 1 for r in chosen):
+                if not chosen or all((r.get("n_candidates") or 1) <= 1 for r in chosen):
                     continue
                 n = _joined(
                     chosen,
@@ -205,8 +321,44 @@ class EvaluationResults:
                 lines.append(f"| {method} | {domain} | {n} | {alpha} | {c} |")
         return "\n".join(lines) + "\n"
 
+    def _grid_lines(self):
+        """The searched grid of each method (or its number of candidates, where the grid was
+        not recorded)."""
+        counts = {}
+        for record in self.records:
+            if record.get("n_candidates") is not None:
+                counts[record["method"]] = max(
+                    counts.get(record["method"], 0), int(record["n_candidates"])
+                )
+        lines = ["", f"Searched grid ({self.selection_label} chose one candidate per held-out "
+                 "domain and seed; a single candidate is used as it is):", ""]  # fmt: skip
+        if not self.grids:
+            lines.extend(["| method | candidates |", "|---|---:|"])
+            lines.extend(f"| {method} | {counts.get(method, '?')} |" for method in self.methods)
+            lines.extend(["", "The values of the grid were not recorded."])
+            return lines
+        axes = {method: self._grid_axes(method) for method in self.methods}
+        names = list(dict.fromkeys(key for method in self.methods for key in axes[method]))
+        known = ("n_components", "alpha", "C")  # the order of the chosen-values table
+        names = [n for n in known if n in names] + [n for n in names if n not in known]
+        lines.append("| " + " | ".join(["method", "candidates", *names]) + " |")
+        lines.append("|" + "|".join(["---", "---:"] + ["---"] * len(names)) + "|")
+        for method in self.methods:
+            candidates = len(self.grids.get(method, ()))
+            values = [
+                ", ".join(_csv_value(v) for v in axes[method][name])
+                if name in axes[method]
+                else "-"
+                for name in names
+            ]
+            lines.append("| " + " | ".join([method, str(candidates), *values]) + " |")
+        return lines
+
     def plot(self, *, ax=None, title=None):
         """Per-domain bars (mean over seeds, std as error bars) with value labels and chance.
+
+        Each domain is labelled with its number of test images, the title with the selection
+        rule and the number of seeds (one seed: no error bars).
 
         Parameters
         ----------
@@ -214,7 +366,7 @@ class EvaluationResults:
             Where to draw; None creates a new figure.
         title : str or None, default=None
             Axes title, followed by a line naming the selection rule (which says when it is
-            the test-domain oracle); None names the protocol.
+            the test-domain oracle) and the seeds; None names the protocol.
 
         Returns
         -------
@@ -225,6 +377,11 @@ class EvaluationResults:
         selection = f"selection: {self.selection}"
         if self.selection == "oracle":
             selection += " (test-domain oracle)"
+        seeds = self.seeds
+        if len(seeds) == 1:
+            selection += f"; 1 seed ({seeds[0]}), no error bars"
+        else:
+            selection += f"; mean ± std over {len(seeds)} seeds"
         title = f"{self.protocol}; {selection}" if title is None else f"{title}\n{selection}"
         return plot_domain_scores(self, ax=ax, title=title)
 
@@ -263,6 +420,13 @@ def _joined(records, value):
     if all(v is None for v in values):
         return "-"
     return "; ".join(_csv_value(v) for v in values)
+
+
+def _size_range(sizes):
+    """A test size, or its range where it changes with the seed; "-" where unknown."""
+    if not sizes:
+        return "-"
+    return str(sizes[0]) if sizes[0] == sizes[-1] else f"{sizes[0]}-{sizes[-1]}"
 
 
 def _csv_value(value):
