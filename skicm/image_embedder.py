@@ -144,7 +144,12 @@ def _factory(model):
         raise ValueError(f"model={model!r} is not an image model.{hint} Give {_spec_forms()}.")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as error:
+    except SystemExit as error:
+        raise ValueError(
+            f"model={model!r}: importing module {module_name!r} called sys.exit({error.code!r}). "
+            f"Give {_spec_forms()}."
+        ) from None
+    except Exception as error:  # a user's module may raise anything at import
         raise ValueError(
             f"model={model!r}: cannot import module {module_name!r} ({type(error).__name__}: "
             f"{error}). Give {_spec_forms()}."

@@ -429,16 +429,23 @@ def test_cli_image_model_that_exits_is_a_non_zero_exit_with_nothing_written(
     from skicm.cli import main
 
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "exiting_encoders", raising=False)
+    for name in ("exiting_encoders", "exiting_module"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
     (tmp_path / "exiting_encoders.py").write_text("import sys\n\ndef encoder():\n    sys.exit(0)\n")
+    (tmp_path / "exiting_module.py").write_text("import sys\n\nsys.exit(0)\n")
     images = tmp_path / "images"
     images.mkdir()
     Image.fromarray(_noise(1)[0]).save(images / "0.png")
     out = tmp_path / "shards"
-    argv = ["embed", str(images), "--out", str(out), "--image-model", "exiting_encoders:encoder"]
-    assert main([*argv, "--device", "cpu", "--no-progress"]) == 2
+    argv = ["embed", str(images), "--out", str(out), "--device", "cpu", "--no-progress"]
+    assert main([*argv, "--image-model", "exiting_encoders:encoder"]) == 2
     error = capsys.readouterr().err
     assert "image model 'exiting_encoders:encoder' called sys.exit(0)" in error
+    assert not out.exists() or not list(out.rglob("*.parquet"))
+    # A module that exits as it is imported: caught when the options are checked.
+    assert main([*argv, "--image-model", "exiting_module:encoder"]) == 2
+    error = capsys.readouterr().err
+    assert "importing module 'exiting_module' called sys.exit(0)" in error
     assert not out.exists() or not list(out.rglob("*.parquet"))
 
 
