@@ -18,11 +18,12 @@ the command. This needs the optional extras ``pip install 'skicm[ray,encoders]'`
 # %%
 # Embedding with ``skicm embed``
 # ------------------------------
-# ``--engine ray`` decodes the images in Ray Data tasks and encodes them in actors that load
-# the model once; without ``--address`` the command starts a local Ray instance and stops it at
-# the end. The shards hold the path, the embedding, and the class and domain read from the
-# folder layout.
+# ``--engine ray`` hands the files to Ray Data actors that load the model once and read,
+# decode and encode their files; without ``--address`` the command starts a local Ray instance
+# and stops it at the end. The shards hold the path, the embedding, and the class and domain
+# read from the folder layout.
 import importlib.util
+import json
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pyarrow.parquet as pq
 from scipy.linalg import subspace_angles
 
 from skicm import InvariantProjector
@@ -54,6 +56,13 @@ print(finished.stdout)
 if finished.returncode != 0:
     raise RuntimeError(f"skicm embed failed:\n{finished.stderr}")
 print(sorted(path.name for path in out.iterdir()))
+
+# %%
+# Every shard names the model that wrote it in its Parquet metadata (key ``skicm``); every
+# reader checks it against the folder's ``manifest.json``, so a shard copied in from another
+# model is an error naming the shard, never rows mixed into the result.
+identity = json.loads(pq.read_schema(out / "shard-000000.parquet").metadata[b"skicm"])
+print({key: identity[key] for key in ("embedder", "model", "embed_dim", "dtype")})
 
 # %%
 # Reading the shards back
