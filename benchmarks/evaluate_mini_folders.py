@@ -53,6 +53,9 @@ def main(argv=None):
     parser.add_argument("--store", default="memory", help="SQLite file keeping the embeddings")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
+        "--n-jobs", type=int, default=-1, help="threads fitting grid candidates (default: all)"
+    )
+    parser.add_argument(
         "--blas-threads", type=int, default=None, help="cap BLAS threads (a busy shared machine)"
     )
     args = parser.parse_args(argv)
@@ -71,7 +74,11 @@ def main(argv=None):
     for name, data in folders.items():
         start = time.perf_counter()
         results = evaluate_domain_generalization(
-            data, embedder=embedder, selection=args.selection, seeds=args.seeds
+            data,
+            embedder=embedder,
+            selection=args.selection,
+            seeds=args.seeds,
+            n_jobs=args.n_jobs,
         )
         seconds = time.perf_counter() - start
         print(

@@ -561,6 +561,14 @@ def test_cli_runs_the_mnist_protocols_on_raw_pixels(dataset, domains, tmp_path, 
         "linear probe", "linear probe ICM (image)", "linear probe ICM (groups)"
     ]  # fmt: skip
     assert {r["scoring"] for r in rows} <= {"interventional", ""}
+    # --methods picks columns from the registry, in the order given.
+    assert main([*argv, "--methods", "linear probe ICM", "linear probe", "--scoring",
+                 "worst-environment"]) == 0  # fmt: skip
+    rows = read_csv(out / "results.csv")
+    assert list(dict.fromkeys(r["method"] for r in rows)) == [
+        "linear probe ICM (image)", "linear probe ICM (groups)", "linear probe"
+    ]  # fmt: skip
+    assert "scored by worst-environment" in capsys.readouterr().out
 
 
 def test_cli_rejects_bad_options_before_embedding(tmp_path, image_folder, capsys):
