@@ -898,7 +898,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
         The directions of a projector fitted with ``n_components=k`` are the first ``k``
         eigenvectors of the same matrix ``M`` for every ``k``, so the copy equals a fresh
-        :meth:`fit` with ``n_components`` on the same data (same components, diagonostics
+        :meth:`fit` with ``n_components`` on the same data (same components, diagnostics
         and spectrum) and costs no eigendecomposition: one fit with the largest rank of a
         grid serves every smaller rank. This projector is left unchanged; the copy shares
         its read-only ``statistics_`` (a :meth:`partial_fit` of either copies them first).
