@@ -308,13 +308,17 @@ def embed_collection(
     Each shard ``out/shard-NNNNNN.parquet`` holds the columns ``path`` (str), ``key`` (the
     image key of :func:`skicm.image_loading.image_keys`, so that :class:`ShardStore` answers
     embedder look-ups), ``embedding`` (fixed-size list of float32: the raw model output) and,
-    when the source knows them, ``label`` and ``domain``. ``out/manifest.json`` records the
-    model, weights, preprocessing, store namespace and skicm version; embeddings of another
-    model are refused. Shards are written to a temporary file and then linked to their name, and
-    are never rewritten: a rerun after a kill (or after images were added to the source) embeds
-    only the paths that no finished shard holds, so every path ends up in exactly one shard.
-    Files that cannot be read or decoded are all reported (in a warning and in ``bad_files``
-    of the result); the others are written.
+    when the source knows them, ``label`` and ``domain``; its Parquet key/value metadata (key
+    ``skicm``) names the model that wrote it (embedder, model, weights, store namespace,
+    width, dtype). ``out/manifest.json`` records the model, weights, preprocessing, store
+    namespace, width, class aliases and skicm version; embeddings of another model (or of the
+    same model in another precision, which the namespace covers) are refused. Shards are
+    written to a temporary file in ``out`` and then linked to their name, and are never
+    rewritten: a rerun after a kill (or after images were added to the source) embeds only the
+    paths that no finished shard holds, so every path ends up in exactly one shard; it checks
+    every finished shard against the manifest first. With ``engine="ray"``, a rerun with
+    nothing left to embed does not start Ray. Files that cannot be read or decoded are all
+    reported (in a warning and in ``bad_files`` of the result); the others are written.
 
     Parameters
     ----------
@@ -378,7 +382,10 @@ def embed_collection(
     Raises
     ------
     ValueError
-        If ``out`` holds embeddings of another model, or the source or a parameter is invalid.
+        If ``out`` holds embeddings of another model, a finished shard that does not belong
+        there (named), or the source or a parameter is invalid.
+    ConnectionError
+        If ``address`` is given and nothing answers there (within 10 seconds).
 
     See Also
     --------

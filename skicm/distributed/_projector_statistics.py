@@ -160,6 +160,13 @@ def fit_projector_from_shards(
     projector : InvariantProjector
         The fitted projector.
 
+    Raises
+    ------
+    ValueError
+        If a folder has no manifest or no shard, the folders hold embeddings of different
+        models, or a shard is unreadable or was written by another model than its folder's
+        (checked for every shard before any task starts; the error names the shard).
+
     Examples
     --------
     >>> import tempfile

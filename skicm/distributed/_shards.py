@@ -1,4 +1,9 @@
-"""Parquet shards of embeddings on disk: the manifest, atomic writes, reading back, a store."""
+"""Parquet shards of embeddings on disk: the manifest, atomic writes, reading back, a store.
+
+Every shard carries the identity of the model that wrote it in its Parquet key/value metadata
+(:func:`shard_identity`), and every reader opens shards through :func:`open_shard`, which
+checks that identity and the embedding column against the manifest of the folder.
+"""
 
 from __future__ import annotations
 
@@ -447,6 +452,8 @@ class ShardStore(EmbeddingStore):
     ----------
     out : str or path-like
         The output folder of :func:`skicm.distributed.embed_collection` / ``skicm embed``.
+        Every shard is checked against its manifest when the store is made (a shard of
+        another model is a ``ValueError`` naming the shard).
 
     Attributes
     ----------
