@@ -1444,3 +1444,39 @@ def test_statistics_name_the_width_they_expect(rng):
     with pytest.raises(ValueError, match=r"X_intervened has shape \(5, 7\) but X has shape"):
         statistics.add_samples(rng.standard_normal((5, 8)), rng.standard_normal((5, 7)))
     assert statistics.n_samples == 0 and statistics.shift is None
+
+
+def test_no_module_outside_projection_writes_the_projector_state():
+    """Other modules fit through fit / partial_fit / fit_from_statistics / truncated: none calls
+    a private method of InvariantProjector or assigns a fitted attribute of another object."""
+    import ast
+    from pathlib import Path
+
+    import skicm
+
+    # Its own private methods; scikit-learn's protocol names (shared by every estimator) aside.
+    protocol = {"_parameter_constraints", "_n_features_out", "_sklearn_auto_wrap_output_keys"}
+    private = {
+        name
+        for name in vars(InvariantProjector)
+        if name.startswith("_") and not name.startswith(("__", "_InvariantProjector__"))
+    } - protocol | {"_labels_seen"}
+    assert {"_solve", "_update"} <= private
+    fitted = {*_FITTED_ARRAYS, *_FITTED_COUNTS, "statistics_"}
+    root = Path(skicm.__file__).parent
+    offences = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "projection.py" and path.parent == root:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Attribute) and node.attr in private:
+                offences.append(f"{path.relative_to(root)}:{node.lineno} uses .{node.attr}")
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            for target in targets:
+                if (
+                    isinstance(target, ast.Attribute)
+                    and target.attr in fitted
+                    and not (isinstance(target.value, ast.Name) and target.value.id == "self")
+                ):
+                    offences.append(f"{path.relative_to(root)}:{node.lineno} sets .{target.attr}")
+    assert offences == []
