@@ -206,9 +206,11 @@ def _ood_accuracy(features, data):
 # The thresholds of this section are statistical, not round-off: make_linear_scm draws its
 # rows from numpy's PCG64 with a fixed seed (the same numbers on every platform), and round-off
 # moves the fitted subspace by less than 1e-7 (_float64_perturbation / gap), far inside each
-# margin. Measured on the fixed data: subspace sine 0.02 (threshold 0.05), accuracy gap to the
-# oracle under 0.01 (0.03); the thresholds would fail for a variant-subspace or rank mistake
-# (sine near 1, accuracy gap above 0.2).
+# margin. Measured on the fixed data: subspace sine 0.024 (threshold 0.05), overlap of the
+# bottom directions with the invariant basis 0.024 (0.1), invariance ratios 3e-4 (0.01) and
+# 1.24 (0.5), accuracy gap to the oracle under 0.01 (0.03); the thresholds would fail for a
+# variant-subspace or rank mistake (sine near 1, accuracy gap above 0.2). The same holds for
+# the statistical thresholds further down, each with its measured value beside it.
 
 
 def test_recovers_the_invariant_subspace_of_the_scm(scm):
@@ -372,7 +374,7 @@ def test_environment_labels_alone_find_the_invariant_subspace():
     )
     # 3 classes x (4 choose 2) environment pairs.
     assert projector.n_differences_seen_ == 18
-    assert _max_sine(projector.components_, data.invariant_basis) < 0.2
+    assert _max_sine(projector.components_, data.invariant_basis) < 0.2  # measured 0.043
 
 
 def test_environment_differences_are_class_conditional_mean_shifts(rng):
@@ -406,7 +408,7 @@ def test_interventions_parameter_is_called_with_the_unique_labels(scm):
     projector.fit(scm.X, np.where(scm.y == 1, "dog", "cat"))
     assert source.calls == [["cat", "dog"]]
     assert projector.n_differences_seen_ == 500
-    assert _max_sine(projector.components_, scm.invariant_basis) < 0.1
+    assert _max_sine(projector.components_, scm.invariant_basis) < 0.1  # measured 0.029
 
 
 def test_interventions_of_the_wrong_width_are_rejected(scm):
@@ -672,10 +674,10 @@ def test_grid_search_over_rank_with_environments_as_groups(scm):
     # classifier uses the colour, whose correlation with the label flips between environments.
     assert search.best_params_["invariantprojector__n_components"] == 4
     scores = search.cv_results_["mean_test_score"]
-    assert scores[1] > scores[2] + 0.05
+    assert scores[1] > scores[2] + 0.05  # measured 0.785 vs 0.668
     projector = search.best_estimator_[0]
     assert projector.n_samples_seen_ == len(X)
-    assert projector.invariance_ratio_.max() < 0.05
+    assert projector.invariance_ratio_.max() < 0.05  # measured 3.5e-4
 
 
 def test_metadata_routing_splits_x_intervened_per_fold(scm):
