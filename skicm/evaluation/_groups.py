@@ -774,7 +774,7 @@ def _spread_labels(figure, ax, value_labels, *, widest=40.0):
         width, height = figure.get_size_inches()
         if width >= widest:
             return
-        figure.set_size_inches(min(widest, width * 1.3), height)
+        figure.set_size_inches(min(widest, width * 1.5), height)
 
 
 def _size_text(sizes):
