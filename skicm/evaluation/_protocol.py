@@ -167,6 +167,7 @@ def _protocol(
         chance=chance,
         notes=notes,
         protocol="open-class" if open_class else "leave-one-domain-out",
+        grids={column.name: list(grid) for column, grid in zip(columns, candidates)},
     )
 
 
