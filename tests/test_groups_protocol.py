@@ -388,3 +388,86 @@ def test_the_command_rejects_options_of_other_protocols(spurious_digit_files):
         run_groups_command(_args(metadata, store="x.sqlite"))
     with pytest.raises(ValueError, match="needs SOURCE"):
         run_groups_command(argparse.Namespace(**{**vars(_args(metadata)), "source": None}))
+
+
+# ------------------------------------------------------------------------------ the recipe
+def _recipe_commands():
+    """The ``skicm evaluate ... --protocol groups`` commands of docs/groups_protocol.md's recipe."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "groups_protocol.md").read_text()
+    recipe = page[page.index("## Recipe") :]
+    block = re.search(r"```bash\n(.*?)```", recipe, flags=re.DOTALL).group(1)
+    return [shlex.split(line) for line in block.splitlines() if line.startswith("skicm evaluate")]
+
+
+def _generated_source(layout, root, command):
+    """Small real files in the layout the command reads, at the path it names."""
+    rng = np.random.default_rng(0)
+    source = root / command[2]
+
+    def image(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path)
+
+    cells = [(y, p, s) for s in range(3) for y in range(2) for p in range(2) for _ in range(2)]
+    if layout == "waterbirds":
+        lines = ["img_id,img_filename,y,split,place,place_filename"]
+        for i, (y, p, s) in enumerate(cells):
+            image(source.parent / f"{i:03d}.Bird/{i}.jpg")
+            lines.append(f"{i},{i:03d}.Bird/{i}.jpg,{y},{s},{p},bg.jpg")
+        source.write_text("\n".join(lines) + "\n")
+    elif layout == "celeba":
+        header = command[command.index("--target-attribute") + 1]
+        spurious = command[command.index("--spurious-attribute") + 1]
+        attributes = [str(len(cells)), f"{header} Smiling {spurious}"]
+        partition = []
+        for i, (y, p, s) in enumerate(cells):
+            name = f"{i + 1:06d}.jpg"
+            image(source.parent / "img_align_celeba" / name)
+            attributes.append(f"{name} {2 * y - 1} 1 {2 * p - 1}")
+            partition.append(f"{name} {s}")
+        source.write_text("\n".join(attributes) + "\n")
+        (source.parent / "list_eval_partition.txt").write_text("\n".join(partition) + "\n")
+    else:
+        for cls, context in (("cat", "sofa"), ("cat", "grass"), ("dog", "sofa"), ("dog", "bench")):
+            for i in range(5):
+                image(source / cls / context / f"{i}.png")
+    return source
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_the_recipe_runs_with_a_tiny_model(index, tmp_path, tiny_embedder, monkeypatch, capsys):
+    """Each recipe command as written, except: a tiny random CLIP instead of ViT-L-14 with the
+    OpenAI weights (none offline), generated files instead of the downloads, one seed, a small
+    grid."""
+    commands = _recipe_commands()
+    assert len(commands) == 3
+    command = commands[index]
+    assert "--model-name" in command and command[command.index("--model-name") + 1] == "ViT-L-14"
+    layout = command[command.index("--layout") + 1]
+    monkeypatch.chdir(tmp_path)
+    source = _generated_source(layout, tmp_path, command)
+
+    def option(name, default=None):
+        return command[command.index(name) + 1] if name in command else default
+
+    args = _args(
+        source, layout=layout, methods=None, n_components=[4], alpha=[1.0], C=[1.0],
+        templates=option("--templates", "a photo of a {}."),
+        target_attribute=option("--target-attribute"),
+        spurious_attribute=option("--spurious-attribute"),
+        output=str(tmp_path / option("--output")),
+    )  # fmt: skip
+    assert run_groups_command(args, embedder=tiny_embedder) == 0
+    output = tmp_path / option("--output")
+    import csv
+
+    with (output / "results.csv").open() as handle:
+        methods = [row["method"] for row in csv.DictReader(handle)]
+    for name in ("zero-shot", "linear probe ICM (image)", "linear probe ICM (groups)", "DFR",
+                 "zero-shot Orth-Proj", "linear probe RoboShot", "WiSE"):  # fmt: skip
+        assert name in methods
+    assert (output / "results.png").read_bytes()[:8] == PNG_SIGNATURE
