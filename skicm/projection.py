@@ -335,6 +335,11 @@ class InterventionStatistics:
         -------
         self : InterventionStatistics
         """
+        if not isinstance(other, InterventionStatistics):
+            raise TypeError(
+                f"Cannot merge {type(other).__name__} into InterventionStatistics: other must "
+                "be InterventionStatistics."
+            )
         if other.n_features != self.n_features:
             raise ValueError(
                 f"Cannot merge statistics of {other.n_features} features into statistics of "

@@ -1445,6 +1445,8 @@ def test_statistics_name_the_width_they_expect(rng):
         statistics.add_differences(np.ones(3))
     with pytest.raises(ValueError, match=r"X_intervened has shape \(5, 7\) but X has shape"):
         statistics.add_samples(rng.standard_normal((5, 8)), rng.standard_normal((5, 7)))
+    with pytest.raises(TypeError, match="Cannot merge dict into InterventionStatistics"):
+        statistics.merge({"n_features": 8})
     assert statistics.n_samples == 0 and statistics.shift is None
 
 
