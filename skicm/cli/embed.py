@@ -14,7 +14,8 @@ def add_parser(subcommands):
         "embed",
         help="embed a folder or listing of images into Parquet shards (resumable; local or Ray)",
         description="Embed every image of SOURCE into Parquet shards under --out (columns path, "
-        "key, embedding, and label/domain when SOURCE knows them) with a manifest of the model. "
+        "key, embedding, and label/domain when SOURCE knows them) with a manifest of the model; "
+        "every shard names its model in its Parquet metadata, and readers check it. "
         "A rerun skips the shards already written, so a killed run resumes; files that cannot "
         "be read are all reported and the others written (exit status 1 when some could not). "
         "SOURCE is a DomainBed-layout folder (root/domain/class/image), any folder of images, "
@@ -56,8 +57,8 @@ def add_parser(subcommands):
     group.add_argument(
         "--address",
         metavar="ADDR",
-        help="Ray cluster to attach to ('auto', 'ray://head:10001'); default: start a local "
-        "Ray instance",
+        help="Ray cluster to attach to ('auto', 'ray://head:10001'); an address where nothing "
+        "answers fails within 10 s; default: start a local Ray instance",
     )
     group.add_argument(
         "--num-cpus",
