@@ -6,7 +6,7 @@ Vision-Language Models", ICML 2025).
 """
 
 from skicm.embedding import CLIPEmbedder
-from skicm.exceptions import NoInvarianceWarning
+from skicm.exceptions import NoInvarianceWarning, RankWarning
 from skicm.image_embedder import ImageEmbedder
 from skicm.interventions import ImageInterventions, TextInterventions
 from skicm.pipelines import make_clip_icm_pipeline
@@ -22,6 +22,7 @@ __all__ = [
     "InterventionStatistics",
     "InvariantProjector",
     "NoInvarianceWarning",
+    "RankWarning",
     "TextInterventions",
     "ZeroShotClassifier",
     "__version__",
