@@ -824,6 +824,11 @@ def run_groups_command(args, *, embedder=None):
     layout = getattr(args, "layout", None) or "waterbirds"
     if layout not in LAYOUTS:
         raise ValueError(f"--layout must be one of {list(LAYOUTS)}, got {layout!r}.")
+    if getattr(args, "dataset", None) not in (None, "folder"):
+        raise ValueError(
+            f"--dataset {args.dataset} builds a leave-one-domain-out data set; --protocol groups "
+            "reads SOURCE with --layout."
+        )
     for option in ("domains", "test_domains", "class_alias", "class_alias_file", "base_classes"):
         if getattr(args, option, None):
             raise ValueError(
