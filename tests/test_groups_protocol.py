@@ -384,6 +384,8 @@ def test_the_command_rejects_options_of_other_protocols(spurious_digit_files):
         run_groups_command(_args(metadata, test_domains=["land"]))
     with pytest.raises(ValueError, match="--scoring for --protocol groups"):
         run_groups_command(_args(metadata, scoring="worst-environment"))
+    with pytest.raises(ValueError, match="--dataset colored-mnist builds a leave-one-domain"):
+        run_groups_command(_args(metadata, dataset="colored-mnist"))
     with pytest.raises(ValueError, match="--store keeps embeddings"):
         run_groups_command(_args(metadata, store="x.sqlite"))
     with pytest.raises(ValueError, match="needs SOURCE"):
