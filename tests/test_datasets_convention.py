@@ -14,6 +14,7 @@ from skicm.datasets import (
     make_colored_mnist,
     make_linear_scm,
     make_rotated_mnist,
+    make_spurious_digits,
 )
 
 # load_mnist returns the (images, labels) arrays that the MNIST protocols turn into data sets.
@@ -33,8 +34,8 @@ def _image_folders(tmp_path):
 
 
 def _digits():
-    images, labels = load_mnist()
-    return images[:240], labels[:240]
+    images, labels = load_mnist()  # sorted by digit: every 20th holds every class
+    return images[::20], labels[::20]
 
 
 # name -> (build(tmp_path), {old key: convention key it aliases})
@@ -56,6 +57,10 @@ DATA_SETS = {
     ),
     "make_colored_mnist": (lambda tmp_path: make_colored_mnist(*_digits(), random_state=0), {}),
     "make_rotated_mnist": (lambda tmp_path: make_rotated_mnist(*_digits(), random_state=0), {}),
+    "make_spurious_digits": (
+        lambda tmp_path: make_spurious_digits(*_digits(), random_state=0),
+        {},
+    ),
     "load_image_folders": (
         _image_folders,
         {"domains": "environments", "domain_names": "environment_names"},
