@@ -64,13 +64,24 @@ def _overlapping(texts, renderer):
     return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
 
 
-def _untangle(ax, value_labels, *, own_figure):
+def _crowding(ax, texts, renderer, pitch):
+    """How many times wider the widest of ``texts`` is than ``pitch`` x-data units, with a
+    margin of 15%: the factor by which the axes must grow for them to stand apart."""
+    boxes = [t.get_window_extent(renderer) for t in texts if t.get_visible() and t.get_text()]
+    if not boxes:
+        return 1.0
+    x0, x1 = ax.transData.transform([(0, 0), (pitch, 0)])[:, 0]
+    return 1.15 * max(box.width for box in boxes) / max(abs(x1 - x0), 1e-9)
+
+
+def _untangle(ax, value_labels, *, own_figure, bar_width):
     """Lay out the value labels (and domain ticks) until no two overlap.
 
     Measured on the drawn figure, not guessed from the number of bars: labels first turn
     vertical, then a figure this plot created grows wider, then the labels shrink (down to
-    :data:`_SMALLEST_LABEL_POINTS`). Finally the y axis grows to hold the highest label, so
-    no label runs into the title.
+    :data:`_SMALLEST_LABEL_POINTS`; on axes too narrow even then, the value labels are left
+    out), and domain names that still collide turn vertical. Finally the y axis grows to
+    hold the highest label, so no label runs into the title.
     """
     figure = ax.figure
     ticks = ax.get_xticklabels()
@@ -88,7 +99,14 @@ def _untangle(ax, value_labels, *, own_figure):
         width, height = figure.get_size_inches()
         if width >= _WIDEST_FIGURE_INCHES:
             break
-        figure.set_size_inches(min(1.25 * width, _WIDEST_FIGURE_INCHES), height)
+        # Widen the axes by what the widest label needs over the space it has (at least 10%).
+        need = max(
+            _crowding(ax, value_labels, renderer, bar_width),
+            _crowding(ax, ticks, renderer, 1.0),
+            1.1,
+        )
+        axes_inches = ax.get_window_extent(renderer).width / figure.dpi
+        figure.set_size_inches(min(width + (need - 1) * axes_inches, _WIDEST_FIGURE_INCHES), height)
         renderer = draw()
     while _overlapping(value_labels, renderer):
         size = value_labels[0].get_fontsize() - 0.5
@@ -97,13 +115,21 @@ def _untangle(ax, value_labels, *, own_figure):
         for text in value_labels:
             text.set_fontsize(size)
         renderer = draw()
+    if _overlapping(value_labels, renderer):
+        # Too many bars for these axes even in small type: no labels rather than a smudge.
+        for text in value_labels:
+            text.set_visible(False)
     if _overlapping(ticks, renderer):
         for text in ticks:  # vertical: their boxes are one or two lines wide
             text.set_rotation(90)
         renderer = draw()
     # Room above the highest label: the y axis reaches a little past its top.
     to_data = ax.transData.inverted()
-    tops = [to_data.transform((0, t.get_window_extent(renderer).y1))[1] for t in value_labels]
+    tops = [
+        to_data.transform((0, t.get_window_extent(renderer).y1))[1]
+        for t in value_labels
+        if t.get_visible()
+    ]
     low, high = ax.get_ylim()
     if tops and max(tops) > high:
         ax.set_ylim(low, max(tops) + 0.03 * (max(tops) - low))
@@ -191,5 +217,5 @@ def plot_domain_scores(results, *, ax=None, title=None, chance=None):
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     if title is not None:
         ax.set_title(title)
-    _untangle(ax, value_labels, own_figure=own_figure)
+    _untangle(ax, value_labels, own_figure=own_figure, bar_width=width)
     return figure
