@@ -178,6 +178,9 @@ def test_callable_data_gives_one_data_set_per_seed_and_errors():
     data = _synthetic()
     with pytest.raises(ValueError, match="scoring must be one of"):
         evaluate_spurious_groups(data, scoring="oracle", progress=False)
+    no_pairs = Bunch(**{k: v for k, v in data.items() if k != "data_intervened"})
+    with pytest.raises(ValueError, match="'interventional' needs counterparts"):
+        evaluate_spurious_groups(no_pairs, scoring="interventional", progress=False)
     no_split = Bunch(**{k: v for k, v in data.items() if k != "split"})
     with pytest.raises(ValueError, match=r"data\['split'\]"):
         evaluate_spurious_groups(no_split, progress=False)
