@@ -34,7 +34,7 @@ def _tick_labels(domains, sizes_by_split):
 
 
 def _domain_series(results):
-    """(x labels, {series name: (values %, errors % or None)}, chance %, seeds) of results."""
+    """(x labels, {series name: (values %, errors % or None)}, chance %) of results."""
     if not isinstance(results, Mapping) and hasattr(results, "_rows"):  # EvaluationResults
         rows = results._rows()
         splits = list(dict.fromkeys(split for _, _, split in rows))
@@ -46,7 +46,7 @@ def _domain_series(results):
                 100 * np.array([m for m, _ in stats]),
                 100 * np.array([s for _, s in stats]),
             )
-        return labels, series, 100 * results.chance, len(results.seeds)
+        return labels, series, 100 * results.chance
     first = _check_same_domains(results)
     sizes = {str(d): [int(n)] for d, n in zip(first.domains, first.n_test)}
     sizes[None] = [int(np.sum(first.n_test))]
@@ -55,7 +55,7 @@ def _domain_series(results):
         name: (100 * np.array([*scores.scores, scores.mean_score]), None)
         for name, scores in results.items()
     }
-    return labels, series, None, None
+    return labels, series, None
 
 
 def _overlapping(texts, renderer):
@@ -180,7 +180,7 @@ def plot_domain_scores(results, *, ax=None, title=None, chance=None):
     ['a\\nn=10', 'b\\nn=4', 'Average\\nn=14']
     """
     plt = _pyplot()
-    labels, series, default_chance, _ = _domain_series(results)
+    labels, series, default_chance = _domain_series(results)
     chance = default_chance if chance is None else 100 * chance
     own_figure = ax is None
     if own_figure:
