@@ -390,7 +390,7 @@ def available_methods():
     Examples
     --------
     >>> from skicm.evaluation import available_methods
-    >>> list(available_methods())
+    >>> list(available_methods())[:4]  # the built-in entries come first
     ['zero-shot', 'zero-shot ICM', 'linear probe', 'linear probe ICM']
     >>> available_methods()["linear probe ICM"].requirements("text")
     ['text tower', 'class names']
