@@ -1012,3 +1012,33 @@ def test_a_named_domain_without_images_is_an_error(image_folder, tiny_clip_name,
         assert repr(domains[-1]) in error and "Traceback" not in error
     assert main([*base, "--test-domains", "clipart"]) == 2
     assert "'clipart'" in capsys.readouterr().err
+
+
+def test_a_new_scoring_is_one_entry(spurious_data):
+    from sklearn.metrics import get_scorer
+
+    from skicm.evaluation import SCORINGS, Scoring
+
+    SCORINGS["balanced-accuracy"] = Scoring(
+        "balanced-accuracy", lambda: get_scorer("balanced_accuracy"), description="balanced"
+    )
+    try:
+        options = dict(methods=["linear probe"], C=[0.001, 1.0], test_domains=["c"],
+                       seeds=[2], progress=False)  # fmt: skip
+        results = evaluate_domain_generalization(
+            spurious_data, scoring="balanced-accuracy", **options
+        )
+        assert results.scoring == "balanced-accuracy"
+        (record,) = results.records
+        # The validation score is the balanced accuracy of the chosen C on the validation rows.
+        X, y, domains = spurious_data.data, spurious_data.target, spurious_data.domains
+        train = np.flatnonzero(domains != "c")
+        ((fit, val),) = TrainingDomainSplit(random_state=2).split(
+            X[train], y[train], groups=domains[train]
+        )
+        fit, val = train[fit], train[val]
+        probe = make_linear_probe(record["C"]).fit(X[fit], y[fit])
+        expected = get_scorer("balanced_accuracy")(probe, X[val], y[val])
+        assert record["validation_score"] == pytest.approx(expected, abs=1e-12)
+    finally:
+        del SCORINGS["balanced-accuracy"]
