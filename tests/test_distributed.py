@@ -604,6 +604,15 @@ def test_ray_rerun_with_nothing_to_do_starts_no_ray_and_a_dead_address_fails_at_
     assert not ray.is_initialized()
 
 
+@pytest.mark.parametrize("address", ["127.0.0.1:9", "ray://127.0.0.1:9", "not an address"])
+def test_an_address_where_nothing_answers_is_named(address):
+    pytest.importorskip("ray")
+    from skicm.distributed._embed_collection import _check_reachable
+
+    with pytest.raises(ConnectionError, match=f"Ray cluster at {address!r}"):
+        _within(30, lambda: _check_reachable(address))
+
+
 def test_import_skicm_does_not_import_ray():
     code = "import sys, skicm, skicm.distributed; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

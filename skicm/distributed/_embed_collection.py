@@ -622,15 +622,21 @@ def _check_reachable(address):
     """
     import socket
 
-    from ray._private.services import canonicalize_bootstrap_address
-
     target = address[len("ray://") :] if address.startswith("ray://") else address
     if address.startswith("ray://") and ":" not in target.rsplit("]", 1)[-1]:
         target += ":10001"  # the Ray client server's default port
     try:
-        resolved = canonicalize_bootstrap_address(target)
-    except (ValueError, ConnectionError) as error:
-        raise ConnectionError(f"Cannot attach to the Ray cluster at {address!r}: {error}") from None
+        # Ray's own reading of an address ("auto", RAY_ADDRESS, "localhost:port").
+        from ray._private.services import canonicalize_bootstrap_address
+    except ImportError:  # another Ray version: host:port as given, "auto" left to ray.init
+        resolved = None if target == "auto" else target
+    else:
+        try:
+            resolved = canonicalize_bootstrap_address(target)
+        except (ValueError, ConnectionError) as error:
+            raise ConnectionError(
+                f"Cannot attach to the Ray cluster at {address!r}: {error}"
+            ) from None
     if resolved is None:  # "auto" found no running cluster: ray.init says so at once
         return
     host, _, port = resolved.rpartition(":")
