@@ -71,7 +71,7 @@ print({key: identity[key] for key in ("embedder", "model", "embed_dim", "dtype")
 # labels and domains; the embeddings are unit-normalised by default.
 data = load_embeddings(out)
 print(f"{data.embeddings.shape[0]} embeddings of width {data.embeddings.shape[1]}")
-print("domains", sorted(set(data.domains)), "classes", sorted(set(data.labels)))
+print("domains", sorted(set(data.domains.tolist())), "classes", sorted(set(data.labels.tolist())))
 
 # %%
 # Fitting the projector from the shards
