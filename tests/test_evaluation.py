@@ -1042,3 +1042,17 @@ def test_a_new_scoring_is_one_entry(spurious_data):
         assert record["validation_score"] == pytest.approx(expected, abs=1e-12)
     finally:
         del SCORINGS["balanced-accuracy"]
+
+
+def test_candidates_on_threads_give_the_same_results_and_leave_the_warning_filters(
+    spurious_data,
+):
+    options = dict(interventions=["image", "groups"], n_components=[1, 2], alpha=[0.0, 100.0],
+                   C=[0.1, 1.0], progress=False)  # fmt: skip
+    before = list(warnings.filters)
+    threaded = evaluate_domain_generalization(spurious_data, n_jobs=2, **options)
+    assert warnings.filters == before  # no filter of the fits left behind
+    serial = evaluate_domain_generalization(spurious_data, n_jobs=1, **options)
+    assert threaded.records == serial.records
+    with pytest.raises(ValueError, match="n_jobs must be None, -1 or a positive integer"):
+        evaluate_domain_generalization(spurious_data, n_jobs=0, progress=False)

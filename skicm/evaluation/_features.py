@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -184,15 +183,11 @@ def _fit(estimator, features, rows, kind):
 
 
 def _fit_with(estimator, features, rows, names):
-    from skicm.exceptions import RankWarning
+    """Fit on ``rows`` with the fit parameters ``names`` (the rows' counterparts or domains).
 
-    with warnings.catch_warnings():
-        # A fold may lack the interventional data of a kind (one training domain for groups);
-        # the projector then warns and the score says what it is worth. The projector fitted
-        # with every direction keeps as many as the data's rank: that is what is asked for;
-        # ranks of the grid that the rows cannot support are warned about once, up front.
-        warnings.filterwarnings("ignore", message=".*interventional data.*")
-        warnings.simplefilter("ignore", RankWarning)
-        return estimator.fit(
-            features.X[rows], features.y[rows], **_data_params(features, rows, names)
-        )
+    The fits' expected warnings (a fold without interventional data of a kind, a projector
+    asked for every direction keeping the data's rank) are silenced once around the whole
+    grid, by the protocol's grid context: ``warnings.catch_warnings`` is not thread-safe, and
+    the candidates are fitted on threads.
+    """
+    return estimator.fit(features.X[rows], features.y[rows], **_data_params(features, rows, names))

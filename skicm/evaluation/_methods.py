@@ -4,7 +4,6 @@ column per kind of interventional data), and the invariant projectors they share
 from __future__ import annotations
 
 import hashlib
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import product
@@ -506,11 +505,9 @@ class _ProjectorFits:
 
 
 def _truncated(projector, n_components):
-    """The projector with its first directions only, as if fitted with ``n_components``."""
-    from skicm.exceptions import RankWarning
+    """The projector with its first directions only, as if fitted with ``n_components``.
 
-    with warnings.catch_warnings():
-        # The protocol has already said which requested ranks the training rows cannot
-        # support (one warning per rank, not one per fold and candidate).
-        warnings.simplefilter("ignore", RankWarning)
-        return projector.truncated(n_components)
+    A rank above the training rows warns once, up front (the protocol's grid context
+    silences the projector's own warning of each fold and candidate).
+    """
+    return projector.truncated(n_components)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
 from numbers import Real
 
 import numpy as np
@@ -197,13 +199,27 @@ def _check_n_jobs(n_jobs):
     return n_jobs
 
 
+@contextlib.contextmanager
 def _one_blas_thread():
-    """One BLAS thread in the fits: they are small (hundreds of rows), where more threads cost
-    more in synchronisation than they save (2.8x slower with the default threads on 2 cores);
-    the grid's parallelism comes from fitting candidates at the same time instead."""
+    """The context of a grid search: one BLAS thread, and the fits' expected warnings silenced.
+
+    One BLAS thread: the fits are small (hundreds of rows), where more threads cost more in
+    synchronisation than they save (2.8x slower with the default threads on 2 cores); the
+    grid's parallelism comes from fitting candidates at the same time instead. The warnings
+    (a fold without interventional data of a kind: the score says what it is worth; a
+    projector fitted with every direction keeping the data's rank, or a grid rank above a
+    fold's rows, which the protocol warns about once) are silenced here, once, in the calling
+    thread: ``warnings.catch_warnings`` inside the candidates' threads would race on the
+    process-wide filters and could leave them changed after the evaluation.
+    """
     from threadpoolctl import threadpool_limits
 
-    return threadpool_limits(1, user_api="blas")
+    from skicm.exceptions import RankWarning
+
+    with threadpool_limits(1, user_api="blas"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*interventional data.*")
+        warnings.simplefilter("ignore", RankWarning)
+        yield
 
 
 def _prompt_names(class_names):
