@@ -71,7 +71,8 @@ def main(argv=None):
 
     import torch
 
-    from skicm.embedding import CLIPEmbedder, _autocast_dtype, _load_model
+    from skicm._image_encoder_base import autocast_dtype as encoder_autocast_dtype
+    from skicm.embedding import CLIPEmbedder, _load_model
 
     cores = os.cpu_count() or 2
     workers = args.num_workers if args.num_workers is not None else max(1, min(15, cores - 1))
@@ -95,7 +96,7 @@ def main(argv=None):
         loaded = _load_model(model_name, None, device_name)
         size = loaded.model.visual.image_size
         size = size[0] if isinstance(size, tuple) else size
-        dtype = _autocast_dtype("auto", device)
+        dtype = encoder_autocast_dtype("auto", device)
         limit = bare_forward_ips(loaded.model, device, size, batch_size, 10, dtype)
         print(f"{model_name}: bare forward ({dtype or 'fp32'}) {limit:9.0f} images/s")
         for decoder in ("auto", "pil"):

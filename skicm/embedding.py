@@ -57,8 +57,6 @@ _CONNECT_TIMEOUT = 5.0
 # The estimator checks that tests/test_common.py expects to fail, found by this name in the
 # module of each estimator.
 _EXPECTED_FAILED_CHECKS = EXPECTED_FAILED_CHECKS
-# benchmarks/bench_embedding_gpu.py imports this name.
-_autocast_dtype = autocast_dtype
 
 # Raw text embeddings by (text namespace, text). Text interventions and zero-shot prompts are
 # encoded again in every fit of a grid search (each fit gets a clone), and the text tower costs
