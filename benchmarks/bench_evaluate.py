@@ -70,7 +70,7 @@ def plain_loop(X, X_intervened, y, domains, *, seed=0, validation_size=0.2):
                 params = {"groups": domains[rows]}
             projector = InvariantProjector(n_components=width, alpha=alpha)
             projectors[key] = projector.set_fit_request(**dict.fromkeys(params, True)).fit(
-                X[rows], **params
+                X[rows], y[rows], **params
             )
         return projectors[key]
 

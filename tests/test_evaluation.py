@@ -1056,3 +1056,29 @@ def test_candidates_on_threads_give_the_same_results_and_leave_the_warning_filte
     assert threaded.records == serial.records
     with pytest.raises(ValueError, match="n_jobs must be None, -1 or a positive integer"):
         evaluate_domain_generalization(spurious_data, n_jobs=0, progress=False)
+
+
+def test_a_full_store_builds_no_image_model(image_folder, tmp_path):
+    """Every embedding in the store: the evaluation neither builds the model nor runs it (its
+    width is read from the embeddings, not from a loaded model)."""
+    from skicm.embedding import clear_model_cache
+
+    image_embedder = pytest.importorskip("skicm.image_embedder")
+    builds = []
+
+    def model():
+        builds.append(1)
+        return small_image_model()
+
+    data = load_image_folders(image_folder)
+    options = dict(interventions=["groups"], n_components=[4], alpha=[1.0], C=[1.0],
+                   progress=False)  # fmt: skip
+    store = tmp_path / "store.sqlite"
+    embedder = image_embedder.ImageEmbedder(model, device="cpu", progress=False, store=store)
+    first = evaluate_domain_generalization(data, embedder=embedder, **options)
+    assert builds == [1]
+    clear_model_cache()
+    with count_forward_passes() as calls:
+        again = evaluate_domain_generalization(data, embedder=embedder, **options)
+    assert builds == [1] and calls == []
+    assert again.records == first.records

@@ -174,14 +174,20 @@ def _protocol(
 
 
 def _known_width(dataset, embedder):
-    """The width of the features when it is known without a forward pass."""
+    """The width of the features when it is known without a forward pass or a model load.
+
+    A :class:`~skicm.CLIPEmbedder` reads it from its architecture's configuration; other
+    encoders would have to load their model (which a store holding every embedding avoids),
+    so their width is checked once the features are there, before any fit.
+    """
     if not dataset.embed:
         return dataset.n_features
-    width = getattr(type(embedder), "embed_dim_", None)
-    if isinstance(width, property):  # CLIPEmbedder reads it from the model's configuration
+    from skicm.embedding import CLIPEmbedder
+
+    if isinstance(embedder, CLIPEmbedder):
         try:
             return int(embedder.embed_dim_)
-        except Exception:
+        except Exception:  # unknown until embedded (e.g. a config that is not reachable)
             return None
     return None
 
