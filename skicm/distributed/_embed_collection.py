@@ -12,6 +12,7 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.utils import Bunch
 
+from skicm.distributed._collections import collection_table, is_collection
 from skicm.distributed._shards import (
     FORMAT,
     check_or_write_manifest,
@@ -161,6 +162,47 @@ class _CollectingStore(EmbeddingStore):
         return len(self.vectors)
 
 
+# ---------------------------------------------------------------------------- collections
+# Items of a collection decoded at once (full-size pixels held until they are encoded).
+_ITEMS_PER_CALL = 256
+
+
+def _encode_items(embedder, table, namespace, reader):
+    """:func:`_encode_local` for the rows of a collection (tar members, dataset rows).
+
+    ``reader`` reads and decodes the rows of ``table`` (by hidden columns) to upright uint8
+    arrays, as the embedder decodes files; the embedder encodes the arrays and the shard's
+    ``key`` column holds their pixel keys, so that :class:`ShardStore` answers for them.
+    """
+    import torch
+
+    from skicm.image_loading import image_keys
+
+    pil = embedder.get_params(deep=False).get("decoder") == "pil"
+    store = _CollectingStore()
+    encoder = _set_existing_params(clone(embedder), store=store, normalize=False, progress=False)
+    encoded, bad = {}, {}
+    for start in range(0, table.num_rows, _ITEMS_PER_CALL):
+        part = table.slice(start, _ITEMS_PER_CALL)
+        arrays, part_bad = reader.decoded(part, pil=pil, n_threads=torch.get_num_threads())
+        bad.update(part_bad)
+        good = [row for row in part.column("path").to_pylist() if row in arrays]
+        if not good:
+            continue
+        items = [arrays.pop(row) for row in good]
+        keys = image_keys(items)
+        encoder.transform(items)  # every item decoded: a failure is the model's, raised
+        if store.namespaces - {namespace}:
+            raise RuntimeError(
+                f"The embedder encoded into namespace {sorted(store.namespaces)} but the "
+                f"manifest says {namespace!r}."
+            )
+        for row, key in zip(good, keys):
+            encoded[row] = (key, store.vectors[key])
+        store.vectors.clear()
+    return encoded, bad
+
+
 # ---------------------------------------------------------------------------- local engine
 def _encode_local(embedder, paths, namespace):
     """``{path: (image key, raw embedding)}`` of the readable ``paths``, and why the rest failed.
@@ -198,12 +240,15 @@ def _encode_local(embedder, paths, namespace):
     return encoded, bad
 
 
-def _run_local(embedder, shards, out, namespace, manifest, bar):
+def _run_local(embedder, shards, out, namespace, manifest, bar, reader=None):
     bad = {}
     written = []
     for index, table in shards:
         rows = _python_rows(table)
-        encoded, shard_bad = _encode_local(embedder, rows["path"], namespace)
+        if reader is None:
+            encoded, shard_bad = _encode_local(embedder, rows["path"], namespace)
+        else:
+            encoded, shard_bad = _encode_items(embedder, table, namespace, reader)
         bad.update(shard_bad)
         path = _write_rows(out, index, rows, encoded, manifest)
         if path is not None:
@@ -301,6 +346,10 @@ def embed_collection(
     shard_size=10_000,
     num_cpus=None,
     class_aliases=None,
+    image_key=None,
+    label_key=None,
+    domain_key=None,
+    split=None,
     progress=True,
 ):
     """Embed every image of a collection into Parquet shards under ``out``; resumable.
@@ -436,7 +485,24 @@ def embed_collection(
     if not (isinstance(shard_size, int) and shard_size >= 1):
         raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}.")
     # A bad source (or class_aliases naming no folder) is reported before the model is built.
-    listing, _ = listing_table(source, class_aliases=class_aliases)
+    collection = {
+        "image_key": image_key,
+        "label_key": label_key,
+        "domain_key": domain_key,
+        "split": split,
+    }
+    reader = None
+    if is_collection(source):
+        if class_aliases:
+            raise ValueError(
+                "class_aliases (--class-alias) names the class folders of a DomainBed-layout "
+                f"folder; {str(source)!r} is a collection whose labels come from label_key."
+            )
+        listing, _, reader = collection_table(
+            source, **{k: v for k, v in collection.items() if v is not None}
+        )
+    else:
+        listing, _ = listing_table(source, class_aliases=class_aliases, collection=collection)
     class_aliases = _resolved_aliases(class_aliases)
     embedder = _make_embedder(model_name, pretrained, image_model, embedder, device, batch_size)
     out = Path(out)
@@ -458,7 +524,7 @@ def embed_collection(
                 written, bad = [], {}
             else:
                 if engine == "ray":
-                    ray_session = _RaySession(address, num_cpus, decode_in)
+                    ray_session = _RaySession(address, num_cpus, decode_in, reader)
                     embedder, namespace = ray_session.embedder_and_namespace(embedder)
                 else:
                     namespace = _store_namespace(embedder)
@@ -474,7 +540,9 @@ def embed_collection(
                 )
                 with bar:
                     if ray_session is None:
-                        written, bad = _run_local(embedder, shards, out, namespace, manifest, bar)
+                        written, bad = _run_local(
+                            embedder, shards, out, namespace, manifest, bar, reader
+                        )
                     else:
                         written, bad = ray_session.run(
                             embedder, shards, out, namespace, manifest, bar
@@ -655,10 +723,11 @@ def _check_reachable(address):
 class _RaySession:
     """Ray for one ``embed_collection`` call: attach or start, then shut down what was started."""
 
-    def __init__(self, address, num_cpus, decode_in):
+    def __init__(self, address, num_cpus, decode_in, reader=None):
         import ray
 
         self.decode_in = decode_in
+        self.reader = reader
         self.started = False
         if not ray.is_initialized():
             if address is not None:
@@ -740,6 +809,12 @@ class _RaySession:
                             "path": rows.column("path"),
                             "shard": pa.array(np.full(rows.num_rows, index, dtype=np.int64)),
                             "row": pa.array(np.arange(rows.num_rows, dtype=np.int64)),
+                            # Where a collection's reader finds each item.
+                            **{
+                                name: rows.column(name)
+                                for name in rows.column_names
+                                if name.startswith("_")
+                            },
                         }
                     )
                     blocks.extend(
@@ -778,6 +853,7 @@ class _RaySession:
                     "embedder": embedder,
                     "threads": threads,
                     "namespace": namespace,
+                    "reader": self.reader,
                 },
                 batch_size=None,
                 batch_format="pyarrow",
@@ -786,6 +862,7 @@ class _RaySession:
         else:
             dataset = dataset.map_batches(
                 _decode_batch,
+                fn_kwargs={"reader": self.reader},
                 batch_size=None,
                 batch_format="pyarrow",
                 num_cpus=1,
@@ -834,7 +911,7 @@ class _RaySession:
         return written, bad
 
 
-def _decode_batch(table):
+def _decode_batch(table, reader=None):
     """Ray Data CPU task: decode the files of a block to uint8 RGB arrays (errors, not raises).
 
     The decoding is the embedder's own (torchvision's JPEG decoder, Pillow for other formats),
@@ -842,6 +919,8 @@ def _decode_batch(table):
     actors, which apply the model's own preprocessing.
     """
     paths = table.column("path").to_pylist()
+    if reader is not None:
+        return _decode_items(table, reader)
     from torchvision.transforms import Compose
 
     from skicm.image_loading import ImageDecodingDataset
@@ -865,6 +944,34 @@ def _decode_batch(table):
         "shard": table.column("shard").to_numpy(),
         "row": table.column("row").to_numpy(),
         "key": np.asarray([keys.get(path, "") for path in paths], dtype=object),
+        "error": np.asarray(errors, dtype=object),
+        "pixels": pixels,
+    }
+
+
+def _decode_items(table, reader):
+    """:func:`_decode_batch` for the rows of a collection, read and decoded by ``reader``."""
+    from skicm.image_loading import image_keys
+
+    paths = table.column("path").to_pylist()
+    arrays, bad = reader.decoded(table)
+    pixels = np.empty(len(paths), dtype=object)
+    keys, errors = [], []
+    for index, path in enumerate(paths):
+        array = arrays.get(path)
+        if array is None:
+            pixels[index] = np.zeros((1, 1, 3), dtype=np.uint8)
+            keys.append("")
+            errors.append(bad.get(path, "not read (no reason reported)"))
+        else:
+            pixels[index] = array
+            keys.append(image_keys([array])[0])
+            errors.append("")
+    return {
+        "path": np.asarray(paths, dtype=object),
+        "shard": table.column("shard").to_numpy(),
+        "row": table.column("row").to_numpy(),
+        "key": np.asarray(keys, dtype=object),
         "error": np.asarray(errors, dtype=object),
         "pixels": pixels,
     }
@@ -916,15 +1023,19 @@ class _PathEncoder(_Encoder):
     with one thread per core between forward passes, on a GPU it decodes JPEG on the device.
     """
 
-    def __init__(self, embedder, threads, namespace):
+    def __init__(self, embedder, threads, namespace, reader=None):
         super().__init__(embedder, threads)
         # The manifest's namespace: encoding into another one is an error (_encode_local).
         self.namespace = namespace
+        self.reader = reader
 
     def __call__(self, table):
         self._set_threads()
         paths = table.column("path").to_pylist()
-        encoded, bad = _encode_local(self.embedder, paths, self.namespace)
+        if self.reader is None:
+            encoded, bad = _encode_local(self.embedder, paths, self.namespace)
+        else:
+            encoded, bad = _encode_items(self.embedder, table, self.namespace, self.reader)
         embeddings = np.zeros((len(paths), self.embed_dim), dtype=np.float32)
         keys = []
         for row, path in enumerate(paths):

@@ -139,7 +139,7 @@ def _check_unique(paths, source) -> None:
     )
 
 
-def listing_table(source, class_aliases=None):
+def listing_table(source, class_aliases=None, collection=None):
     """The images of ``source`` as an Arrow table, and the kind of source.
 
     The table has a ``path`` column (absolute, normalised, each path once) and ``label`` and
@@ -152,14 +152,35 @@ def listing_table(source, class_aliases=None):
         See :func:`list_images`.
     class_aliases : mapping, str, path-like or None, default=None
         See :func:`list_images`.
+    collection : dict or None, default=None
+        ``image_key``, ``label_key``, ``domain_key`` and ``split`` of WebDataset shards or a
+        Hugging Face dataset (see :mod:`skicm.distributed._collections`); for those sources the
+        ``path`` column holds row identifiers and hidden columns locate each item.
 
     Returns
     -------
     table : pyarrow.Table
-    kind : {"domainbed", "folder", "listing"}
+    kind : {"domainbed", "folder", "listing", "webdataset", "huggingface"}
     """
     import pyarrow as pa
 
+    from skicm.distributed._collections import collection_table, is_collection
+
+    options = {key: value for key, value in (collection or {}).items() if value is not None}
+    if is_collection(source):
+        if class_aliases:
+            raise ValueError(
+                "class_aliases (--class-alias) names the class folders of a DomainBed-layout "
+                f"folder; {str(source)!r} is a collection whose labels come from --label-key."
+            )
+        table, kind, _ = collection_table(source, **options)
+        return table, kind
+    if options:
+        raise ValueError(
+            f"{', '.join(sorted(options))} (--image-key, --label-key, --domain-key, --split) "
+            f"choose the items of WebDataset shards or a Hugging Face dataset; {str(source)!r} "
+            "is neither (a folder or a .csv/.parquet listing of files)."
+        )
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"The source {str(source)!r} does not exist.")

@@ -1,0 +1,473 @@
+"""Collections that are not files: WebDataset tar shards and Hugging Face datasets.
+
+Every item of a collection gets a row identifier that plays the part a file's path plays for a
+folder (it fills the ``path`` column of the listing and of the written shards), so that
+resumption and "every item exactly once" hold as for files:
+
+- a WebDataset sample: ``<absolute tar path>#<sample key>``, the sample key as webdataset
+  groups members (``base_plus_ext``: the member name up to the first dot of its base name);
+- a Hugging Face dataset row: ``hf:<dataset fingerprint>/<split>/<row index>``.
+
+A :class:`CollectionReader` then reads and decodes the items of any slice of the listing, in
+this process or in a Ray task: tar members by their offset in the (uncompressed) tar file, rows
+by their index in the memory-mapped dataset.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["CollectionReader", "collection_table", "is_collection"]
+
+# WebDataset's image extensions, tried in this order in each sample (webdataset's "a;b" rule:
+# the first one the sample has).
+DEFAULT_IMAGE_KEYS = "jpg;jpeg;png;webp"
+DEFAULT_IMAGE_COLUMN = "image"
+_HF_PREFIX = "hf:"
+# Hidden columns of a collection's listing (what a reader needs to find an item).
+TAR_COLUMNS = ("_file", "_member", "_offset", "_size")
+HF_COLUMNS = ("_row",)
+_COMPRESSED_TAR = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst")
+
+
+def _has_pattern(source: str) -> bool:
+    return any(char in source for char in "*?[{")
+
+
+def is_collection(source) -> str | None:
+    """``"webdataset"``, ``"huggingface"`` or None (a folder or a listing file)."""
+    text = os.fspath(source)
+    if text.startswith(_HF_PREFIX):
+        return "huggingface"
+    path = Path(text)
+    if path.is_dir():
+        if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
+            return "huggingface"
+        return None
+    lower = text.lower()
+    if lower.endswith(".tar") or lower.endswith(_COMPRESSED_TAR):
+        return "webdataset"
+    if _has_pattern(text) and not path.exists():
+        return "webdataset"
+    return None
+
+
+# ---------------------------------------------------------------------------- WebDataset
+def expand_shards(pattern: str) -> list[str]:
+    """The tar files of ``pattern``: a file, a glob, or a brace pattern (``s-{000..009}.tar``).
+
+    Braces are expanded as webdataset does (``braceexpand``); every expanded name that holds a
+    glob character is globbed. Every file named by the pattern must exist.
+    """
+    from braceexpand import braceexpand
+
+    files, missing = [], []
+    for name in braceexpand(pattern):
+        if any(char in name for char in "*?["):
+            found = sorted(glob.glob(name))
+            if not found:
+                missing.append(name)
+            files.extend(found)
+        elif os.path.isfile(name):
+            files.append(name)
+        else:
+            missing.append(name)
+    if missing:
+        raise FileNotFoundError(
+            f"The WebDataset source {pattern!r} names {len(missing)} tar file(s) or pattern(s) "
+            f"that match nothing: {missing[:5]}" + (" ..." if len(missing) > 5 else "")
+        )
+    files = [os.path.abspath(name) for name in files]
+    repeated = sorted({name for name in files if files.count(name) > 1})
+    if repeated:
+        raise ValueError(f"The WebDataset source {pattern!r} names {repeated[:3]} more than once.")
+    for name in files:
+        if name.lower().endswith(_COMPRESSED_TAR):
+            raise ValueError(
+                f"The WebDataset shard {name!r} is compressed; skicm embed reads members by their "
+                "offset in uncompressed .tar shards (as img2dataset writes them). Decompress it."
+            )
+    return files
+
+
+def _split_keys(option: str) -> list[str]:
+    return [part.strip().lower() for part in option.split(";") if part.strip()]
+
+
+def _tar_samples(tar_path: str):
+    """Samples of one tar as webdataset groups them: ``(key, {extension: TarInfo})``."""
+    from webdataset.tariterators import base_plus_ext
+
+    try:
+        archive = tarfile.open(tar_path, mode="r:")
+    except (tarfile.TarError, OSError) as error:
+        raise ValueError(
+            f"Cannot read the WebDataset shard {tar_path!r} as a tar: {error}"
+        ) from None
+    with archive:
+        key, members = None, {}
+        try:
+            for info in archive:
+                if not info.isfile():
+                    continue
+                prefix, suffix = base_plus_ext(info.name)
+                if prefix is None or os.path.basename(info.name).startswith("."):
+                    continue
+                suffix = suffix.lower()
+                # webdataset starts a sample where the prefix changes or a suffix repeats.
+                if key is not None and (prefix != key or suffix in members):
+                    yield key, members
+                    members = {}
+                key = prefix
+                members[suffix] = info
+        except tarfile.TarError as error:
+            raise ValueError(f"The WebDataset shard {tar_path!r} is damaged: {error}") from None
+        if key is not None:
+            yield key, members
+
+
+def _read_member(file, info) -> bytes:
+    file.seek(info.offset_data)
+    return file.read(info.size)
+
+
+def _text(data: bytes, tar_path: str, member: str) -> str:
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ValueError(
+            f"The member {member!r} of the WebDataset shard {tar_path!r} is not UTF-8 text; a "
+            "label or domain member holds the class or domain as text (e.g. '3' in a .cls)."
+        ) from None
+
+
+def webdataset_table(pattern, image_key=None, label_key=None, domain_key=None):
+    """The samples of WebDataset shards as a listing table (``path`` = row identifier)."""
+    import pyarrow as pa
+
+    image_keys = _split_keys(image_key or DEFAULT_IMAGE_KEYS)
+    if not image_keys:
+        raise ValueError(f"image_key {image_key!r} names no extension.")
+    files = expand_shards(os.fspath(pattern))
+    columns = {name: [] for name in ("path", *TAR_COLUMNS)}
+    extra = {
+        name: key.lower() for name, key in (("label", label_key), ("domain", domain_key)) if key
+    }
+    for name in extra:
+        columns[name] = []
+    for tar_path in files:
+        with open(tar_path, "rb") as file:
+            for key, members in _tar_samples(tar_path):
+                found = next((ext for ext in image_keys if ext in members), None)
+                if found is None:
+                    raise ValueError(
+                        f"The sample {key!r} of the WebDataset shard {tar_path!r} has no image "
+                        f"member with extension {';'.join(image_keys)} (--image-key); its members: "
+                        f"{sorted(info.name for info in members.values())}."
+                    )
+                info = members[found]
+                columns["path"].append(f"{tar_path}#{key}")
+                columns["_file"].append(tar_path)
+                columns["_member"].append(info.name)
+                columns["_offset"].append(info.offset_data)
+                columns["_size"].append(info.size)
+                for name, ext in extra.items():
+                    if ext not in members:
+                        option = f"--{name}-key"
+                        raise ValueError(
+                            f"The sample {key!r} of the WebDataset shard {tar_path!r} has no "
+                            f"{ext!r} member ({option} {ext}); its members: "
+                            f"{sorted(i.name for i in members.values())}."
+                        )
+                    member = members[ext]
+                    columns[name].append(_text(_read_member(file, member), tar_path, member.name))
+    if not columns["path"]:
+        raise ValueError(f"The WebDataset shards {os.fspath(pattern)!r} hold no sample.")
+    types = {"_offset": pa.int64(), "_size": pa.int64()}
+    return pa.table(
+        {
+            name: pa.array(values, type=types.get(name, pa.string()))
+            for name, values in columns.items()
+        }
+    )
+
+
+# ---------------------------------------------------------------------------- Hugging Face
+def _open_hf(source: str, split):
+    """The dataset of ``source`` (``save_to_disk`` folder or ``hf:name[@config]``), its split."""
+    import datasets
+
+    if source.startswith(_HF_PREFIX):
+        name = source[len(_HF_PREFIX) :]
+        repo, _, config = name.partition("@")
+        try:
+            loaded = datasets.load_dataset(repo, config or None, split=split)
+        except Exception as error:  # datasets raises many kinds: all mean "cannot load"
+            raise ValueError(
+                f"Cannot load the Hugging Face dataset {repo!r} (split {split!r}) from the local "
+                f"cache: {type(error).__name__}: {error}"
+            ) from None
+    else:
+        loaded = datasets.load_from_disk(source)
+    if isinstance(loaded, datasets.DatasetDict):
+        if split is None:
+            raise ValueError(
+                f"The Hugging Face dataset {source!r} has the splits {sorted(loaded)}; choose one "
+                "with --split (split=)."
+            )
+        if split not in loaded:
+            raise ValueError(
+                f"The Hugging Face dataset {source!r} has no split {split!r}; its splits: "
+                f"{sorted(loaded)}."
+            )
+        loaded = loaded[split]
+    elif split is not None and loaded.split is not None and str(loaded.split) != split:
+        raise ValueError(
+            f"The Hugging Face dataset {source!r} is the split {str(loaded.split)!r}, "
+            f"not {split!r}."
+        )
+    return loaded, split if split is not None else str(loaded.split or "all")
+
+
+def _check_column(dataset, column, option, source):
+    if column not in dataset.column_names:
+        raise ValueError(
+            f"The Hugging Face dataset {source!r} has no column {column!r} ({option}); its "
+            f"columns: {dataset.column_names}."
+        )
+
+
+def huggingface_table(source, image_key=None, label_key=None, domain_key=None, split=None):
+    """The rows of a Hugging Face dataset as a listing table (``path`` = row identifier)."""
+    import datasets
+    import pyarrow as pa
+
+    source = os.fspath(source)
+    if not source.startswith(_HF_PREFIX):
+        source = os.path.abspath(source)
+    dataset, split_name = _open_hf(source, split)
+    image_column = image_key or DEFAULT_IMAGE_COLUMN
+    _check_column(dataset, image_column, "--image-key", source)
+    feature = dataset.features[image_column]
+    if not isinstance(feature, datasets.Image) and getattr(feature, "dtype", None) not in (
+        "binary",
+        "large_binary",
+    ):
+        raise ValueError(
+            f"The column {image_column!r} of the Hugging Face dataset {source!r} holds "
+            f"{feature}, not images (an Image() feature or bytes)."
+        )
+    columns = {}
+    for name, column in (("label", label_key), ("domain", domain_key)):
+        if column is None:
+            continue
+        _check_column(dataset, column, f"--{name}-key", source)
+        values = dataset.select_columns([column]).with_format("arrow")[:].column(0)
+        feature = dataset.features[column]
+        if isinstance(feature, datasets.ClassLabel):
+            names = feature.names
+            values = pa.array([names[i] for i in values.to_pylist()], type=pa.string())
+        else:
+            if values.null_count:
+                raise ValueError(
+                    f"The column {column!r} of the Hugging Face dataset {source!r} has "
+                    f"{values.null_count} empty cells."
+                )
+            values = values.cast(pa.string())
+        columns[name] = values
+    n_rows = dataset.num_rows
+    if not n_rows:
+        raise ValueError(f"The Hugging Face dataset {source!r} (split {split_name!r}) has no rows.")
+    prefix = f"hf:{dataset._fingerprint}/{split_name}/"
+    table = {
+        "path": pa.array([f"{prefix}{index}" for index in range(n_rows)], type=pa.string()),
+        "_row": pa.array(np.arange(n_rows, dtype=np.int64)),
+        **columns,
+    }
+    reader = CollectionReader("huggingface", source=source, split=split, image_key=image_column)
+    return pa.table(table), reader
+
+
+def collection_table(source, *, image_key=None, label_key=None, domain_key=None, split=None):
+    """The listing table and reader of a collection source (see the module documentation).
+
+    Returns
+    -------
+    table : pyarrow.Table
+        ``path`` (row identifiers), ``label`` / ``domain`` when asked for, and the hidden columns
+        the reader needs.
+    kind : {"webdataset", "huggingface"}
+    reader : CollectionReader
+    """
+    kind = is_collection(source)
+    if kind == "webdataset":
+        if split is not None:
+            raise ValueError(
+                "split (--split) chooses a split of a Hugging Face dataset; "
+                f"{os.fspath(source)!r} is WebDataset shards."
+            )
+        table, reader = webdataset_table(source, image_key, label_key, domain_key), None
+    elif kind == "huggingface":
+        table, reader = huggingface_table(source, image_key, label_key, domain_key, split)
+    if kind is not None:
+        from skicm.distributed._sources import _check_unique
+
+        # A sample key twice in one tar (members not next to each other) is two samples to
+        # webdataset but one row identifier: refused, so that each item is embedded once.
+        _check_unique(table.column("path"), source)
+        return table, kind, reader or CollectionReader("webdataset")
+    raise ValueError(
+        f"{os.fspath(source)!r} is neither WebDataset shards nor a Hugging Face dataset."
+    )
+
+
+# ---------------------------------------------------------------------------- decoding
+def decode_image_bytes(data: bytes, where: str, pil: bool = False) -> np.ndarray:
+    """Decode an encoded image to an upright uint8 ``(H, W, 3)`` array, as files are decoded.
+
+    JPEG goes through torchvision's ``decode_jpeg`` after the EXIF orientation and the
+    decompression-bomb limit are read from its header (unless ``pil``), every other format (and
+    a JPEG that libjpeg-turbo refuses) through Pillow; the pixels equal those the embedders
+    decode from the same bytes in a file. ``where`` names the item in errors.
+    """
+    from PIL import Image
+
+    from skicm.image_loading import (
+        _JPEG_MAGIC,
+        _rgb_from_pil,
+        _upright,
+        jpeg_orientation,
+        orient_chw,
+    )
+
+    if not pil and data[:3] == _JPEG_MAGIC:
+        import torch
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        orientation = jpeg_orientation(data, where)
+        try:
+            chw = decode_jpeg(
+                torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB
+            )
+            return orient_chw(chw, orientation).permute(1, 2, 0).contiguous().numpy()
+        except RuntimeError:
+            pass  # Pillow decodes it or says why not
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return np.asarray(_rgb_from_pil(_upright(image))).copy()
+    except Image.DecompressionBombError as error:
+        raise Image.DecompressionBombError(
+            f"{where}: {error} Nothing was decoded. To embed it anyway, raise "
+            "PIL.Image.MAX_IMAGE_PIXELS (None disables the limit)."
+        ) from None
+
+
+class CollectionReader:
+    """Reads and decodes the items of rows of a collection's listing; picklable (Ray tasks)."""
+
+    def __init__(self, kind, source=None, split=None, image_key=None):
+        self.kind = kind
+        self.source = source
+        self.split = split
+        self.image_key = image_key
+        self._dataset = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_dataset"] = None  # reopened (memory-mapped) where it is used
+        return state
+
+    def _hf_dataset(self):
+        if self._dataset is None:
+            import datasets
+
+            dataset, _ = _open_hf(self.source, self.split)
+            self._dataset = dataset.cast_column(self.image_key, datasets.Image(decode=False))
+        return self._dataset
+
+    def encoded(self, table):
+        """``{row id: (bytes, description)}`` of the rows of ``table``, and unreadable rows."""
+        ids = table.column("path").to_pylist()
+        found, bad = {}, {}
+        if self.kind == "webdataset":
+            files = table.column("_file").to_pylist()
+            members = table.column("_member").to_pylist()
+            offsets = table.column("_offset").to_pylist()
+            sizes = table.column("_size").to_pylist()
+            order = sorted(range(len(ids)), key=lambda i: (files[i], offsets[i]))
+            handle, current = None, None
+            try:
+                for i in order:
+                    where = f"member {members[i]!r} of the WebDataset shard {files[i]!r}"
+                    try:
+                        if files[i] != current:
+                            if handle is not None:
+                                handle.close()
+                            handle, current = None, files[i]
+                            handle = open(files[i], "rb")
+                        handle.seek(offsets[i])
+                        data = handle.read(sizes[i])
+                        if len(data) != sizes[i]:
+                            raise OSError("the shard is shorter than when it was listed")
+                        found[ids[i]] = (data, where)
+                    except OSError as error:
+                        bad[ids[i]] = f"{where}: {type(error).__name__}: {error}"
+            finally:
+                if handle is not None:
+                    handle.close()
+            return found, bad
+        dataset = self._hf_dataset()
+        rows = table.column("_row").to_pylist()
+        cells = dataset.select(rows).select_columns([self.image_key])
+        for row_id, row, cell in zip(ids, rows, cells[self.image_key]):
+            where = (
+                f"row {row} (column {self.image_key!r}) of the Hugging Face dataset {self.source!r}"
+            )
+            try:
+                if isinstance(cell, dict):
+                    data = cell.get("bytes")
+                    if data is None and cell.get("path"):
+                        with open(cell["path"], "rb") as file:
+                            data = file.read()
+                else:
+                    data = cell
+                if not data:
+                    raise ValueError("the cell holds no image")
+                found[row_id] = (bytes(data), where)
+            except (OSError, ValueError) as error:
+                bad[row_id] = f"{where}: {type(error).__name__}: {error}"
+        return found, bad
+
+    def decoded(self, table, pil=False, n_threads=1):
+        """``{row id: uint8 (H, W, 3) array}`` of the rows of ``table``, and why others failed."""
+        encoded, bad = self.encoded(table)
+
+        def decode(item):
+            row_id, (data, where) = item
+            try:
+                return row_id, decode_image_bytes(data, where, pil=pil), None
+            except Exception as error:  # every bad item is reported, with its member / row
+                return row_id, None, f"{where}: {type(error).__name__}: {error}"
+
+        items = list(encoded.items())
+        if n_threads > 1 and len(items) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(n_threads, thread_name_prefix="skicm-decode") as pool:
+                results = list(pool.map(decode, items))
+        else:
+            results = [decode(item) for item in items]
+        arrays = {}
+        for row_id, array, error in results:
+            if error is None:
+                arrays[row_id] = array
+            else:
+                bad[row_id] = error
+        return arrays, bad
