@@ -19,7 +19,7 @@ Run:
 
     python benchmarks/groups_spurious_digits.py --seeds 5
     python benchmarks/groups_spurious_digits.py --seeds 3 --features efficientnet-lite0-64px \
-        --n-digits 2000
+        --n-digits 1000
 """
 
 from __future__ import annotations
