@@ -193,8 +193,8 @@ class _BaseImageEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
     """Images to embeddings, in batches, with a store; subclasses say which model.
 
     A subclass implements ``_loaded_model()`` (build or fetch the model), ``_identity()``
-    (``(label, spec)``: everything besides the image, precision and decoder that determines an
-    embedding, computed WITHOUT building the model) and sets ``has_text_tower``.
+    (``(label, spec)``: everything besides the image, precision, decoder and decode scale that
+    determines an embedding, computed WITHOUT building the model) and sets ``has_text_tower``.
     """
 
     #: Whether ``encode_text`` can embed texts (zero-shot classification, text interventions).
@@ -207,6 +207,7 @@ class _BaseImageEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         "precision": [StrOptions({"auto", "fp32", "bf16", "fp16"})],
         "num_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "decoder": [StrOptions({"auto", "pil", "torchvision"})],
+        "decode": [StrOptions({"reduced", "full"})],
         "normalize": ["boolean"],
         # "memory" is also a str: any other string is the path of an SQLite file; any
         # skicm.store.EmbeddingStore instance is used as it is.
@@ -306,7 +307,8 @@ class _BaseImageEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         """The store namespace of this embedder's image embeddings, without building the model.
 
         It covers everything besides the image that determines an embedding: the model's
-        architecture and weights, its preprocessing, the precision and the decoder. Embedders
+        architecture and weights, its preprocessing, the precision, the decoder and the decode
+        scale (``decode="reduced"`` and ``"full"`` never share stored embeddings). Embedders
         that agree on all of them share stored embeddings.
 
         Returns
@@ -322,6 +324,10 @@ class _BaseImageEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
             "precision": str(autocast_dtype(self.precision, device) or "fp32"),
             "decode": self._decode_mode(device),
         }
+        if self.decode != "full":
+            # Reduced-scale JPEG decoding gives (slightly) different embeddings: a namespace of
+            # its own. "full" keeps the namespace of the stores filled before this option.
+            spec["decode_scale"] = self.decode
         return f"{label}:{digest(spec)}"
 
     @property
@@ -442,7 +448,9 @@ class _BaseImageEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         todo_keys = [keys[i] for i in todo]
         mode = self._decode_mode(loaded.device)
         batch_size = self._batch_size(loaded.device)
-        dataset = ImageDecodingDataset(todo_items, loaded.pil_transform, mode=mode)
+        dataset = ImageDecodingDataset(
+            todo_items, loaded.pil_transform, mode=mode, decode=self.decode
+        )
         num_workers = self._n_workers(len(todo_items), loaded.device)
         if num_workers:
             loader = torch.utils.data.DataLoader(
@@ -579,7 +587,9 @@ def _decode_jpegs_on_device(indices, data, loaded, dataset):
 def _pil_fallback(dataset, index):
     from skicm.image_loading import ImageDecodingDataset
 
-    return ImageDecodingDataset(dataset.items, dataset.transform, mode="tensor")[index]
+    return ImageDecodingDataset(
+        dataset.items, dataset.transform, mode="tensor", decode=dataset.decode
+    )[index]
 
 
 NOT_IMAGES = (

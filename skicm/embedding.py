@@ -595,6 +595,18 @@ class CLIPEmbedder(_BaseImageEncoder):
         the pixels differ from Pillow's by resampling noise (about one grey level). ``"auto"``
         is ``"torchvision"``. The decoders keep separate entries in the store.
 
+    decode : {"reduced", "full"}, default="reduced"
+        The scale at which JPEG files are decoded. ``"reduced"``: a JPEG file larger than the
+        preprocessing needs is decoded at 1/2, 1/4 or 1/8 of its size by libjpeg's DCT scaling
+        (Pillow's draft mode), the largest reduction that keeps it 3 times as large as the
+        preprocessing's first resize makes it (the shortest side for ``Resize`` +
+        ``CenterCrop``); a 2048x1536 photo for a 224-pixel model is decoded at 1024x768, about
+        twice as fast, the embedding nearly the same (cosine >= 0.999 to the full decode's).
+        Smaller files, other formats, PIL images and arrays are decoded exactly as with
+        ``"full"``. With a CUDA device and ``decoder="torchvision"``, JPEG files that can be
+        reduced are decoded so on the CPU, the others on the device. ``"full"``: every file is
+        decoded at its full size. The two keep separate entries in the store.
+
     normalize : bool, default=True
         Scale every embedding (image and text) to unit Euclidean norm, as CLIP's similarity does.
 
@@ -675,6 +687,7 @@ class CLIPEmbedder(_BaseImageEncoder):
         precision="auto",
         num_workers="auto",
         decoder="auto",
+        decode="reduced",
         normalize=True,
         store="memory",
         progress=True,
@@ -686,6 +699,7 @@ class CLIPEmbedder(_BaseImageEncoder):
         self.precision = precision
         self.num_workers = num_workers
         self.decoder = decoder
+        self.decode = decode
         self.normalize = normalize
         self.store = store
         self.progress = progress

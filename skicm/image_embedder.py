@@ -332,6 +332,18 @@ class ImageEmbedder(_BaseImageEncoder):
     decoder : {"auto", "torchvision", "pil"}, default="auto"
         How images are decoded and resized; see :class:`skicm.CLIPEmbedder`.
 
+    decode : {"reduced", "full"}, default="reduced"
+        The scale at which JPEG files are decoded. ``"reduced"``: a JPEG file larger than the
+        preprocessing needs is decoded at 1/2, 1/4 or 1/8 of its size by libjpeg's DCT scaling
+        (Pillow's draft mode), the largest reduction that keeps it 3 times as large as the
+        preprocessing's first resize makes it (the shortest side for ``Resize`` +
+        ``CenterCrop``); a 2048x1536 photo for a 224-pixel model is decoded at 1024x768, about
+        twice as fast, the embedding nearly the same (cosine >= 0.999 to the full decode's).
+        Smaller files, other formats, PIL images and arrays are decoded exactly as with
+        ``"full"``. With a CUDA device and ``decoder="torchvision"``, JPEG files that can be
+        reduced are decoded so on the CPU, the others on the device. ``"full"``: every file is
+        decoded at its full size. The two keep separate entries in the store.
+
     normalize : bool, default=False
         Scale every embedding to unit Euclidean norm (CLIP-style). Off by default: classifier
         features are used as they are.
@@ -398,6 +410,7 @@ class ImageEmbedder(_BaseImageEncoder):
         precision="auto",
         num_workers="auto",
         decoder="auto",
+        decode="reduced",
         normalize=False,
         store="memory",
         progress=True,
@@ -408,6 +421,7 @@ class ImageEmbedder(_BaseImageEncoder):
         self.precision = precision
         self.num_workers = num_workers
         self.decoder = decoder
+        self.decode = decode
         self.normalize = normalize
         self.store = store
         self.progress = progress
