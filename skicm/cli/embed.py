@@ -12,16 +12,25 @@ def add_parser(subcommands):
     """Register ``skicm embed`` on ``subcommands``."""
     embed = subcommands.add_parser(
         "embed",
-        help="embed a folder or listing of images into Parquet shards (resumable; local or Ray)",
+        help="embed a folder, listing, WebDataset shards or Hugging Face dataset of images into "
+        "Parquet shards (resumable; local or Ray)",
         description="Embed every image of SOURCE into Parquet shards under --out (columns path, "
         "key, embedding, and label/domain when SOURCE knows them) with a manifest of the model; "
         "every shard names its model in its Parquet metadata, and readers check it. "
         "A rerun skips the shards already written, so a killed run resumes; files that cannot "
         "be read are all reported and the others written (exit status 1 when some could not). "
         "SOURCE is a DomainBed-layout folder (root/domain/class/image), any folder of images, "
-        "or a .csv/.parquet file with a 'path' column and optional 'label' and 'domain' columns.",
+        "a .csv/.parquet file with a 'path' column and optional 'label' and 'domain' columns, "
+        "WebDataset tar shards (a .tar file, a glob or a brace pattern such as "
+        "'shards-{000..009}.tar'; the path column holds TAR#SAMPLE_KEY), or a Hugging Face "
+        "dataset (a save_to_disk folder, or hf:NAME[@CONFIG] from the local cache; the path "
+        "column holds hf:FINGERPRINT/SPLIT/ROW).",
     )
-    embed.add_argument("source", metavar="SOURCE", help="folder of images or listing file")
+    embed.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="folder of images, listing file, WebDataset shards or Hugging Face dataset",
+    )
     embed.add_argument("--out", metavar="DIR", required=True, help="output folder of the shards")
     labels = embed.add_argument_group("labels (DomainBed-layout folder)")
     labels.add_argument(
@@ -36,6 +45,27 @@ def add_parser(subcommands):
         "--class-alias-file",
         metavar="FILE",
         help="file of class aliases: one FOLDER=CLASS line per class folder, or a JSON object",
+    )
+    items = embed.add_argument_group("collections (WebDataset shards, Hugging Face dataset)")
+    items.add_argument(
+        "--image-key",
+        metavar="KEY",
+        help="WebDataset: image extension(s), the first one a sample has (default: "
+        "jpg;jpeg;png;webp); Hugging Face: the image column (default: image)",
+    )
+    items.add_argument(
+        "--label-key",
+        metavar="KEY",
+        help="WebDataset: extension of the label member (text, e.g. cls); Hugging Face: the "
+        "label column (ClassLabel columns give their class names); default: no labels",
+    )
+    items.add_argument(
+        "--domain-key",
+        metavar="KEY",
+        help="as --label-key, for the domain (environment) of each item; default: no domains",
+    )
+    items.add_argument(
+        "--split", metavar="NAME", help="Hugging Face dataset: the split (when it has several)"
     )
     add_model_options(embed, required=True)
     group = embed.add_argument_group("execution")
@@ -98,6 +128,10 @@ def run(args):
             shard_size=args.shard_size,
             num_cpus=args.num_cpus,
             class_aliases=_class_aliases(args.class_alias, args.class_alias_file) or None,
+            image_key=args.image_key,
+            label_key=args.label_key,
+            domain_key=args.domain_key,
+            split=args.split,
             progress=not args.no_progress,
         )
     for path, reason in result.bad_files.items():

