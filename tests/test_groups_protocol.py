@@ -125,6 +125,15 @@ def test_the_test_split_chooses_nothing():
         assert a["average"] == pytest.approx(1 - b["average"], abs=ATOL)
 
 
+def test_threads_give_the_same_records():
+    data = _synthetic()
+    options = dict(methods=["linear probe ICM", "DFR"], n_components=[2, 4], alpha=[0.1, 10.0],
+                   C=[0.01, 1.0], progress=False)  # fmt: skip
+    serial = evaluate_spurious_groups(data, n_jobs=1, **options)
+    threaded = evaluate_spurious_groups(data, n_jobs=2, **options)
+    assert serial.records == threaded.records
+
+
 def test_interventional_scoring_is_the_worse_of_rows_and_counterparts():
     data = _synthetic()
     results = evaluate_spurious_groups(

@@ -304,6 +304,12 @@ def _protocol(data, *, embedder, methods, interventions, scoring, n_components, 
                 groups=groups, scoring=scoring, fold=fold,
             )  # fmt: skip
             with _one_blas_thread():
+                if column.kind is not None:
+                    # Every projector the candidates truncate, fitted first (one
+                    # eigendecomposition per alpha, never two threads computing the same).
+                    alphas = list(dict.fromkeys(c["alpha"] for c in column_candidates))
+                    full = partial(fold.projectors.full, column.kind, rows=train)
+                    fold.map(lambda alpha, full=full: full(alpha), alphas, None)
                 fitted = fold.map(fit_and_score, column_candidates, bar)
                 # The first of equal scores: the grid's order breaks ties.
                 best = int(np.argmax([score for score, _, _ in fitted]))
