@@ -430,23 +430,41 @@ def ray_instance():
     ray.shutdown()
 
 
-def test_ray_engine_reads_collections_as_the_local_engine(
+def test_ray_engine_reads_a_collection_as_the_local_engine(
     ray_instance, tmp_path, collection, embedder, file_run
 ):
+    """Ray actors read the tar members themselves (decode_in="encoder"): one Ray run."""
     by_file, _ = file_run
-    names = [name for name, _, _ in collection["items"]]
-    expected = np.stack([by_file[name] for name in names])
-    for source, decode_in in ((collection["pattern"], "encoder"), (collection["hf"], "tasks")):
-        out = tmp_path / decode_in
-        result = embed_collection(
-            source,
-            out,
-            embedder=embedder,
-            engine="ray",
-            decode_in=decode_in,
-            shard_size=5,
-            progress=False,
-        )
-        assert (result.n_embedded, result.bad_files) == (12, {})
-        data = load_embeddings(out, normalize=False)
-        np.testing.assert_allclose(data.embeddings, expected, rtol=0, atol=_FORWARD_ATOL)
+    expected = np.stack([by_file[name] for name, _, _ in collection["items"]])
+    out = tmp_path / "ray"
+    result = embed_collection(
+        collection["pattern"], out, embedder=embedder, engine="ray", shard_size=5, progress=False
+    )
+    assert (result.n_embedded, result.bad_files) == (12, {})
+    data = load_embeddings(out, normalize=False)
+    np.testing.assert_allclose(data.embeddings, expected, rtol=0, atol=_FORWARD_ATOL)
+
+
+def test_decoding_tasks_read_a_pickled_reader(collection, embedder, file_run):
+    """decode_in="tasks" without Ray's scheduling: the task function and the encoding actor
+    class that Ray Data runs, given the reader as Ray ships it (pickled, dataset reopened)."""
+    import pickle
+
+    import pyarrow as pa
+
+    from skicm.distributed._collections import collection_table
+    from skicm.distributed._embed_collection import _decode_batch, _Encoder
+
+    table, _, reader = collection_table(collection["hf"])
+    reader.encoded(table.slice(0, 1))  # opens the dataset here; the pickle must not carry it
+    shipped = pickle.loads(pickle.dumps(reader))
+    assert shipped._dataset is None
+    block = table.append_column("shard", pa.array(np.zeros(table.num_rows, dtype=np.int64)))
+    block = block.append_column("row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    decoded = _decode_batch(block, reader=shipped)
+    assert list(decoded["error"]) == [""] * 12
+    encoded = _Encoder(embedder, threads=1)(decoded)
+    by_file, _ = file_run
+    expected = np.stack([by_file[name] for name, _, _ in collection["items"]])
+    np.testing.assert_allclose(encoded["embedding"], expected, rtol=0, atol=_FORWARD_ATOL)
+    assert list(encoded["key"]) == image_keys(list(decoded["pixels"]))
