@@ -8,8 +8,12 @@ from PIL import Image
 
 import skicm.datasets
 from skicm.datasets import (
+    load_celeba_attributes,
+    load_context_folders,
+    load_group_metadata,
     load_image_folders,
     load_mnist,
+    load_waterbirds_metadata,
     make_colored_digits,
     make_colored_mnist,
     make_linear_scm,
@@ -31,6 +35,44 @@ def _image_folders(tmp_path):
                 Image.fromarray(pixels).save(tmp_path / domain / name / f"{i}.png")
     with pytest.warns(UserWarning, match="one domain only"):
         return load_image_folders(tmp_path)
+
+
+def _write_image(path, value):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (6, 6), (value, 255 - value, 7)).save(path)
+
+
+def _waterbirds(tmp_path):
+    """Waterbirds' metadata.csv layout: every (y, place) group in every split."""
+    lines = ["img_id,img_filename,y,split,place,place_filename"]
+    rows = [(y, split, place) for split in (0, 1, 2) for y in (0, 1) for place in (0, 1)]
+    for i, (y, split, place) in enumerate(rows):
+        name = f"{i:03d}.Bird_{y}/img_{i}.jpg"
+        _write_image(tmp_path / name, 10 * i)
+        lines.append(f"{i + 1},{name},{y},{split},{place},/b/bg_{i}.jpg")
+    (tmp_path / "metadata.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path / "metadata.csv"
+
+
+def _celeba(tmp_path):
+    """CelebA's official text files: a count, the attribute names, then the rows."""
+    rows = {f"{i:06d}.jpg": ((1 - 2 * (i % 2), 1 - 2 * (i // 2 % 2)), i % 3) for i in range(12)}
+    for name in rows:
+        _write_image(tmp_path / "img_align_celeba" / name, 5)
+    attributes = [str(len(rows)), "Blond_Hair Male "]
+    attributes += [f"{n}  {'  '.join(f'{x:2d}' for x in v)}" for n, (v, _) in rows.items()]
+    (tmp_path / "list_attr_celeba.txt").write_text("\n".join(attributes) + "\n")
+    partition = [f"{n} {s}" for n, (_, s) in rows.items()]
+    (tmp_path / "list_eval_partition.txt").write_text("\n".join(partition) + "\n")
+    return tmp_path / "list_attr_celeba.txt"
+
+
+def _context_folders(tmp_path):
+    """MetaShift's layout: ROOT/class/context/image, five images a group."""
+    for cls, context in (("cat", "sofa"), ("cat", "grass"), ("dog", "grass"), ("dog", "bench")):
+        for i in range(5):
+            _write_image(tmp_path / cls / context / f"{i}.png", i)
+    return tmp_path
 
 
 def _digits():
@@ -59,6 +101,16 @@ DATA_SETS = {
     "make_rotated_mnist": (lambda tmp_path: make_rotated_mnist(*_digits(), random_state=0), {}),
     "make_spurious_digits": (
         lambda tmp_path: make_spurious_digits(*_digits(), random_state=0),
+        {},
+    ),
+    "load_waterbirds_metadata": (
+        lambda tmp_path: load_waterbirds_metadata(_waterbirds(tmp_path)),
+        {},
+    ),
+    "load_celeba_attributes": (lambda tmp_path: load_celeba_attributes(_celeba(tmp_path)), {}),
+    "load_context_folders": (lambda tmp_path: load_context_folders(_context_folders(tmp_path)), {}),
+    "load_group_metadata": (
+        lambda tmp_path: load_group_metadata(_waterbirds(tmp_path), layout="waterbirds"),
         {},
     ),
     "load_image_folders": (

@@ -39,14 +39,24 @@ Examples
 """
 
 from skicm.datasets._colored_digits import make_colored_digits
+from skicm.datasets._group_metadata import (
+    load_celeba_attributes,
+    load_context_folders,
+    load_group_metadata,
+    load_waterbirds_metadata,
+)
 from skicm.datasets._image_folders import load_image_folders
 from skicm.datasets._mnist import load_mnist, make_colored_mnist, make_rotated_mnist
 from skicm.datasets._scm import make_linear_scm
 from skicm.datasets._spurious_digits import make_spurious_digits
 
 __all__ = [
+    "load_celeba_attributes",
+    "load_context_folders",
+    "load_group_metadata",
     "load_image_folders",
     "load_mnist",
+    "load_waterbirds_metadata",
     "make_colored_digits",
     "make_colored_mnist",
     "make_linear_scm",
