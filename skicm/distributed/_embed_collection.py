@@ -372,9 +372,16 @@ def embed_collection(
     Parameters
     ----------
     source : str or path-like
-        A DomainBed-layout folder (``root/domain/class/image``), any folder of images, or a
+        A DomainBed-layout folder (``root/domain/class/image``), any folder of images, a
         ``.csv`` / ``.parquet`` file with a ``path`` column and optional ``label`` and ``domain``
-        columns (see :func:`list_images`).
+        columns (see :func:`list_images`), WebDataset tar shards (a ``.tar`` file, a glob or a
+        brace pattern such as ``"shards-{000..009}.tar"``), or a Hugging Face dataset (a
+        ``save_to_disk`` folder, or ``"hf:NAME"`` / ``"hf:NAME@CONFIG"`` loaded from the local
+        cache). The ``path`` column of a collection's shards holds the identifier of each item:
+        ``TAR#SAMPLE_KEY`` (absolute tar path, webdataset's sample key) or
+        ``hf:FINGERPRINT/SPLIT/ROW``; its ``key`` column the pixel key of the decoded image.
+        Collection items are decoded in full, with the EXIF orientation and the
+        decompression-bomb limit applied as for files (see docs/collections.md).
     out : str or path-like
         Output folder (created if needed).
     model_name : str, default=None
@@ -417,6 +424,17 @@ def embed_collection(
         (``{"hund": "dog"}``, or a file of ``FOLDER=CLASS`` lines or a JSON object), as in
         :func:`skicm.datasets.load_image_folders`: the ``label`` column holds the class
         names. Recorded in the manifest; a rerun must give the same aliases.
+    image_key : str, default=None
+        WebDataset: the image member's extension(s), ``;``-separated, the first one a sample
+        has (default ``"jpg;jpeg;png;webp"``); Hugging Face: the image column (default
+        ``"image"``: an ``Image()`` feature or bytes).
+    label_key : str, default=None
+        WebDataset: extension of the member holding the label as text (``"cls"``); Hugging
+        Face: the label column (a ``ClassLabel`` gives its class names). None: no labels.
+    domain_key : str, default=None
+        As ``label_key``, for the domain of each item. None: no domains.
+    split : str, default=None
+        The split of a Hugging Face dataset that has several.
     progress : bool, default=True
         Show a tqdm progress bar over the images still to embed.
 
@@ -432,7 +450,10 @@ def embed_collection(
     ------
     ValueError
         If ``out`` holds embeddings of another model, a finished shard that does not belong
-        there (named), or the source or a parameter is invalid.
+        there (named), or the source or a parameter is invalid (a tar sample without the image
+        or label member, a dataset column that does not exist: named).
+    FileNotFoundError
+        If the source does not exist, or a tar pattern matches no file.
     ConnectionError
         If ``address`` is given and nothing answers there (within 10 seconds).
 
