@@ -58,6 +58,23 @@ def is_collection(source) -> str | None:
     return None
 
 
+def check_unique(paths, source) -> None:
+    """Refuse a listing where an image (path or row identifier) appears more than once."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n_distinct = pc.count_distinct(paths).as_py()
+    pa.default_memory_pool().release_unused()  # the hash table's memory, back to the system
+    if n_distinct == len(paths):
+        return
+    counts = pc.value_counts(paths)
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
+    raise ValueError(
+        f"{len(repeated)} path(s) are listed more than once in {str(source)!r}, e.g. "
+        f"{repeated.slice(0, 3).to_pylist()}; every image must appear once."
+    )
+
+
 # ---------------------------------------------------------------------------- WebDataset
 def expand_shards(pattern: str) -> list[str]:
     """The tar files of ``pattern``: a file, a glob, or a brace pattern (``s-{000..009}.tar``).
@@ -316,11 +333,9 @@ def collection_table(source, *, image_key=None, label_key=None, domain_key=None,
     elif kind == "huggingface":
         table, reader = huggingface_table(source, image_key, label_key, domain_key, split)
     if kind is not None:
-        from skicm.distributed._sources import _check_unique
-
         # A sample key twice in one tar (members not next to each other) is two samples to
         # webdataset but one row identifier: refused, so that each item is embedded once.
-        _check_unique(table.column("path"), source)
+        check_unique(table.column("path"), source)
         return table, kind, reader or CollectionReader("webdataset")
     raise ValueError(
         f"{os.fspath(source)!r} is neither WebDataset shards nor a Hugging Face dataset."

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from sklearn.utils import Bunch
 
+from skicm.distributed._collections import check_unique as _check_unique
+
 __all__ = ["list_images"]
 
 _LISTING_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -121,22 +123,6 @@ def _read_listing(path: Path):
                 )
             columns[name] = values
     return pa.table(columns)
-
-
-def _check_unique(paths, source) -> None:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    n_distinct = pc.count_distinct(paths).as_py()
-    pa.default_memory_pool().release_unused()  # the hash table's memory, back to the system
-    if n_distinct == len(paths):
-        return
-    counts = pc.value_counts(paths)
-    repeated = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
-    raise ValueError(
-        f"{len(repeated)} path(s) are listed more than once in {str(source)!r}, e.g. "
-        f"{repeated.slice(0, 3).to_pylist()}; every image must appear once."
-    )
 
 
 def listing_table(source, class_aliases=None, collection=None):
