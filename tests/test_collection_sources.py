@@ -295,6 +295,16 @@ def test_webdataset_bad_input_is_named(tmp_path, collection, embedder):
         archive.addfile(info, io.BytesIO(png))
     with pytest.raises(ValueError, match=r"packed\.tar\.gz' is compressed"):
         embed(str(tmp_path / "packed.tar.gz"))
+    twice = _tar(
+        tmp_path / "twice.tar",
+        [
+            {"__key__": "a", "png": png},
+            {"__key__": "b", "png": png},
+            {"__key__": "a", "png": png},
+        ],
+    )
+    with pytest.raises(ValueError, match=r"listed more than once in .*twice\.tar.*twice\.tar#a"):
+        embed(twice)
     (tmp_path / "folder").mkdir()
     Image.new("RGB", (4, 4)).save(tmp_path / "folder" / "x.png")
     with pytest.raises(ValueError, match=r"label_key .* choose the items of WebDataset"):
