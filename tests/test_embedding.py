@@ -345,8 +345,10 @@ def test_in_process_decoding_threads_give_every_image_once(make_embedder, image_
 
 def test_torchvision_decoder_agrees_with_pillow(make_embedder, image_files, tmp_path):
     files = [image_files["jpg0"], image_files["png1"], image_files["jpg1"]]
-    pil = make_embedder(decoder="pil").transform(files)
-    tv = make_embedder(decoder="torchvision").transform(files)
+    # decode="full": the arrays below are full decodes (the tiny model's 32-pixel input lets
+    # decode="reduced" decode these 640x427 JPEG files at a quarter of their size).
+    pil = make_embedder(decoder="pil", decode="full").transform(files)
+    tv = make_embedder(decoder="torchvision", decode="full").transform(files)
     assert np.all(np.sum(tv * pil, axis=1) > 0.995)  # resampling noise only
     # Within one decoder every input kind gives the same embedding.
     arrays = [np.asarray(Image.open(f).convert("RGB")) for f in files]
@@ -354,6 +356,10 @@ def test_torchvision_decoder_agrees_with_pillow(make_embedder, image_files, tmp_
         make_embedder(decoder="torchvision").transform(arrays), tv, atol=1e-6
     )
     np.testing.assert_allclose(make_embedder(decoder="pil").transform(arrays), pil, atol=1e-6)
+    # With the reduced decode the JPEG files decode to fewer pixels, the PNG file as before.
+    reduced = make_embedder(decoder="torchvision").transform(files)
+    np.testing.assert_allclose(reduced[1], tv[1], atol=1e-6)
+    assert np.all(np.sum(reduced * tv, axis=1) > 0.99)
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(image_files["jpg0"].read_bytes()[:400])
     with pytest.raises(ValueError, match=r"bad\.jpg"):
