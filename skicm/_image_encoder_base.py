@@ -330,6 +330,29 @@ class _BaseImageEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
             spec["decode_scale"] = self.decode
         return f"{label}:{digest(spec)}"
 
+    def decode_target(self):
+        """How far this embedder decodes large JPEG files reduced, for images decoded elsewhere.
+
+        Code that decodes images itself and hands the pixels to :meth:`transform` (tar members,
+        dataset cells, decoding tasks) passes it to
+        :func:`skicm.image_loading.decode_image_data` or
+        :class:`skicm.image_loading.ImageDecodingDataset` (``decode_for``), so that its pixels
+        equal those of the same files given to :meth:`transform`. Builds (or fetches) the
+        model, whose preprocessing decides.
+
+        Returns
+        -------
+        target : skicm.image_loading.DecodeTarget or None
+            None with ``decode="full"``, or when the preprocessing does not start with a resize
+            (every file is then decoded in full).
+        """
+        from skicm.image_loading import DecodeTarget
+
+        self._validate_params()
+        if self.decode == "full":
+            return None
+        return DecodeTarget.from_transform(self._loaded_model().pil_transform)
+
     @property
     def _n_features_out(self):
         return self.embed_dim_

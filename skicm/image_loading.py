@@ -52,6 +52,7 @@ __all__ = [
     "ImageDecodingDataset",
     "as_image_list",
     "collate_decoded",
+    "decode_image_data",
     "decode_in_batches",
     "describe_image",
     "image_keys",
@@ -420,14 +421,16 @@ def _upright(image):
     return ImageOps.exif_transpose(image)
 
 
-def _open_image(path):
-    """``Image.open(path)`` whose decompression-bomb error names the file."""
+def _open_image(path, name=None):
+    """``Image.open(path)`` whose decompression-bomb error names the file (or ``name``)."""
     from PIL import Image
 
     try:
         return Image.open(path)
     except Image.DecompressionBombError as error:
-        raise Image.DecompressionBombError(_bomb_message(path, error)) from None
+        raise Image.DecompressionBombError(
+            _bomb_message(path if name is None else name, error)
+        ) from None
 
 
 def _bomb_message(path, error) -> str:
@@ -649,13 +652,69 @@ def load_rgb(item, target: DecodeTarget | None = None):
         the file.
     """
     if _is_path(item):
-        with _open_image(item) as image:
-            _draft(image, target)
-            image.load()
-            return _rgb_from_pil(_upright(image))
+        return _load_rgb_file(item, item, target)
     if isinstance(item, np.ndarray):
         return _rgb_from_array(item)
     return _rgb_from_pil(_upright(item))
+
+
+def _load_rgb_file(source, name, target):
+    """Decode a file (a path or a binary file object) with Pillow; errors name ``name``."""
+    with _open_image(source, name) as image:
+        _draft(image, target)
+        image.load()
+        return _rgb_from_pil(_upright(image))
+
+
+def decode_image_data(
+    data: bytes | bytearray, name: str, target: DecodeTarget | None = None, decoder: str = "tensor"
+) -> np.ndarray:
+    """Decode an encoded image (the bytes of a file) exactly as the embedders decode the file.
+
+    For images that come as bytes rather than files (tar members, dataset cells): upright,
+    within the decompression-bomb limit, and, with ``target``, a large JPEG decoded at the
+    reduced scale, so that the pixels equal those of the same bytes in a file.
+
+    Parameters
+    ----------
+    data : bytes or bytearray
+        The encoded image.
+    name : str
+        Names the image in error messages.
+    target : DecodeTarget, optional
+        Decode a large JPEG at the scale it allows (the embedders' ``decode="reduced"``; see
+        :meth:`skicm.ImageEmbedder.decode_target`); None decodes in full.
+    decoder : {"tensor", "pil"}, default="tensor"
+        ``"tensor"``: JPEG by torchvision's ``decode_jpeg`` unless reduced (the embedders'
+        ``decoder="torchvision"``); ``"pil"``: everything by Pillow (``decoder="pil"``).
+
+    Returns
+    -------
+    rgb : ndarray of shape (H, W, 3), dtype uint8
+
+    Raises
+    ------
+    OSError
+        If the bytes are not a decodable image.
+    PIL.Image.DecompressionBombError
+        If the header declares more than ``2 * PIL.Image.MAX_IMAGE_PIXELS`` pixels.
+
+    Examples
+    --------
+    >>> import io
+    >>> from PIL import Image
+    >>> from skicm.image_loading import DecodeTarget, decode_image_data
+    >>> file = io.BytesIO()
+    >>> Image.new("RGB", (2048, 1536), "teal").save(file, format="JPEG")
+    >>> decode_image_data(file.getvalue(), "teal.jpg").shape
+    (1536, 2048, 3)
+    >>> decode_image_data(file.getvalue(), "teal.jpg", DecodeTarget("shortest", 224)).shape
+    (768, 1024, 3)
+    """
+    if decoder == "pil":
+        rgb = np.asarray(_load_rgb_file(io.BytesIO(data), name, target))
+        return rgb if rgb.flags.writeable else rgb.copy()
+    return _rgb_chw(name, target, data, from_bytes=True).permute(1, 2, 0).contiguous().numpy()
 
 
 def jpeg_orientation(data: bytes | bytearray | memoryview, path=None) -> int:
@@ -764,18 +823,19 @@ def orient_chw(chw, orientation: int):
     return chw.contiguous()
 
 
-def _rgb_chw(item, target: DecodeTarget | None = None, data=None):
+def _rgb_chw(item, target: DecodeTarget | None = None, data=None, from_bytes: bool = False):
     """Decode one image to an upright uint8 ``(3, H, W)`` tensor; JPEG files with torchvision.
 
     JPEG files are decoded by ``torchvision.io.decode_jpeg`` (libjpeg-turbo), straight into the
     channels-first tensor that the resize takes, after Pillow has read the header (orientation,
     decompression-bomb limit); other images go through :func:`load_rgb`. A JPEG file that
     ``target`` allows to reduce is decoded by Pillow instead, at the reduced scale (torchvision's
-    decoder has no DCT scaling). ``data``: the file's bytes when already read.
+    decoder has no DCT scaling). ``data``: the file's bytes when already read, or, with
+    ``from_bytes``, the bytes of an image that is not a file (``item`` only names it).
     """
     import torch
 
-    if _is_path(item):
+    if data is not None or _is_path(item):
         if data is None:
             with open(item, "rb") as file:
                 data = bytearray(os.fstat(file.fileno()).st_size)
@@ -801,7 +861,9 @@ def _rgb_chw(item, target: DecodeTarget | None = None, data=None):
                 return orient_chw(chw, orientation)
             except RuntimeError:
                 pass  # e.g. CMYK or damaged: Pillow decodes it or says why not
-    return _chw_from_pil(load_rgb(item))
+        if from_bytes:
+            return _chw_from_pil(_load_rgb_file(io.BytesIO(data), item, target))
+    return _chw_from_pil(load_rgb(item, target))
 
 
 def _chw_from_pil(image):
@@ -864,7 +926,7 @@ class ImageDecodingDataset:
     ``"raw_jpeg"`` they are decoded here, on the CPU, at a fraction of the full decode's cost);
     ``decode="full"`` decodes every file in full. ``decode_for`` serves callers that resize
     later: ``transform`` may then be an empty ``Compose`` and ``decode_for`` the preprocessing
-    applied afterwards.
+    applied afterwards, or its :class:`DecodeTarget` (an embedder's ``decode_target()``).
 
     Item ``i`` is ``(i, pixels, jpeg_bytes, error)`` with exactly one of the last three set:
     ``pixels`` a uint8 ``(3, S, S)`` array, ``jpeg_bytes`` the file as a uint8 array, or ``error``
@@ -883,11 +945,13 @@ class ImageDecodingDataset:
         self.decode = decode
         self.decode_for = decode_for
         self.tensor_transform = TensorPreprocess(transform)
-        self.target = (
-            DecodeTarget.from_transform(transform if decode_for is None else decode_for)
-            if decode == "reduced"
-            else None
-        )
+        reference = transform if decode_for is None else decode_for
+        if decode != "reduced":
+            self.target = None
+        elif isinstance(reference, DecodeTarget):
+            self.target = reference
+        else:
+            self.target = DecodeTarget.from_transform(reference)
 
     def __len__(self):
         return len(self.items)

@@ -207,3 +207,48 @@ def test_clip_embedder_has_the_decode_parameter(tiny_clip_name):
     reduced = CLIPEmbedder(tiny_clip_name, pretrained=None, device="cpu")
     assert reduced.get_params()["decode"] == "reduced"
     assert full.store_namespace() != reduced.store_namespace()
+
+
+# ---------------------------------------------------------------------------- decoded elsewhere
+def test_bytes_decode_as_the_same_file_does(large_jpegs, large_png, tmp_path):
+    from skicm.image_loading import decode_image_data
+
+    small = tmp_path / "small.jpg"
+    Image.fromarray(_photo(3, (500, 375))).save(small, quality=90)
+    target = DecodeTarget.from_transform(CLIP_PREPROCESS)
+    for path in (large_jpegs[1], large_png, small):
+        data = path.read_bytes()
+        for reduce in (target, None):
+            as_file = {
+                "tensor": _rgb_chw(path, reduce).permute(1, 2, 0).numpy(),
+                "pil": np.asarray(load_rgb(path, reduce)),
+            }
+            for decoder, expected in as_file.items():
+                decoded = decode_image_data(data, "member.jpg", reduce, decoder=decoder)
+                np.testing.assert_array_equal(decoded, expected, err_msg=f"{path} {decoder}")
+    assert decode_image_data(large_jpegs[1].read_bytes(), "m", target).shape == (768, 1024, 3)
+    with pytest.raises(OSError, match="cannot identify image file"):
+        decode_image_data(b"not an image", "member.jpg")
+
+
+def test_decoding_that_resizes_later_gets_the_embedders_target(large_jpegs):
+    embedder = ImageEmbedder(
+        "skicm.model_configs:tiny_image_model", device="cpu", store=None, progress=False
+    )
+    target = embedder.decode_target()
+    assert target is not None and target.kind == "shortest"
+    assert embedder.set_params(decode="full").decode_target() is None
+    dataset = ImageDecodingDataset(
+        large_jpegs[:1], transforms.Compose([]), mode="tensor", decode="reduced", decode_for=target
+    )
+    _, pixels, _, error = dataset[0]
+    assert error is None
+    np.testing.assert_array_equal(pixels, _rgb_chw(large_jpegs[0], target).numpy())
+    # The pixels decoded so and embedded as arrays give the embedding of the files.
+    embedder.set_params(decode="reduced")
+    np.testing.assert_allclose(
+        embedder.transform([pixels.transpose(1, 2, 0)]),
+        embedder.transform(large_jpegs[:1]),
+        rtol=0,
+        atol=1e-6,  # float32 forward passes of identical inputs: equal up to summation order
+    )
