@@ -924,7 +924,61 @@ def _dataset_cases(folder=None):
     }
     if "make_spurious_digits" in datasets.__all__:
         cases["make_spurious_digits"] = lambda: datasets.make_spurious_digits(random_state=0)
+    if "load_context_folders" in datasets.__all__:  # the spurious-correlation readers
+        cases.update(
+            load_context_folders=lambda: datasets.load_context_folders(_context_folder(folder)),
+            load_group_metadata=lambda: datasets.load_group_metadata(
+                _context_folder(folder), layout="folders"
+            ),
+            load_waterbirds_metadata=lambda: datasets.load_waterbirds_metadata(
+                _waterbirds_files(folder)
+            ),
+            load_celeba_attributes=lambda: datasets.load_celeba_attributes(
+                _celeba_files(folder), target_attribute="Blond_Hair", spurious_attribute="Male"
+            ),
+        )
     return cases
+
+
+# Each (label, spurious attribute) cell twice in each of the three splits.
+_CELLS = [(y, a, s) for s in range(3) for y in range(2) for a in range(2) for _ in range(2)]
+
+
+def _image(path, rng):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path)
+
+
+def _context_folder(folder):
+    rng = np.random.default_rng(0)
+    for cls, context in (("cat", "sofa"), ("cat", "grass"), ("dog", "sofa"), ("dog", "grass")):
+        for i in range(6):
+            _image(folder / "contexts" / cls / context / f"{i}.png", rng)
+    return folder / "contexts"
+
+
+def _waterbirds_files(folder):
+    rng = np.random.default_rng(1)
+    lines = ["img_id,img_filename,y,split,place,place_filename"]
+    for i, (y, place, split) in enumerate(_CELLS):
+        _image(folder / "waterbirds" / f"{i:03d}.Bird" / f"{i}.jpg", rng)
+        lines.append(f"{i},{i:03d}.Bird/{i}.jpg,{y},{split},{place},bg.jpg")
+    (folder / "waterbirds" / "metadata.csv").write_text("\n".join(lines) + "\n")
+    return folder / "waterbirds" / "metadata.csv"
+
+
+def _celeba_files(folder):
+    rng = np.random.default_rng(2)
+    root = folder / "celeba"
+    attributes, partition = [str(len(_CELLS)), "Blond_Hair Smiling Male"], []
+    for i, (y, male, split) in enumerate(_CELLS):
+        name = f"{i + 1:06d}.jpg"
+        _image(root / "img_align_celeba" / name, rng)
+        attributes.append(f"{name} {2 * y - 1} 1 {2 * male - 1}")
+        partition.append(f"{name} {split}")
+    (root / "list_attr_celeba.txt").write_text("\n".join(attributes) + "\n")
+    (root / "list_eval_partition.txt").write_text("\n".join(partition) + "\n")
+    return root / "list_attr_celeba.txt"
 
 
 # load_mnist returns (images, labels) for the MNIST builders, not a data set.
@@ -1082,3 +1136,28 @@ def test_a_full_store_builds_no_image_model(image_folder, tmp_path):
         again = evaluate_domain_generalization(data, embedder=embedder, **options)
     assert builds == [1] and calls == []
     assert again.records == first.records
+
+
+def test_the_command_runs_baselines_and_the_groups_protocol(image_folder, tmp_path,
+                                                            tiny_clip_name, capsys):  # fmt: skip
+    # A baseline of the registry, named on the command line, under leave-one-domain-out.
+    argv = ["evaluate", str(image_folder), *tiny_args(tiny_clip_name), "--methods",
+            "linear probe", "LEACE", "--C", "1", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "| linear probe |" in table and "| LEACE |" in table
+    # --protocol groups: a folder ROOT/class/context/image, its own split by a seed.
+    rng = np.random.default_rng(0)
+    root = tmp_path / "contexts"
+    for cls, context in (("cat", "sofa"), ("cat", "grass"), ("dog", "sofa"), ("dog", "grass")):
+        for i in range(6):
+            (root / cls / context).mkdir(parents=True, exist_ok=True)
+            pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / cls / context / f"{i}.png")
+    argv = ["evaluate", str(root), "--protocol", "groups", "--layout", "folders",
+            *tiny_args(tiny_clip_name), "--methods", "linear probe", "--C", "1",
+            "--n-jobs", "1", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    assert "worst" in capsys.readouterr().out.lower()
+    assert main(["evaluate", str(image_folder), "--layout", "folders", "--model-name", "x"]) == 2
+    assert "--layout applies to --protocol groups only" in capsys.readouterr().err

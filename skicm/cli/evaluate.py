@@ -42,6 +42,7 @@ def _fraction(value):
 
 def add_parser(subcommands):
     """Register ``skicm evaluate`` on ``subcommands``."""
+    from skicm.datasets._group_metadata import LAYOUTS as GROUP_LAYOUTS
     from skicm.evaluation import (
         DEFAULT_GRID,
         INTERVENTION_KINDS,
@@ -49,6 +50,7 @@ def add_parser(subcommands):
         SELECTION_RULES,
         available_methods,
     )
+    from skicm.evaluation._groups import GROUP_SCORINGS
 
     evaluate = subcommands.add_parser(
         "evaluate",
@@ -99,10 +101,28 @@ def add_parser(subcommands):
     protocol = evaluate.add_argument_group("protocol")
     protocol.add_argument(
         "--protocol",
-        choices=("leave-one-domain-out", "open-class"),
+        choices=("leave-one-domain-out", "open-class", "groups"),
         default="leave-one-domain-out",
-        help="leave-one-domain-out (default), or the paper's open-class protocol: the projector "
-        "learns on base classes, zero-shot is scored on base and new classes apart",
+        help="leave-one-domain-out (default); the paper's open-class protocol: the projector "
+        "learns on base classes, zero-shot is scored on base and new classes apart; or groups: "
+        "a spurious-correlation data set's own train / val / test split, worst-group accuracy "
+        "(SOURCE read with --layout)",
+    )
+    groups = evaluate.add_argument_group("--protocol groups")
+    groups.add_argument(
+        "--layout",
+        choices=GROUP_LAYOUTS,
+        help="how SOURCE is laid out (default waterbirds): Waterbirds' metadata.csv, CelebA's "
+        "list_attr_celeba.txt, or a folder ROOT/class/context/image",
+    )
+    groups.add_argument(
+        "--target-attribute", metavar="NAME", help="celeba: the label (default Blond_Hair)"
+    )
+    groups.add_argument(
+        "--spurious-attribute", metavar="NAME", help="celeba: the spurious attribute (default Male)"
+    )
+    groups.add_argument(
+        "--image-root", metavar="DIR", help="folder of the images (default: beside SOURCE)"
     )
     protocol.add_argument(
         "--base-classes",
@@ -139,11 +159,12 @@ def add_parser(subcommands):
     )
     protocol.add_argument(
         "--scoring",
-        choices=("auto", *SCORINGS),
+        choices=("auto", *SCORINGS, *(s for s in GROUP_SCORINGS if s not in SCORINGS)),
         default="auto",
         help="what the selection scores (default auto: interventional where counterparts exist, "
-        "else accuracy): "
-        + "; ".join(f"{name}: {scoring.description}" for name, scoring in SCORINGS.items()),
+        "else accuracy; --protocol groups: worst-group): "
+        + "; ".join(f"{name}: {scoring.description}" for name, scoring in SCORINGS.items())
+        + "; worst-group (--protocol groups): the lowest accuracy over the validation groups",
     )
     protocol.add_argument(
         "--n-components",
@@ -325,6 +346,15 @@ def run(args):
     if args.list_methods:
         print(list_methods())
         return 0
+    if args.protocol == "groups":
+        from skicm.evaluation._groups import run_groups_command
+
+        _check_templates(args.templates, "--templates")
+        embedder = embedder_from_args(args) if _uses_model(args) else None
+        return run_groups_command(args, embedder=embedder)
+    for option in ("layout", "target_attribute", "spurious_attribute", "image_root"):
+        if getattr(args, option) is not None:
+            raise ValueError(f"--{option.replace('_', '-')} applies to --protocol groups only.")
     _check_options(args)
     _check_templates(args.templates, "--templates")  # a bad template fails before any embedding
     if args.dataset == "folder":

@@ -19,6 +19,9 @@ selection per held-out domain), ``_protocol`` (the drivers), ``_results`` and ``
 (the results and their plot).
 """
 
+# Registers the baselines of skicm.baselines as methods (default=False: named, not run by
+# methods='auto' of the leave-one-domain-out protocol).
+from skicm.evaluation import _baseline_methods  # noqa: F401
 from skicm.evaluation._domain_scores import (
     DomainScores,
     format_domain_scores,
