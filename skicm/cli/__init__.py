@@ -23,7 +23,21 @@ SUBCOMMANDS = (demo, evaluate, embed)
 
 
 def build_parser():
-    """Return the :class:`argparse.ArgumentParser` of the ``skicm`` command."""
+    """Return the :class:`argparse.ArgumentParser` of the ``skicm`` command.
+
+    Returns
+    -------
+    parser : argparse.ArgumentParser
+        The parser with one subcommand per module of ``skicm.cli`` (``demo``, ``evaluate``,
+        ``embed``); :func:`main` runs what it parses.
+
+    Examples
+    --------
+    >>> from skicm.cli import build_parser
+    >>> args = build_parser().parse_args(["demo", "--fast"])
+    >>> args.command, args.fast
+    ('demo', True)
+    """
     parser = argparse.ArgumentParser(
         prog="skicm",
         description="CLIP-ICM for scikit-learn: invariant projections of CLIP embeddings.",

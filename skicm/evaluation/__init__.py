@@ -28,6 +28,7 @@ from skicm.evaluation._domain_scores import (
     leave_one_domain_out,
 )
 from skicm.evaluation._features import FIELDS
+from skicm.evaluation._groups import GROUP_SCORINGS, GroupResults, evaluate_spurious_groups
 from skicm.evaluation._methods import (
     FIT_PARAMS,
     NEEDS,
@@ -50,6 +51,7 @@ __all__ = [
     "DEFAULT_GRID",
     "FIELDS",
     "FIT_PARAMS",
+    "GROUP_SCORINGS",
     "INTERVENTION_KINDS",
     "NEEDS",
     "RESULT_COLUMNS",
@@ -57,12 +59,14 @@ __all__ = [
     "SELECTION_RULES",
     "DomainScores",
     "EvaluationResults",
+    "GroupResults",
     "Method",
     "MethodContext",
     "Scoring",
     "available_methods",
     "evaluate_domain_generalization",
     "evaluate_open_class",
+    "evaluate_spurious_groups",
     "format_domain_scores",
     "grid_product",
     "leave_one_domain_out",
