@@ -13,6 +13,14 @@ throughput growing with the GPUs of the node under ``--engine ray``. Printed, me
   resize and encode). The start of the actors and the loading of the model are inside each
   call.
 
+``--size 2048x1536`` writes large photos instead (cropped and upscaled), and ``--decode both``
+(the default) also times ``transform`` with ``decode="full"`` beside the default
+``decode="reduced"``: on CUDA, JPEG files that the preprocessing lets shrink are decoded at
+reduced scale by Pillow in the DataLoader workers (nvjpeg has no DCT scaling), the others by
+nvjpeg on the GPU; with ``decode="full"`` nvjpeg decodes every file in full. Which is faster
+depends on the cores per GPU: the run prints both. 500x375 files are too small to be reduced
+for a 224-pixel model, so the two agree there.
+
 Self-contained: it writes its JPEG files (from scikit-learn's two sample photos, cropped, with
 noise, so that no two are alike) into ``--data`` and needs only skicm, torch, torchvision,
 open_clip_torch, ray[data] and pyarrow. ``--dry`` runs the same code on the CPU with the tiny
@@ -21,6 +29,7 @@ model and a few images (a smoke test for machines without a GPU).
 Run::
 
     python benchmarks/bench_embed_gpu.py                 # on the GPU node
+    python benchmarks/bench_embed_gpu.py --size 2048x1536 --n-images 8000 --skip-ray
     python benchmarks/bench_embed_gpu.py --dry           # anywhere
 
 On a machine whose image lacks open_clip_torch, ftfy and wcwidth, install their wheels with
@@ -40,7 +49,7 @@ from pathlib import Path
 TARGET = {"ViT-B-32": 6000.0}
 
 
-def _write_jpegs(folder, start, stop):
+def _write_jpegs(folder, start, stop, size=(500, 375)):
     import numpy as np
     from PIL import Image
     from sklearn.datasets import load_sample_images
@@ -53,18 +62,24 @@ def _write_jpegs(folder, start, stop):
             continue
         photo = photos[i % 2]
         top, left = rng.integers(0, 53), rng.integers(0, 141)
-        crop = photo[top : top + 375, left : left + 500].astype(np.int16)
+        crop = photo[top : top + 375, left : left + 500]
+        if tuple(size) != (500, 375):
+            crop = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BICUBIC))
+        crop = crop.astype(np.int16)
         crop = np.clip(crop + rng.integers(-8, 9, crop.shape), 0, 255).astype(np.uint8)
         Image.fromarray(crop).save(path, quality=90)
 
 
-def make_jpegs(folder: Path, n: int, workers: int) -> list[str]:
-    """Write ``n`` distinct 500x375 JPEG files into ``folder`` (kept between runs)."""
+def make_jpegs(folder: Path, n: int, workers: int, size=(500, 375)) -> list[str]:
+    """Write ``n`` distinct JPEG files of ``size`` (width, height) into ``folder`` (kept)."""
+    if tuple(size) != (500, 375):
+        folder = folder.with_name(f"{folder.name}-{size[0]}x{size[1]}")
     folder.mkdir(parents=True, exist_ok=True)
     chunk = max(1, -(-n // workers))
     with ProcessPoolExecutor(workers) as pool:
         futures = [
-            pool.submit(_write_jpegs, str(folder), s, min(n, s + chunk)) for s in range(0, n, chunk)
+            pool.submit(_write_jpegs, str(folder), s, min(n, s + chunk), tuple(size))
+            for s in range(0, n, chunk)
         ]
         for future in futures:
             future.result()
@@ -86,6 +101,13 @@ def main(argv=None):
     parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "skicm-jpegs"))
     parser.add_argument("--gpus", default="all", help="'all' or a comma list, e.g. 1,2,4")
     parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--size", default="500x375", help="JPEG files' WIDTHxHEIGHT")
+    parser.add_argument(
+        "--decode",
+        choices=["reduced", "full", "both"],
+        default="both",
+        help="the embedders' decode parameter; both: time the other one as well",
+    )
     parser.add_argument("--dry", action="store_true", help="tiny CPU smoke run of the same code")
     args = parser.parse_args(argv)
 
@@ -103,17 +125,28 @@ def main(argv=None):
 
         model, n, batch_size, device = register_tiny_clip(), 64, 16, "cpu"
         print("no CUDA device (or --dry): smoke run on the CPU with the tiny model")
+    size = tuple(int(side) for side in args.size.lower().split("x"))
     start = time.perf_counter()
-    paths = make_jpegs(Path(args.data), n, max(1, min(cores, 16)))
-    print(f"{n} JPEG files 500x375 ready in {time.perf_counter() - start:.1f} s; {cores} cores")
+    paths = make_jpegs(Path(args.data), n, max(1, min(cores, 16)), size)
+    print(
+        f"{n} JPEG files {size[0]}x{size[1]} ready in {time.perf_counter() - start:.1f} s; "
+        f"{cores} cores"
+    )
     n_gpus = torch.cuda.device_count() if cuda else 0
     if cuda:
         print(f"device: {n_gpus} x {torch.cuda.get_device_name(0)}")
     work = Path(tempfile.mkdtemp(prefix="skicm-bench-gpu-"))
     listing = work / "listing.csv"
     listing.write_text("path\n" + "\n".join(paths) + "\n")
+    decode = "full" if args.decode == "full" else "reduced"
     embedder = CLIPEmbedder(
-        model, pretrained=None, device=device, batch_size=batch_size, store=None, progress=False
+        model,
+        pretrained=None,
+        device=device,
+        batch_size=batch_size,
+        decode=decode,
+        store=None,
+        progress=False,
     )
 
     embedder.transform(paths[: 2 * batch_size])  # warm-up: model, kernels, decoders
@@ -124,7 +157,26 @@ def main(argv=None):
     reference_ips = n / (time.perf_counter() - start)
     target = TARGET.get(model)
     versus = f" ({reference_ips / target:.2f}x the target {target:.0f})" if target and cuda else ""
-    print(f"{model}: CLIPEmbedder.transform          {reference_ips:9.0f} images/s{versus}")
+    print(
+        f"{model}: CLIPEmbedder.transform decode={decode:7} {reference_ips:9.0f} images/s{versus}"
+    )
+    if args.decode == "both":
+        other = embedder.set_params(decode="full")
+        other.transform(paths[: 2 * batch_size])
+        _sync()
+        start = time.perf_counter()
+        full = other.transform(paths)
+        _sync()
+        full_ips = n / (time.perf_counter() - start)
+        embedder.set_params(decode="reduced")
+        cosine = np.sum(full * reference, axis=1) / (
+            np.linalg.norm(full, axis=1) * np.linalg.norm(reference, axis=1)
+        )
+        print(
+            f"{model}: CLIPEmbedder.transform decode=full    {full_ips:9.0f} images/s "
+            f"(reduced / full: {reference_ips / full_ips:.2f}x; cosine reduced to full: "
+            f"min {cosine.min():.5f})"
+        )
 
     def embed(engine, out, **options):
         shutil.rmtree(out, ignore_errors=True)
