@@ -405,6 +405,28 @@ def test_huggingface_dataset_dict_needs_a_split_and_a_bad_row_is_named(tmp_path,
     assert bad_id.endswith("/test/1") and "row 1 (column 'img')" in reason
 
 
+def test_huggingface_dataset_from_load_dataset(tmp_path, collection, embedder, monkeypatch):
+    """``hf:NAME`` loads with ``datasets.load_dataset`` (here data files in a local folder,
+    cached in a fresh cache folder); a rerun finds the same row identifiers."""
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    saved = datasets.load_from_disk(collection["hf"])
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    saved.to_parquet(str(tmp_path / "repo" / "data" / "train-00000-of-00001.parquet"))
+    source = f"hf:{tmp_path / 'repo'}"
+    out = tmp_path / "out"
+    first = embed_collection(
+        source, out, embedder=embedder, split="train", label_key="label", progress=False
+    )
+    assert (first.n_embedded, first.n_skipped) == (12, 0)
+    again = embed_collection(source, out, embedder=embedder, split="train", progress=False)
+    assert (again.n_embedded, again.n_skipped) == (0, 12)
+    data = load_embeddings(out)
+    assert data.labels.tolist() == [label for _, label, _ in collection["items"]]
+    assert all(path.split("/", 1)[1] == f"train/{i}" for i, path in enumerate(data.paths))
+    with pytest.raises(ValueError, match=r"Cannot load the Hugging Face dataset .*nowhere"):
+        embed_collection(f"hf:{tmp_path / 'nowhere'}", out, embedder=embedder, split="train")
+
+
 # ---------------------------------------------------------------------------- CLI and Ray
 def test_cli_embeds_webdataset_shards(tmp_path, collection, tiny_clip_name_module, capsys):
     from skicm.cli import main
