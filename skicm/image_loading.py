@@ -95,14 +95,35 @@ def as_image_list(X, owner: str = "the embedder") -> list:
 
     Accepted: a list, tuple or 1-D array of images; a uint8/uint16 array ``(N, H, W, C)`` or
     ``(N, H, W)``; a one-column table of images (``(n, 1)`` object array, one-column DataFrame, as
-    :class:`~sklearn.compose.ColumnTransformer` passes it) or a pandas Series. ``owner`` names the
-    estimator in error messages.
+    :class:`~sklearn.compose.ColumnTransformer` passes it) or a pandas Series.
+
+    Parameters
+    ----------
+    X : sequence of images, ndarray, DataFrame or Series
+        What ``transform`` was given.
+    owner : str, default="the embedder"
+        Names the estimator in error messages.
+
+    Returns
+    -------
+    items : list
+        One item (path, PIL image or array) per image, in order; not validated yet (see
+        :func:`image_keys`).
 
     Raises
     ------
     ValueError
         If ``X`` is empty, is a single image rather than a sequence, or is a numeric array whose
         items would not be images (a 1-D or 2-D numeric array).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skicm.image_loading import as_image_list
+    >>> len(as_image_list(np.zeros((5, 8, 8, 3), dtype=np.uint8)))
+    5
+    >>> as_image_list(["a.jpg", "b.png"])
+    ['a.jpg', 'b.png']
     """
     if X is None:
         raise ValueError("X is None; expected a sequence of images (paths, PIL images or arrays).")
@@ -164,7 +185,28 @@ def _array_to_items(X: np.ndarray) -> list:
 
 
 def describe_image(items: Sequence, index: int) -> str:
-    """How error messages name item ``index``: the file path, or ``X[index]``."""
+    """How error messages name item ``index``: the file path, or ``X[index]``.
+
+    Parameters
+    ----------
+    items : sequence
+        The images, as :func:`as_image_list` returns them.
+    index : int
+        The item to name.
+
+    Returns
+    -------
+    name : str
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skicm.image_loading import describe_image
+    >>> describe_image(["cat.jpg", np.zeros((4, 4), dtype=np.uint8)], 0)
+    "'cat.jpg'"
+    >>> describe_image(["cat.jpg", np.zeros((4, 4), dtype=np.uint8)], 1)
+    'X[1] (ndarray)'
+    """
     item = items[index]
     if _is_path(item):
         return repr(os.fspath(item))
@@ -250,6 +292,16 @@ def image_keys(items: Sequence) -> list[str]:
     times (see :func:`_file_key`) and a mark that their embedding is the upright picture's. Files
     are not opened. Every problem found is reported at once (at most 20 items listed).
 
+    Parameters
+    ----------
+    items : sequence
+        The images, as :func:`as_image_list` returns them.
+
+    Returns
+    -------
+    keys : list of str
+        One key per item; equal pictures (or the same file) have equal keys.
+
     Raises
     ------
     FileNotFoundError
@@ -258,6 +310,15 @@ def image_keys(items: Sequence) -> list[str]:
     ValueError
         Listing every item that is not an image (wrong type, dtype, shape or PIL mode), when
         every file exists.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skicm.image_loading import image_keys
+    >>> black = np.zeros((4, 4, 3), dtype=np.uint8)
+    >>> first, second, white = image_keys([black, black.copy(), black + 255])
+    >>> first == second, first == white
+    (True, False)
     """
     keys, missing = image_keys_and_missing(items)
     if missing:
@@ -275,6 +336,11 @@ def image_keys_and_missing(items: Sequence) -> tuple[list[str], list[tuple[int, 
 
     An encoder uses it to encode every image that exists and report the missing files together
     with the files that cannot be decoded, in one error.
+
+    Parameters
+    ----------
+    items : sequence
+        The images, as :func:`as_image_list` returns them.
 
     Returns
     -------
@@ -295,6 +361,14 @@ def image_keys_and_missing(items: Sequence) -> tuple[list[str], list[tuple[int, 
     UserWarning
         For arrays that are valid (H, W, C) images but look channels-first (C, H, W), such as
         (3, 224, 4), naming them and how to transpose them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skicm.image_loading import image_keys_and_missing
+    >>> keys, missing = image_keys_and_missing([np.zeros((4, 4), np.uint8), "no/such.jpg"])
+    >>> keys[1], missing[0][0]
+    ('', 1)
     """
     keys: list[str] = []
     missing: list[tuple[int, str]] = []
@@ -554,7 +628,18 @@ class DecodeTarget:
         return None
 
     def needed(self, height: int, width: int) -> tuple[int, int]:
-        """``(height, width)`` that the resize makes of an upright picture of this size."""
+        """``(height, width)`` that the resize makes of an upright picture of this size.
+
+        Parameters
+        ----------
+        height, width : int
+            The upright picture's size.
+
+        Returns
+        -------
+        size : tuple of int
+            ``(height, width)`` after the resize.
+        """
         if self.kind == "exact":
             return self.size
         if self.kind == "keep_ratio":
@@ -650,6 +735,15 @@ def load_rgb(item, target: DecodeTarget | None = None):
     PIL.Image.DecompressionBombError
         If a file declares more than ``2 * PIL.Image.MAX_IMAGE_PIXELS`` pixels; the message names
         the file.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skicm.image_loading import load_rgb
+    >>> gray16 = np.full((2, 3), 65535, dtype=np.uint16)
+    >>> image = load_rgb(gray16)
+    >>> image.mode, image.size, image.getpixel((0, 0))
+    ('RGB', (3, 2), (255, 255, 255))
     """
     if _is_path(item):
         return _load_rgb_file(item, item, target)
@@ -932,6 +1026,30 @@ class ImageDecodingDataset:
     ``pixels`` a uint8 ``(3, S, S)`` array, ``jpeg_bytes`` the file as a uint8 array, or ``error``
     the reason the image cannot be read. Errors are returned, not raised, so that one bad file does
     not stop the others and all of them can be reported together.
+
+    Parameters
+    ----------
+    items : sequence
+        The images, as :func:`as_image_list` returns them.
+    transform : callable
+        The preprocessing up to the uint8 model input (resize, crop), taking a PIL image.
+    mode : {"pil", "tensor", "raw_jpeg"}, default="pil"
+        The decoder (above).
+    decode : {"full", "reduced"}, default="full"
+        The scale of JPEG files (above).
+    decode_for : callable or DecodeTarget, optional
+        What decides the reduction instead of ``transform``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from torchvision import transforms
+    >>> from skicm.image_loading import ImageDecodingDataset
+    >>> preprocess = transforms.Compose([transforms.Resize(8), transforms.CenterCrop(8)])
+    >>> dataset = ImageDecodingDataset([np.zeros((12, 16, 3), np.uint8)], preprocess)
+    >>> index, pixels, jpeg_bytes, error = dataset[0]
+    >>> pixels.shape, jpeg_bytes, error
+    ((3, 8, 8), None, None)
     """
 
     def __init__(
@@ -989,9 +1107,26 @@ class ImageDecodingDataset:
 def collate_decoded(samples):
     """DataLoader ``collate_fn`` for :class:`ImageDecodingDataset` items.
 
-    Returns ``(pixel_indices, pixels, jpeg_indices, jpeg_bytes, errors)`` with ``pixels`` a uint8
-    torch tensor ``(B, 3, S, S)`` (or None), ``jpeg_bytes`` a list of uint8 tensors and ``errors`` a
-    list of ``(index, reason)``.
+    Parameters
+    ----------
+    samples : list of tuple
+        Items of an :class:`ImageDecodingDataset`.
+
+    Returns
+    -------
+    batch : tuple
+        ``(pixel_indices, pixels, jpeg_indices, jpeg_bytes, errors)`` with ``pixels`` a uint8
+        torch tensor ``(B, 3, S, S)`` (or None), ``jpeg_bytes`` a list of uint8 tensors and
+        ``errors`` a list of ``(index, reason)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skicm.image_loading import collate_decoded
+    >>> samples = [(0, np.zeros((3, 4, 4), np.uint8), None, None), (1, None, None, "OSError")]
+    >>> indices, pixels, _, _, errors = collate_decoded(samples)
+    >>> indices, tuple(pixels.shape), errors
+    ([0], (1, 3, 4, 4), [(1, 'OSError')])
     """
     import torch
 
@@ -1015,7 +1150,30 @@ def decode_in_batches(dataset: ImageDecodingDataset, batch_size: int, n_threads:
     The next batch is decoded only when asked for, so decoding alternates with the consumer's
     work (the forward pass) instead of competing with it for the cores. Each batch is split
     across ``n_threads`` threads: the JPEG decoder, Pillow and torch's resize release the GIL.
-    Yields what :func:`collate_decoded` returns.
+
+    Parameters
+    ----------
+    dataset : ImageDecodingDataset
+        The images to decode.
+    batch_size : int
+        Images per batch.
+    n_threads : int, default=1
+        Decoding threads per batch.
+
+    Yields
+    ------
+    batch : tuple
+        What :func:`collate_decoded` returns, one batch at a time.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from torchvision import transforms
+    >>> from skicm.image_loading import ImageDecodingDataset, decode_in_batches
+    >>> images = [np.zeros((8, 8, 3), np.uint8)] * 5
+    >>> dataset = ImageDecodingDataset(images, transforms.Compose([]))
+    >>> [len(batch[0]) for batch in decode_in_batches(dataset, batch_size=2)]
+    [2, 2, 1]
     """
     from concurrent.futures import ThreadPoolExecutor
 
