@@ -307,6 +307,8 @@ def test_webdataset_bad_input_is_named(tmp_path, collection, embedder):
         embed(twice)
     (tmp_path / "folder").mkdir()
     Image.new("RGB", (4, 4)).save(tmp_path / "folder" / "x.png")
+    with pytest.raises(ValueError, match=r"split \(--split\) chooses a split of a Hugging Face"):
+        embed(collection["pattern"], split="train")
     with pytest.raises(ValueError, match=r"label_key .* choose the items of WebDataset"):
         embed(tmp_path / "folder", label_key="cls")
     assert not out.exists()  # nothing left behind by a refused source
