@@ -15,8 +15,8 @@ throughput growing with the GPUs of the node under ``--engine ray``. Printed, me
 
 - ``embed_collection(engine="local")`` from the same JPEGs packed into WebDataset tar shards
   (``--webdataset``, on by default when the webdataset package is installed): the items are
-  read by offset from the tars and decoded on the CPU (threads, in full: no nvjpeg, no reduced
-  decode), so the gap to the files' row is what the CPU decode costs on this node.
+  read by offset from the tars and decoded on the CPU (threads; reduced as files are, but no
+  nvjpeg), so the gap to the files' row is what the CPU decode costs on this node.
 
 ``--size 2048x1536`` writes large photos instead (cropped and upscaled), and ``--decode both``
 (the default) also times ``transform`` with ``decode="full"`` beside the default
@@ -238,7 +238,7 @@ def main(argv=None):
             tar_ips = embed("local", work / "tars", source=pattern)
             print(
                 f"{model}: skicm embed WebDataset shards {tar_ips:9.0f} images/s "
-                f"({tar_ips / local_ips:.2f}x the same files; CPU decode in full)"
+                f"({tar_ips / local_ips:.2f}x the same files; CPU decode)"
             )
 
     if not args.skip_ray:

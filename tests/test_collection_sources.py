@@ -25,8 +25,7 @@ from PIL import Image  # noqa: E402
 
 from skicm import CLIPEmbedder  # noqa: E402
 from skicm.distributed import ShardStore, embed_collection, list_images, load_embeddings  # noqa: E402
-from skicm.distributed._collections import decode_image_bytes  # noqa: E402
-from skicm.image_loading import image_keys, load_rgb  # noqa: E402
+from skicm.image_loading import decode_image_data, image_keys  # noqa: E402
 
 # The same pixels encoded by the same float32 model in other batches (a shard of the tar run
 # against one folder of files) differ only by the order in which a GEMM kernel adds a row's K
@@ -117,10 +116,9 @@ def collection(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def embedder(tiny_clip_name_module):
-    # Collection items are decoded in full; files are compared decoded in full too (a reduced
-    # DCT-scaled decode of large JPEG files, where the embedder offers it, gives other pixels).
-    full = {"decode": "full"} if "decode" in CLIPEmbedder().get_params() else {}
-    return CLIPEmbedder(tiny_clip_name_module, pretrained=None, device="cpu", batch_size=4, **full)
+    # decode="reduced" (the default): the tiny model's 32-pixel input lets the 227-pixel PACS
+    # JPEGs decode at 1/4 scale, so the collection items must be decoded reduced as the files.
+    return CLIPEmbedder(tiny_clip_name_module, pretrained=None, device="cpu", batch_size=4)
 
 
 @pytest.fixture(scope="module")
@@ -162,22 +160,26 @@ def test_webdataset_rows_equal_webdatasets_own_reading(collection):
         assert encoded[f"{sample['__url__']}#{sample['__key__']}"][0] == data
 
 
-def test_decoded_bytes_equal_decoded_files(collection):
-    """JPEG (torchvision, EXIF-turned), PNG (Pillow) and the Pillow decoder: the files' pixels."""
-    from skicm.image_loading import _rgb_chw
+def test_items_are_decoded_as_the_embedder_decodes_files(collection, embedder):
+    """Upright (EXIF), reduced as the embedder's target allows, or in full without one."""
+    from skicm.distributed._collections import collection_table
 
-    for name in ("00.jpg", "01.jpg", "10.png"):
-        path = collection["root"] / "files" / name
-        data = path.read_bytes()
-        as_file = _rgb_chw(str(path)).permute(1, 2, 0).numpy()
-        np.testing.assert_array_equal(decode_image_bytes(data, name), as_file)
-        np.testing.assert_array_equal(
-            decode_image_bytes(data, name, pil=True), np.asarray(load_rgb(str(path)))
-        )
-    with Image.open(collection["root"] / "files" / "00.jpg") as image:
-        stored = image.size
-    turned = decode_image_bytes((collection["root"] / "files" / "00.jpg").read_bytes(), "00")
-    assert turned.shape[:2] == stored  # stored (W, H) read upright as (H, W) = (W, H) turned
+    table, _, reader = collection_table(collection["pattern"])
+    target = embedder.decode_target()
+    assert target is not None  # 32-pixel input: the 227-pixel JPEGs may be reduced
+    reduced, bad = reader.decoded(table, target=target)
+    full, _ = reader.decoded(table, target=None, decoder="pil")
+    assert not bad and list(reduced) == table.column("path").to_pylist()
+    files = collection["root"] / "files"
+    with Image.open(files / "00.jpg") as image:
+        width, height = image.size  # stored turned (EXIF 6): upright it is height x width
+    first = table.column("path")[0].as_py()
+    assert full[first].shape == (width, height, 3)
+    scale = target.scale(width, height, 6)
+    assert scale > 1 and reduced[first].shape[:2] == (-(-width // scale), -(-height // scale))
+    for name, row in zip(sorted(p.name for p in files.iterdir()), table.column("path").to_pylist()):
+        if name.endswith(".png"):  # not JPEG: never reduced
+            np.testing.assert_array_equal(reduced[row], full[row])
 
 
 def test_webdataset_embeddings_equal_files_and_the_store_answers(
@@ -213,7 +215,9 @@ def test_webdataset_embeddings_equal_files_and_the_store_answers(
     assert data.labels.tolist() == [truth[name][0] for name in names]
     assert data.domains.tolist() == [truth[name][1] for name in names]
     # The key column holds the pixel key: a ShardStore answers for the decoded arrays.
-    pixels = [decode_image_bytes((collection["root"] / "files" / n).read_bytes(), n) for n in names]
+    target = embedder.decode_target()
+    files = collection["root"] / "files"
+    pixels = [decode_image_data((files / n).read_bytes(), n, target) for n in names]
     store = ShardStore(out)
     found = store.get_many(data.manifest["namespace"], image_keys(pixels))
     assert len(found) == n
@@ -487,7 +491,7 @@ def test_decoding_tasks_read_a_pickled_reader(collection, embedder, file_run):
     import pyarrow as pa
 
     from skicm.distributed._collections import collection_table
-    from skicm.distributed._embed_collection import _decode_batch, _Encoder
+    from skicm.distributed._embed_collection import _decode_batch, _decoding_of, _Encoder
 
     table, _, reader = collection_table(collection["hf"])
     reader.encoded(table.slice(0, 1))  # opens the dataset here; the pickle must not carry it
@@ -495,7 +499,10 @@ def test_decoding_tasks_read_a_pickled_reader(collection, embedder, file_run):
     assert shipped._dataset is None
     block = table.append_column("shard", pa.array(np.zeros(table.num_rows, dtype=np.int64)))
     block = block.append_column("row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
-    decoded = _decode_batch(block, reader=shipped)
+    # What the driver hands the tasks: the embedder's reduced decode (the model's resize).
+    decoding = pickle.loads(pickle.dumps(_decoding_of(embedder)))
+    assert decoding[0] is not None
+    decoded = _decode_batch(block, reader=shipped, decoding=decoding)
     assert list(decoded["error"]) == [""] * 12
     encoded = _Encoder(embedder, threads=1)(decoded)
     by_file, _ = file_run

@@ -16,7 +16,6 @@ by their index in the memory-mapped dataset.
 from __future__ import annotations
 
 import glob
-import io
 import os
 import tarfile
 from pathlib import Path
@@ -343,47 +342,6 @@ def collection_table(source, *, image_key=None, label_key=None, domain_key=None,
 
 
 # ---------------------------------------------------------------------------- decoding
-def decode_image_bytes(data: bytes, where: str, pil: bool = False) -> np.ndarray:
-    """Decode an encoded image to an upright uint8 ``(H, W, 3)`` array, as files are decoded.
-
-    JPEG goes through torchvision's ``decode_jpeg`` after the EXIF orientation and the
-    decompression-bomb limit are read from its header (unless ``pil``), every other format (and
-    a JPEG that libjpeg-turbo refuses) through Pillow; the pixels equal those the embedders
-    decode from the same bytes in a file. ``where`` names the item in errors.
-    """
-    from PIL import Image
-
-    from skicm.image_loading import (
-        _JPEG_MAGIC,
-        _rgb_from_pil,
-        _upright,
-        jpeg_orientation,
-        orient_chw,
-    )
-
-    if not pil and data[:3] == _JPEG_MAGIC:
-        import torch
-        from torchvision.io import ImageReadMode, decode_jpeg
-
-        orientation = jpeg_orientation(data, where)
-        try:
-            chw = decode_jpeg(
-                torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB
-            )
-            return orient_chw(chw, orientation).permute(1, 2, 0).contiguous().numpy()
-        except RuntimeError:
-            pass  # Pillow decodes it or says why not
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            return np.asarray(_rgb_from_pil(_upright(image))).copy()
-    except Image.DecompressionBombError as error:
-        raise Image.DecompressionBombError(
-            f"{where}: {error} Nothing was decoded. To embed it anyway, raise "
-            "PIL.Image.MAX_IMAGE_PIXELS (None disables the limit)."
-        ) from None
-
-
 class CollectionReader:
     """Reads and decodes the items of rows of a collection's listing; picklable (Ray tasks)."""
 
@@ -460,14 +418,22 @@ class CollectionReader:
                 bad[row_id] = f"{where}: {type(error).__name__}: {error}"
         return found, bad
 
-    def decoded(self, table, pil=False, n_threads=1):
-        """``{row id: uint8 (H, W, 3) array}`` of the rows of ``table``, and why others failed."""
+    def decoded(self, table, target=None, decoder="tensor", n_threads=1):
+        """``{row id: uint8 (H, W, 3) array}`` of the rows of ``table``, and why others failed.
+
+        Each item is decoded by :func:`skicm.image_loading.decode_image_data` as an embedder
+        decodes the same bytes in a file: ``target`` (the embedder's ``decode_target()``: a
+        large JPEG decoded at reduced scale, or None: in full) and ``decoder`` (``"tensor"`` or
+        ``"pil"``) are the embedder's.
+        """
+        from skicm.image_loading import decode_image_data
+
         encoded, bad = self.encoded(table)
 
         def decode(item):
             row_id, (data, where) = item
             try:
-                return row_id, decode_image_bytes(data, where, pil=pil), None
+                return row_id, decode_image_data(data, where, target, decoder), None
             except Exception as error:  # every bad item is reported, with its member / row
                 return row_id, None, f"{where}: {type(error).__name__}: {error}"
 

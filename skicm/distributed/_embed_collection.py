@@ -167,6 +167,18 @@ class _CollectingStore(EmbeddingStore):
 _ITEMS_PER_CALL = 256
 
 
+def _decoding_of(embedder):
+    """``(DecodeTarget or None, "tensor" or "pil")``: how ``embedder`` decodes a file.
+
+    Images decoded outside the embedder (collection items, decoding tasks) are decoded so, so
+    that their pixels equal those of the same files given to ``transform``. The target needs
+    the model's preprocessing: the model is built (or fetched from the cache) here.
+    """
+    decoder = "pil" if embedder.get_params(deep=False).get("decoder") == "pil" else "tensor"
+    decode_target = getattr(embedder, "decode_target", None)
+    return (decode_target() if decode_target is not None else None), decoder
+
+
 def _encode_items(embedder, table, namespace, reader):
     """:func:`_encode_local` for the rows of a collection (tar members, dataset rows).
 
@@ -178,13 +190,15 @@ def _encode_items(embedder, table, namespace, reader):
 
     from skicm.image_loading import image_keys
 
-    pil = embedder.get_params(deep=False).get("decoder") == "pil"
     store = _CollectingStore()
     encoder = _set_existing_params(clone(embedder), store=store, normalize=False, progress=False)
+    target, decoder = _decoding_of(encoder)
     encoded, bad = {}, {}
     for start in range(0, table.num_rows, _ITEMS_PER_CALL):
         part = table.slice(start, _ITEMS_PER_CALL)
-        arrays, part_bad = reader.decoded(part, pil=pil, n_threads=torch.get_num_threads())
+        arrays, part_bad = reader.decoded(
+            part, target=target, decoder=decoder, n_threads=torch.get_num_threads()
+        )
         bad.update(part_bad)
         good = [row for row in part.column("path").to_pylist() if row in arrays]
         if not good:
@@ -380,8 +394,9 @@ def embed_collection(
         cache). The ``path`` column of a collection's shards holds the identifier of each item:
         ``TAR#SAMPLE_KEY`` (absolute tar path, webdataset's sample key) or
         ``hf:FINGERPRINT/SPLIT/ROW``; its ``key`` column the pixel key of the decoded image.
-        Collection items are decoded in full, with the EXIF orientation and the
-        decompression-bomb limit applied as for files (see docs/collections.md).
+        Collection items are decoded as the embedder decodes files (EXIF orientation,
+        decompression-bomb limit, reduced-scale JPEG decode), on the CPU (see
+        docs/collections.md).
     out : str or path-like
         Output folder (created if needed).
     model_name : str, default=None
@@ -867,6 +882,10 @@ class _RaySession:
         import ray
 
         dataset = ray.data.from_arrow(blocks)
+        if self.decode_in == "tasks":
+            # The tasks decode as the embedder would (reduced JPEG decode, decoder): what it
+            # needs comes from the model's preprocessing, built here once on the CPU.
+            decoding = _decoding_of(_set_existing_params(clone(embedder), device="cpu"))
         if self.decode_in == "encoder":
             dataset = dataset.map_batches(
                 _PathEncoder,
@@ -883,7 +902,7 @@ class _RaySession:
         else:
             dataset = dataset.map_batches(
                 _decode_batch,
-                fn_kwargs={"reader": self.reader},
+                fn_kwargs={"reader": self.reader, "decoding": decoding},
                 batch_size=None,
                 batch_format="pyarrow",
                 num_cpus=1,
@@ -932,7 +951,7 @@ class _RaySession:
         return written, bad
 
 
-def _decode_batch(table, reader=None):
+def _decode_batch(table, reader=None, decoding=(None, "tensor")):
     """Ray Data CPU task: decode the files of a block to uint8 RGB arrays (errors, not raises).
 
     The decoding is the embedder's own (torchvision's JPEG decoder, Pillow for other formats),
@@ -941,13 +960,20 @@ def _decode_batch(table, reader=None):
     """
     paths = table.column("path").to_pylist()
     if reader is not None:
-        return _decode_items(table, reader)
+        return _decode_items(table, reader, decoding)
     from torchvision.transforms import Compose
 
     from skicm.image_loading import ImageDecodingDataset
 
     keys, unreadable = _file_keys(paths)
-    dataset = ImageDecodingDataset(paths, Compose([]), mode="tensor")
+    target, decoder = decoding
+    dataset = ImageDecodingDataset(
+        paths,
+        Compose([]),
+        mode="pil" if decoder == "pil" else "tensor",
+        decode="full" if target is None else "reduced",
+        decode_for=target,
+    )
     pixels = np.empty(len(paths), dtype=object)
     errors = []
     for index, path in enumerate(paths):
@@ -970,12 +996,13 @@ def _decode_batch(table, reader=None):
     }
 
 
-def _decode_items(table, reader):
+def _decode_items(table, reader, decoding):
     """:func:`_decode_batch` for the rows of a collection, read and decoded by ``reader``."""
     from skicm.image_loading import image_keys
 
     paths = table.column("path").to_pylist()
-    arrays, bad = reader.decoded(table)
+    target, decoder = decoding
+    arrays, bad = reader.decoded(table, target=target, decoder=decoder)
     pixels = np.empty(len(paths), dtype=object)
     keys, errors = [], []
     for index, path in enumerate(paths):
