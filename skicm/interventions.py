@@ -24,6 +24,7 @@ Nothing here imports torch, torchvision or open_clip at module import time.
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Mapping, Sequence
 from itertools import combinations
 from numbers import Integral
@@ -67,6 +68,43 @@ DEFAULT_DOMAIN_TEMPLATES = (
     "a blurry photo of a {}.",
     "a toy {}.",
 )
+
+
+def _check_placeholder_templates(templates, name, *, alternatives=""):
+    """Check that every template is a string with exactly one ``{}`` (the class name's place).
+
+    The one check of prompt templates, for the domain prompts of :class:`TextInterventions`
+    and the zero-shot templates of :mod:`skicm.zero_shot`.
+
+    Parameters
+    ----------
+    templates : list
+        The templates.
+    name : str
+        The parameter or option they were given as, for the message.
+    alternatives : str, default=""
+        What else the parameter accepts, appended to the message (e.g. named sets).
+
+    Raises
+    ------
+    ValueError
+        Naming ``name`` and the templates that do not hold exactly one ``{}``.
+
+    Examples
+    --------
+    >>> from skicm.interventions import _check_placeholder_templates
+    >>> _check_placeholder_templates(["a photo of a {}.", "a sketch of a {}."], "templates")
+    >>> _check_placeholder_templates(["a photo."], "templates")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: templates must be strings with exactly one '{}' ..., where ['a photo.'] are not.
+    """
+    bad = [t for t in templates if not isinstance(t, str) or t.count("{}") != 1]
+    if bad:
+        raise ValueError(
+            f"{name} must be strings with exactly one '{{}}' for the class name{alternatives}; "
+            f"got {templates!r}, where {bad} are not."
+        )
 
 
 class _GaussianBlur:
@@ -252,6 +290,47 @@ class ImageInterventions(BaseEstimator):
             (f"{name}[{position}]" if len(counts[name]) > 1 else name, function)
             for position, (name, function) in enumerate(resolved)
         ]
+
+    def _identity(self):
+        """What, besides the image, the seed and its index, determines a counterpart.
+
+        A JSON-serialisable description, or None when it cannot be told without running the
+        transforms (callables: their code is not identified). Covers the parameters, the
+        source of the paper's transforms and of the image decoding (this module and
+        :mod:`skicm.image_loading`, by content) and the versions of the packages that
+        implement the transforms (torch, torchvision, Pillow), all read without importing
+        torch. Two counterparts of the same image, call seed and index whose identities are
+        equal are the same pixels; an embedding store may key them by it instead of hashing
+        their pixels.
+        """
+        if isinstance(self.transforms, str):
+            names = [self.transforms]
+        elif callable(self.transforms) or not all(isinstance(t, str) for t in self.transforms):
+            return None
+        else:
+            names = list(self.transforms)
+        import hashlib
+        import importlib.metadata
+
+        from skicm import image_loading
+
+        sources = {}
+        for module_file in (__file__, image_loading.__file__):
+            with open(module_file, "rb") as source:
+                sources[os.path.basename(module_file)] = hashlib.sha256(source.read()).hexdigest()
+        versions = {}
+        for package in ("torch", "torchvision", "pillow"):
+            try:
+                versions[package] = importlib.metadata.version(package)
+            except importlib.metadata.PackageNotFoundError:
+                versions[package] = None
+        return {
+            "transforms": list(names),
+            "n_per_image": int(self.n_per_image),
+            "preserve_size": bool(self.preserve_size),
+            "sources": sources,
+            "versions": versions,
+        }
 
     def apply(self, images, *, return_index=False, return_transforms=False):
         """Make the intervened counterparts of ``images``.
@@ -537,12 +616,7 @@ class TextInterventions(BaseEstimator):
 
     def _templates(self):
         templates = list(self.domain_templates or ())
-        for template in templates:
-            if not isinstance(template, str) or template.count("{}") != 1:
-                raise ValueError(
-                    f"domain_templates must be strings with exactly one '{{}}' for the class "
-                    f"name; got {template!r}."
-                )
+        _check_placeholder_templates(templates, "domain_templates")
         return templates if len(templates) >= 2 else []
 
     def domain_prompt_pairs(self, y=None):

@@ -455,6 +455,63 @@ def _kept_directions(n_components, eigenvalues, data_rank, n_samples, center):
     return kept
 
 
+def _span_basis(blocks, n_features):
+    """The rows of ``blocks`` stacked, with an orthonormal basis of their span, or None.
+
+    Returns ``(basis, stacked)``: ``basis`` (n_features, r) has orthonormal columns spanning
+    (at least) the rows, r their number. None when the rows number ``n_features`` or more
+    (the span may be the whole space and the full eigendecomposition costs no more) or there
+    are none.
+    """
+    blocks = [block for block in blocks if block is not None and len(block)]
+    n_rows = sum(block.shape[0] for block in blocks)
+    if not blocks or n_rows >= n_features:
+        return None
+    stacked = np.concatenate([np.asarray(block, dtype=np.float64) for block in blocks])
+    # Householder QR: Q is orthonormal to working precision whatever the rank of the rows.
+    basis, _ = np.linalg.qr(stacked.T)
+    return basis, stacked
+
+
+def _solve_in_span(objective, signal, basis, stacked):
+    """Eigenpairs of ``M`` (and eigenvalues of ``S``) from the r x r problem in a span.
+
+    ``M = S - alpha * I`` with ``S`` and ``I`` sums of outer products of rows in the span of
+    ``basis`` (Q, orthonormal, r columns), so ``M = Q (Q^T M Q) Q^T``: its eigenvectors are
+    ``Q V`` with ``V`` those of the r x r matrix ``Q^T M Q`` (same eigenvalues), and its other
+    d - r eigenvalues are exactly zero, with the orthogonal complement of the span as their
+    eigenspace. Costs O(d^2 r) instead of the O(d^3) of a d x d eigendecomposition.
+
+    Returns ``(eigenvalues, eigenvectors, signal_eigenvalues)``: the d eigenvalues of ``M`` in
+    decreasing order (zeros included), a function of ``k`` giving the first ``k`` eigenvectors
+    (columns; the complement is computed only when ``k`` reaches it) and the d eigenvalues of
+    ``S``.
+    """
+    n_features, rank = basis.shape
+    reduced = basis.T @ objective @ basis
+    values, vectors = np.linalg.eigh((reduced + reduced.T) / 2)
+    values, vectors = values[::-1], vectors[:, ::-1]
+    n_positive = int(np.sum(values > 0))
+    zeros = np.zeros(n_features - rank)
+    # The span's positive eigenvalues, the complement's zeros, the span's others: decreasing.
+    eigenvalues = np.concatenate([values[:n_positive], zeros, values[n_positive:]])
+    reduced_signal = basis.T @ signal @ basis
+    signal_eigenvalues = np.concatenate(
+        [np.linalg.eigvalsh((reduced_signal + reduced_signal.T) / 2), zeros]
+    )
+
+    def eigenvectors(k):
+        if k <= n_positive:
+            return basis @ vectors[:, :k]
+        complete, _ = np.linalg.qr(stacked.T, mode="complete")
+        complement = complete[:, rank:]
+        return np.hstack(
+            [basis @ vectors[:, :n_positive], complement, basis @ vectors[:, n_positive:]]
+        )[:, :k]
+
+    return eigenvalues, eigenvectors, signal_eigenvalues
+
+
 def _check_n_components(n_components, n_features):
     if isinstance(n_components, Integral) and n_components > n_features:
         raise ValueError(
@@ -820,7 +877,9 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         # that raises (bad batch, failing intervention source) leaves the projector as it was.
         statistics = InterventionStatistics(n_features) if reset else self._statistics_copy()
         statistics.merge(batch)
-        self._solve(statistics, dtype=X.dtype)
+        # On a fresh fit the rows behind every sum are at hand: they span M (see _solve).
+        rows = [X, X_intervened, deltas] if reset else None
+        self._solve(statistics, dtype=X.dtype, rows=rows)
         return self
 
     def _statistics_copy(self):
@@ -1014,8 +1073,14 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         _check_width(differences, "interventions.differences(y)", n_features)
         return differences
 
-    def _solve(self, statistics, dtype):
-        """Set the fitted state from complete statistics (the only writer of that state)."""
+    def _solve(self, statistics, dtype, rows=None):
+        """Set the fitted state from complete statistics (the only writer of that state).
+
+        ``rows``: arrays (or None) whose rows together span every row the statistics sum
+        over (the embeddings, their counterparts, the deltas), when known. With fewer such
+        rows (plus the extra differences) than features, ``M`` is eigendecomposed in their
+        span instead of in the whole space; see :func:`_span_basis`.
+        """
         extra_differences = [statistics.environment_differences()]
         if self.interventions is not None:
             extra_differences.append(
@@ -1053,8 +1118,16 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
         objective = signal - self.alpha * intervention
         objective = (objective + objective.T) / 2
-        eigenvalues, eigenvectors = np.linalg.eigh(objective)
-        eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]
+        span = None
+        if rows is not None:
+            # environment_differences are differences of means of rows of X: already spanned.
+            span = _span_basis([*rows, *extra_differences[1:]], statistics.n_features)
+        if span is not None:
+            eigenvalues, eigenvectors, signal_eigenvalues = _solve_in_span(objective, signal, *span)
+        else:
+            eigenvalues, eigenvectors = np.linalg.eigh(objective)
+            eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]
+            signal_eigenvalues = np.linalg.eigvalsh(signal)
 
         # No more directions than the training data has: M = S - alpha * I with I positive
         # semi-definite has at most rank(S) positive eigenvalues (Weyl), and rank(S) is at most
@@ -1063,11 +1136,13 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         # tolerance (float32 precision relative to the largest eigenvalue).
         data_rank = min(
             statistics.n_samples - int(self.center),
-            count_positive_eigenvalues(np.linalg.eigvalsh(signal)),
+            count_positive_eigenvalues(signal_eigenvalues),
         )
         n_components = _kept_directions(
             self.n_components, eigenvalues, data_rank, statistics.n_samples, self.center
         )
+        if callable(eigenvectors):
+            eigenvectors = eigenvectors(n_components)
         components = eigenvectors[:, :n_components].T
         # Deterministic sign: the largest-magnitude entry of each direction is positive.
         largest = np.argmax(np.abs(components), axis=1)

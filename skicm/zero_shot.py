@@ -26,7 +26,11 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from skicm.interventions import _class_labels_and_names, _encode_texts
+from skicm.interventions import (
+    _check_placeholder_templates,
+    _class_labels_and_names,
+    _encode_texts,
+)
 
 __all__ = [
     "DEFAULT_ZERO_SHOT_TEMPLATES",
@@ -65,13 +69,13 @@ def _check_templates(templates, name="templates"):
             )
         return
     values = [templates] if isinstance(templates, str) else list(templates)
-    bad = [t for t in values if not isinstance(t, str) or t.count("{}") != 1]
-    if not values or bad:
+    alternatives = f" (or one of the template sets {list(TEMPLATE_SETS)})"
+    if not values:
         raise ValueError(
-            f"{name} must be strings with exactly one '{{}}' for the class name (or one of the "
-            f"template sets {list(TEMPLATE_SETS)}); got {templates!r}"
-            + (f", where {bad} are not." if bad else ", which is empty.")
+            f"{name} must be strings with exactly one '{{}}' for the class name{alternatives}; "
+            f"got {templates!r}, which is empty."
         )
+    _check_placeholder_templates(values, name, alternatives=alternatives)
 
 
 def zero_shot_templates(templates="openai-imagenet"):

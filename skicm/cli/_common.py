@@ -176,3 +176,81 @@ def embedder_from_args(args):
 def save_figure(figure, path):
     figure.savefig(path, dpi=120)
     print(f"plot saved to {path}")
+
+
+_CLASS_ALIAS_HELP = "class name of a class folder named otherwise (repeatable), e.g. hund=dog"
+_CLASS_ALIAS_FILE_HELP = (
+    "file of class aliases: one FOLDER=CLASS line per class folder, or a JSON object "
+    "(class_aliases of load_image_folders)"
+)
+
+
+def add_class_alias_options(parser, *, alias_help=_CLASS_ALIAS_HELP, file_help=None):
+    """Add ``--class-alias FOLDER=CLASS`` (repeatable) and ``--class-alias-file FILE``.
+
+    Read them back with :func:`class_aliases_from_args`.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser or argument group
+        Where the options go.
+    alias_help, file_help : str, optional
+        Help texts of the two options (defaults: those of ``skicm evaluate``).
+
+    Examples
+    --------
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser()
+    >>> add_class_alias_options(parser)
+    >>> args = parser.parse_args(["--class-alias", "hund=dog"])
+    >>> class_aliases_from_args(args)
+    {'hund': 'dog'}
+    """
+    parser.add_argument(
+        "--class-alias", action="append", default=[], metavar="FOLDER=CLASS", help=alias_help
+    )
+    parser.add_argument(
+        "--class-alias-file", metavar="FILE", help=file_help or _CLASS_ALIAS_FILE_HELP
+    )
+
+
+def class_aliases_from_args(args):
+    """The ``class_aliases`` of :func:`skicm.datasets.load_image_folders` from the options.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed options of :func:`add_class_alias_options` (``class_alias``, a list of
+        ``FOLDER=CLASS`` strings, and ``class_alias_file``, a path or None).
+
+    Returns
+    -------
+    class_aliases : dict or str
+        ``{folder: class}`` from ``--class-alias`` (empty without any), or the path of
+        ``--class-alias-file`` (load_image_folders reads and checks the file).
+
+    Raises
+    ------
+    ValueError
+        If both options are given, or a ``--class-alias`` is not ``FOLDER=CLASS``.
+
+    Examples
+    --------
+    >>> import argparse
+    >>> class_aliases_from_args(
+    ...     argparse.Namespace(class_alias=["auto=car"], class_alias_file=None)
+    ... )
+    {'auto': 'car'}
+    """
+    pairs, path = args.class_alias, args.class_alias_file
+    if path is not None and pairs:
+        raise ValueError("give --class-alias or --class-alias-file, not both.")
+    if path is not None:
+        return path
+    aliases = {}
+    for pair in pairs:
+        folder, sep, name = pair.partition("=")
+        if not sep or not folder or not name:
+            raise ValueError(f"--class-alias must look like FOLDER=CLASS, got {pair!r}.")
+        aliases[folder] = name
+    return aliases

@@ -11,8 +11,10 @@ import argparse
 from pathlib import Path
 
 from skicm.cli._common import (
+    add_class_alias_options,
     add_model_options,
     auto_or_positive_int,
+    class_aliases_from_args,
     embedder_from_args,
     non_negative_float,
     positive_float,
@@ -85,19 +87,7 @@ def add_parser(subcommands):
     evaluate.add_argument(
         "--test-domains", nargs="+", metavar="DOMAIN", help="domains to hold out (default: all)"
     )
-    evaluate.add_argument(
-        "--class-alias",
-        action="append",
-        default=[],
-        metavar="FOLDER=CLASS",
-        help="class name of a class folder named otherwise (repeatable), e.g. hund=dog",
-    )
-    evaluate.add_argument(
-        "--class-alias-file",
-        metavar="FILE",
-        help="file of class aliases: one FOLDER=CLASS line per class folder, or a JSON object "
-        "(class_aliases of load_image_folders)",
-    )
+    add_class_alias_options(evaluate)
     protocol = evaluate.add_argument_group("protocol")
     protocol.add_argument(
         "--protocol",
@@ -247,17 +237,8 @@ def add_parser(subcommands):
 
 
 def _class_aliases(pairs, path):
-    if path is not None and pairs:
-        raise ValueError("give --class-alias or --class-alias-file, not both.")
-    if path is not None:
-        return path
-    aliases = {}
-    for pair in pairs:
-        folder, sep, name = pair.partition("=")
-        if not sep or not folder or not name:
-            raise ValueError(f"--class-alias must look like FOLDER=CLASS, got {pair!r}.")
-        aliases[folder] = name
-    return aliases
+    """``class_aliases_from_args`` on the two values (the form ``skicm embed`` imports)."""
+    return class_aliases_from_args(argparse.Namespace(class_alias=pairs, class_alias_file=path))
 
 
 def _uses_model(args):
@@ -363,7 +344,7 @@ def run(args):
         data = load_image_folders(
             args.source,
             domains=args.domains,
-            class_aliases=_class_aliases(args.class_alias, args.class_alias_file),
+            class_aliases=class_aliases_from_args(args),
         )
         _check_domains(args, data)
         description = (

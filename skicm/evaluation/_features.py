@@ -140,8 +140,12 @@ def _embed_image_interventions(embedder, inputs, *, seed, progress):
     """Embed one intervened counterpart (the paper's seven interventions) of every image.
 
     Counterparts are made and embedded a chunk at a time, so memory stays bounded on large
-    folders; each chunk gets its own seed derived from ``seed``, so the counterparts (and
-    therefore their keys in an embedding store) are the same in every run.
+    folders; each chunk gets its own seed derived from ``seed``, so the counterparts are the
+    same in every run. With an embedding store, each counterpart's embedding is also kept
+    under a key of its own (:func:`_counterpart_keys`: the source image's key, the
+    interventions' identity, the seed and the position), so that a later run finds it without
+    making the intervened image: a warm run neither decodes the images for the interventions
+    nor imports torchvision.
     """
     from sklearn.base import clone
 
@@ -150,15 +154,104 @@ def _embed_image_interventions(embedder, inputs, *, seed, progress):
     quiet = clone(embedder)
     if "progress" in quiet.get_params():
         quiet.set_params(progress=False)
+    keyed = _counterpart_store(quiet, inputs, seed)
     blocks = []
     bar = _progress(total=len(inputs), desc="embedding image interventions", enabled=progress)
     for start in range(0, len(inputs), _COUNTERPART_CHUNK):
         chunk = inputs[start : start + _COUNTERPART_CHUNK]
-        interventions = ImageInterventions(random_state=np.random.RandomState([seed, start]))
-        blocks.append(np.asarray(quiet.transform(interventions.apply(chunk))))
+        block = None if keyed is None else keyed.lookup(start, len(chunk))
+        if block is None:
+            interventions = ImageInterventions(random_state=np.random.RandomState([seed, start]))
+            counterparts = interventions.apply(chunk)
+            block = np.asarray(quiet.transform(counterparts))
+            if keyed is not None:
+                keyed.keep(start, counterparts)
+        blocks.append(block)
         bar.update(len(chunk))
     bar.close()
     return np.concatenate(blocks)
+
+
+def _counterpart_keys(source_keys, identity, *, seed, start):
+    """Store keys of the counterparts of one chunk (``""`` where the source has no key).
+
+    The counterpart of the image at position ``index`` of the chunk starting at ``start`` is
+    a function of the image, the interventions (``identity``: parameters, code and package
+    versions, see ``ImageInterventions._identity``), ``seed``, ``start`` and ``index`` only
+    (the chunk's call seed is drawn from ``RandomState([seed, start])`` and each counterpart
+    from ``(call seed, index)``): its key hashes exactly these. A changed image (its key: the
+    file's identity or the pixels' hash), intervention, seed or position gives another key;
+    the prefix ``counterpart:`` keeps the keys apart from the images' own.
+    """
+    from skicm._image_encoder_base import digest
+
+    return [
+        "counterpart:"
+        + digest(
+            {"image": key, "interventions": identity, "seed": seed, "start": start, "index": i}
+        )
+        if key
+        else ""
+        for i, key in enumerate(source_keys)
+    ]
+
+
+class _KeyedCounterparts:
+    """Counterpart embeddings of one data set in the embedder's store, by counterpart key."""
+
+    def __init__(self, embedder, store, namespace, source_keys, identity, seed):
+        self.embedder, self.store, self.namespace = embedder, store, namespace
+        self.source_keys, self.identity, self.seed = source_keys, identity, seed
+
+    def _keys(self, start, length):
+        return _counterpart_keys(
+            self.source_keys[start : start + length], self.identity, seed=self.seed, start=start
+        )
+
+    def lookup(self, start, length):
+        """Embeddings of the chunk's counterparts (as ``transform`` returns them), or None."""
+        keys = self._keys(start, length)
+        if not all(keys):
+            return None
+        found = self.store.get_many(self.namespace, keys)
+        if len(found) < len(set(keys)):
+            return None
+        raw = np.stack([found[key] for key in keys]).astype(np.float32, copy=False)
+        return self.embedder._normalized(raw)
+
+    def keep(self, start, counterparts):
+        """Key the chunk's just-embedded counterparts (stored by their pixels) by position."""
+        from skicm.image_loading import as_image_list, image_keys
+
+        keys = self._keys(start, len(counterparts))
+        pixel_keys = image_keys(as_image_list(counterparts, type(self.embedder).__name__))
+        raw = self.store.get_many(self.namespace, pixel_keys)
+        fresh = {
+            key: raw[pixel_key]
+            for key, pixel_key in zip(keys, pixel_keys)
+            if key and pixel_key in raw
+        }
+        if fresh:
+            self.store.put_many(self.namespace, fresh)
+
+
+def _counterpart_store(embedder, inputs, seed):
+    """:class:`_KeyedCounterparts` of an embedder with a store (None: no such store)."""
+    from skicm.interventions import ImageInterventions
+
+    if not all(hasattr(embedder, name) for name in ("store_namespace", "_normalized", "store")):
+        return None
+    from skicm._image_encoder_base import resolve_store
+    from skicm.image_loading import as_image_list, image_keys_and_missing
+
+    store = resolve_store(embedder.store)
+    identity = ImageInterventions()._identity()
+    if store is None or identity is None:
+        return None
+    source_keys, _ = image_keys_and_missing(as_image_list(inputs, type(embedder).__name__))
+    return _KeyedCounterparts(
+        embedder, store, embedder.store_namespace(), source_keys, identity, seed
+    )
 
 
 def _progress(*, total, desc, enabled):
