@@ -478,7 +478,9 @@ def test_rerun_with_a_store_encodes_nothing(image_folder, tmp_path, tiny_clip_na
         assert main(argv) == 0
         first, n_first = capsys.readouterr().out, len(calls)
         stored = SQLiteStore(store).count()
-        assert n_first > 0 and stored == 2 * 24  # the images and their counterparts
+        # The images, their counterparts by pixels, and the counterparts by (image,
+        # interventions, seed, position), which a warm run reads without making them.
+        assert n_first > 0 and stored == 3 * 24
         calls.clear()
         assert main(argv) == 0
         assert calls == []  # no forward pass of any torch module: everything came from the store
@@ -491,6 +493,64 @@ def test_rerun_with_a_store_encodes_nothing(image_folder, tmp_path, tiny_clip_na
         assert len(calls) > 0
     finally:
         handle.remove()
+
+
+# Runs `skicm evaluate` and says which heavy packages the run imported.
+_WARM_RUN = """
+import json, sys
+from skicm.cli import main
+code = main(sys.argv[1:])
+heavy = sorted(name for name in ("torch", "torchvision", "open_clip") if name in sys.modules)
+print(json.dumps({"code": code, "imported": heavy}))
+"""
+
+
+def test_a_warm_run_makes_no_intervened_image_and_gives_the_cold_results(image_folder, tmp_path):
+    """Everything in the store (images and counterparts): a new process neither makes the
+    intervened images (no torchvision: the paper's interventions are torchvision transforms)
+    nor loads a model (no open_clip), and writes the cold run's results."""
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("skicm.image_embedder")
+    store = tmp_path / "store.sqlite"
+    argv = ["evaluate", str(image_folder), "--image-model", "skicm.model_configs:tiny_image_model",
+            "--device", "cpu", "--store", str(store), "--interventions", "image",
+            "--n-components", "4", "--alpha", "1", "--C", "1", "--no-progress"]  # fmt: skip
+    assert main([*argv, "--output", str(tmp_path / "cold")]) == 0
+    warm = subprocess.run(
+        [sys.executable, "-c", _WARM_RUN, *argv, "--output", str(tmp_path / "warm")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    report = json.loads(warm.stdout.strip().splitlines()[-1])
+    assert report["code"] == 0
+    assert "torchvision" not in report["imported"] and "open_clip" not in report["imported"]
+    cold_rows, warm_rows = (read_csv(tmp_path / run / "results.csv") for run in ("cold", "warm"))
+    assert warm_rows == cold_rows and len(cold_rows) > 0
+
+
+def test_counterpart_keys_change_with_the_image_the_interventions_the_seed_and_position():
+    """The key of a counterpart's embedding names everything that determines its pixels."""
+    from skicm.evaluation._features import _counterpart_keys
+    from skicm.interventions import ImageInterventions
+
+    identity = ImageInterventions()._identity()
+    base = _counterpart_keys(["a", "b"], identity, seed=0, start=0)
+    assert len(set(base)) == 2 and all(key.startswith("counterpart:") for key in base)
+    assert _counterpart_keys(["a", "b"], identity, seed=0, start=0) == base  # deterministic
+    changed = [
+        _counterpart_keys(["a2", "b"], identity, seed=0, start=0)[0],  # another image
+        _counterpart_keys(["a", "b"], identity, seed=1, start=0)[0],  # another seed
+        _counterpart_keys(["a", "b"], identity, seed=0, start=256)[0],  # another chunk
+        _counterpart_keys(["b", "a"], identity, seed=0, start=0)[1],  # another position
+        _counterpart_keys(["a"], {**identity, "n_per_image": 2}, seed=0, start=0)[0],
+        _counterpart_keys(["a"], ImageInterventions(["invert"])._identity(), seed=0, start=0)[0],
+    ]
+    assert base[0] not in changed and len(set(changed)) == len(changed)
+    assert _counterpart_keys([""], identity, seed=0, start=0) == [""]  # no key without a source
+    # Callables cannot be identified without running them: no key, the pixels key them.
+    assert ImageInterventions([lambda image: image])._identity() is None
 
 
 def test_open_class_protocol_reports_base_and_new_classes(tmp_path, tiny_clip_name):
