@@ -18,6 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from skicm import InterventionStatistics, InvariantProjector, NoInvarianceWarning
 from skicm.datasets import make_linear_scm
 from skicm.exceptions import RankWarning
+from skicm.projection import count_positive_eigenvalues
 
 TRAIN_ENVIRONMENTS = (0, 1)
 
@@ -1484,3 +1485,68 @@ def test_no_module_outside_projection_writes_the_projector_state():
                 ):
                     offences.append(f"{path.relative_to(root)}:{node.lineno} sets .{target.attr}")
     assert offences == []
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_fewer_rows_than_features_solve_in_their_span(center, monkeypatch):
+    """Rows (samples, counterparts, deltas) fewer than the features: ``fit`` eigendecomposes
+    the r x r problem in their span; the fitted state is the full d x d eigendecomposition's
+    (``fit_from_statistics`` on the same sums keeps it), within the solvers' round-off."""
+    rng = np.random.default_rng(3)
+    n, d, alpha = 30, 160, 2.0
+    # Columns of decreasing scale: well separated eigenvalues (the gaps below are O(1)).
+    X = rng.normal(size=(n, d)) * np.linspace(3.0, 0.5, d)
+    X_intervened = X + 0.3 * rng.normal(size=(n, d))
+    deltas = 0.5 * rng.normal(size=(5, d))
+    statistics = InterventionStatistics(d)
+    statistics.add_samples(X, X_intervened)
+    statistics.add_differences(deltas)
+
+    sizes = []
+    eigh = np.linalg.eigh
+
+    def recording_eigh(matrix, *args, **kwargs):
+        sizes.append(matrix.shape[0])
+        return eigh(matrix, *args, **kwargs)
+
+    monkeypatch.setattr(np.linalg, "eigh", recording_eigh)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankWarning)
+        in_span = InvariantProjector(n_components=d, alpha=alpha, center=center).fit(
+            X, X_intervened=X_intervened, deltas=deltas
+        )
+        assert sizes == [2 * n + 5]  # the span's problem only, no d x d one
+        full = InvariantProjector(n_components=d, alpha=alpha, center=center)
+        full.fit_from_statistics(statistics)
+        assert sizes[1:] == [d]
+
+    # Both solve the same M (the same sums, bit for bit). Its float64 round-off lies partly
+    # outside the rows' span, which the span's solver drops: at most the perturbation bound of
+    # sums of n terms (_float64_perturbation); each solver adds a backward error of about
+    # d u64 ||M|| (Householder QR and the symmetric eigensolvers; 10 d covers the constants).
+    scale = _objective_scale(full)
+    error = _float64_perturbation(full, n_terms=n + 5) + 2 * 10 * d * U64 * scale
+    # Weyl: each eigenvalue moves by at most ||E||_2.
+    np.testing.assert_allclose(in_span.eigenvalues_, full.eigenvalues_, rtol=0, atol=error)
+    assert in_span.data_rank_ == full.data_rank_ == n - int(center)
+    assert in_span.n_components_ == full.n_components_ == full.data_rank_
+    # Davis-Kahan: the first k eigenvectors span subspaces at angle sin <= ||E|| / gap_k.
+    values = full.eigenvalues_
+    positive = count_positive_eigenvalues(values)
+    assert positive == n - int(center)  # alpha * (differences) does not kill a direction here
+    gaps = values[:positive] - values[1 : positive + 1]
+    assert gaps.min() > 1e3 * error  # the bounds below are meaningful
+    for k in (1, 5, positive):
+        sine = _max_sine(in_span.components_[:k], full.components_[:k])
+        assert sine <= error / gaps[k - 1]
+    # Each direction (angle <= error / its smallest neighbouring gap) moves its variances
+    # v^T S v and v^T I v by at most 2 sin ||S|| (resp. ||I||), both below ``scale``.
+    own_gap = np.minimum(gaps, np.concatenate([[np.inf], gaps[:-1]]))
+    for name in ("signal_variance_", "intervention_variance_"):
+        difference = np.abs(getattr(in_span, name)[:positive] - getattr(full, name)[:positive])
+        assert np.all(difference <= 2 * scale * error / own_gap)
+    # Past the positive eigenvalues come M's null space (outside the span) and its negative
+    # directions: any orthonormal basis of them is an eigenbasis; the components stay
+    # orthonormal (to the QR's and the solver's 10 d u64).
+    gram = in_span.components_ @ in_span.components_.T
+    np.testing.assert_allclose(gram, np.eye(in_span.n_components_), rtol=0, atol=10 * d * U64)
