@@ -9,7 +9,14 @@ solve (``fit_from_statistics`` with the largest rank, then ``truncated`` for the
 instead of one solve per rank: the ratio printed is the grid's time by truncation over the
 time of one solve per rank (target: about 1 / number of ranks).
 
+Few rows, many features (``--small-n``, default 110 x 1280: a leave-one-domain-out fold of
+mini VLCS with EfficientNet-Lite0 features): ``fit`` eigendecomposes the (2n x 2n) problem in
+the span of the rows and counterparts; printed beside ``fit_from_statistics`` on the same
+sums, which eigendecomposes the d x d matrix (only sums are known there), both with one BLAS
+thread.
+
 Run: python benchmarks/bench_projection_fit.py [--n-samples 200000] [--n-features 512]
+[--small-n 110] [--small-d 1280]
 """
 
 from __future__ import annotations
@@ -35,12 +42,47 @@ def best_of_interleaved(repeats, *functions):
     return best
 
 
+def few_rows(args):
+    """fit (solve in the rows' span) against fit_from_statistics (d x d) on n << d data."""
+    from threadpoolctl import threadpool_limits
+
+    from skicm import InterventionStatistics
+
+    rng = np.random.default_rng(0)
+    n, d = args.small_n, args.small_d
+    X = rng.standard_normal((n, d), dtype=np.float32)
+    X_intervened = X + 0.3 * rng.standard_normal(X.shape, dtype=np.float32)
+    statistics = InterventionStatistics(d)
+    statistics.add_samples(X, X_intervened)
+
+    def in_span():
+        InvariantProjector(n_components=d, alpha=1.0).fit(X, X_intervened=X_intervened)
+
+    def full():
+        InvariantProjector(n_components=d, alpha=1.0).fit_from_statistics(statistics)
+
+    with warnings.catch_warnings(), threadpool_limits(1):
+        warnings.simplefilter("ignore")
+        in_span(), full()  # warm up
+        span_seconds, full_seconds = best_of_interleaved(args.repeats, in_span, full)
+    print(f"{n} x {d} float32 with aligned counterparts (n << d), one BLAS thread")
+    print(f"  fit (eigendecomposition in the rows' span): {span_seconds:8.3f} s")
+    print(f"  fit_from_statistics (d x d eigh):           {full_seconds:8.3f} s")
+    print(f"  ratio span / full:                          {span_seconds / full_seconds:8.2f}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-samples", type=int, default=200_000)
     parser.add_argument("--n-features", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--small-n", type=int, default=110, help="rows of the n << d case")
+    parser.add_argument("--small-d", type=int, default=1280, help="features of the n << d case")
+    parser.add_argument("--only-small", action="store_true", help="run the n << d case only")
     args = parser.parse_args(argv)
+    few_rows(args)
+    if args.only_small:
+        return
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((args.n_samples, args.n_features), dtype=np.float32)
