@@ -155,3 +155,30 @@ def test_warnings_are_printed_as_one_skicm_line_without_python_source(tmp_path, 
     assert "caltech: auto, hund" in warning_lines[0] and "--class-alias" in warning_lines[0]
     assert "UserWarning" not in err and "load_image_folders(" not in err
     assert err.splitlines()[-1].startswith("skicm evaluate: error: ")
+
+
+def test_class_alias_options_are_read_in_one_place(tmp_path):
+    """``--class-alias`` / ``--class-alias-file``: pairs become a dict, a file stays a path for
+    load_image_folders to read, both together or a pair without ``=`` name the option."""
+    import argparse
+
+    from skicm.cli._common import add_class_alias_options, class_aliases_from_args
+
+    parser = argparse.ArgumentParser()
+    add_class_alias_options(parser)
+    read = lambda *argv: class_aliases_from_args(parser.parse_args(list(argv)))  # noqa: E731
+    assert read("--class-alias", "hund=dog", "--class-alias", "auto=car") == {
+        "hund": "dog",
+        "auto": "car",
+    }
+    assert read() == {}
+    aliases = tmp_path / "aliases.txt"
+    assert read("--class-alias-file", str(aliases)) == str(aliases)
+    with pytest.raises(ValueError, match="give --class-alias or --class-alias-file, not both"):
+        read("--class-alias-file", str(aliases), "--class-alias", "hund=dog")
+    for bad in ("dog", "=dog", "hund="):
+        with pytest.raises(ValueError, match=f"--class-alias must look like FOLDER=CLASS.*{bad}"):
+            read("--class-alias", bad)
+    # skicm evaluate uses these options.
+    evaluate = build_parser().parse_args(["evaluate", "root", "--class-alias", "hund=dog"])
+    assert class_aliases_from_args(evaluate) == {"hund": "dog"}

@@ -435,3 +435,22 @@ def test_text_embeddings_are_encoded_once_per_process(tiny_clip_name):
     finally:
         hook.remove()
         clear_text_cache()
+
+
+@pytest.mark.parametrize("bad", ["a photo", "a {} of a {}", 3])
+def test_domain_and_zero_shot_templates_share_one_check(bad):
+    """Domain prompts and zero-shot templates reject the same templates (none or two ``{}``,
+    not a string), each error naming its own parameter and the bad template; the zero-shot
+    message also lists the named template sets."""
+    from skicm.zero_shot import TEMPLATE_SETS, _check_templates
+
+    good = "a photo of a {}."
+    with pytest.raises(ValueError, match="domain_templates must be strings") as domain:
+        TextInterventions(class_names=["cat"], domain_templates=[good, bad])._templates()
+    with pytest.raises(ValueError, match="--templates must be strings") as zero_shot:
+        _check_templates([good, bad], "--templates")
+    for error in (domain, zero_shot):
+        assert f"where [{bad!r}] are not" in str(error.value)
+    assert str(list(TEMPLATE_SETS)) in str(zero_shot.value)
+    TextInterventions(class_names=["cat"], domain_templates=[good, "a {} sketch"])._templates()
+    _check_templates([good, "a {} sketch"])
