@@ -3,8 +3,9 @@
 The optional extra ``skicm[ray]`` (Ray Data and pyarrow) is needed here; ``import skicm`` does
 not import this package, Ray or pyarrow.
 
-- :func:`embed_collection` (the ``skicm embed`` command) embeds a folder or a listing of images
-  into resumable Parquet shards, in this process or on a Ray cluster;
+- :func:`embed_collection` (the ``skicm embed`` command) embeds a folder, a listing of images,
+  WebDataset tar shards or a Hugging Face dataset into resumable Parquet shards, in this
+  process or on a Ray cluster;
 - :func:`load_embeddings` reads them back as arrays, and :class:`ShardStore` lets an embedder
   answer from them instead of encoding again;
 - :func:`fit_projector_from_shards` fits the invariant projector from statistics computed per
