@@ -455,13 +455,21 @@ def _kept_directions(n_components, eigenvalues, data_rank, n_samples, center):
     return kept
 
 
-def _span_basis(blocks, n_features):
-    """The rows of ``blocks`` stacked, with an orthonormal basis of their span, or None.
+def _gram_diagonal(statistics):
+    """``diag(Z^T Z)`` of the statistics without forming the d x d matrix."""
+    diagonal = np.diag(statistics.shifted_gram).copy()
+    if statistics.shift is not None:
+        shift = statistics.shift
+        diagonal += 2 * shift * statistics.shifted_sum + statistics.n_samples * shift**2
+    return diagonal
 
-    Returns ``(basis, stacked)``: ``basis`` (n_features, r) has orthonormal columns spanning
-    (at least) the rows, r their number. None when the rows number ``n_features`` or more
-    (the span may be the whole space and the full eigendecomposition costs no more) or there
-    are none.
+
+def _span_basis(blocks, n_features):
+    """An orthonormal basis (n_features, r) of the span of the rows of ``blocks``, or None.
+
+    Its columns span (at least) the rows, r their number. None when the rows number
+    ``n_features`` or more (the span may be the whole space and the full eigendecomposition
+    costs no more) or there are none.
     """
     blocks = [block for block in blocks if block is not None and len(block)]
     n_rows = sum(block.shape[0] for block in blocks)
@@ -470,10 +478,26 @@ def _span_basis(blocks, n_features):
     stacked = np.concatenate([np.asarray(block, dtype=np.float64) for block in blocks])
     # Householder QR: Q is orthonormal to working precision whatever the rank of the rows.
     basis, _ = np.linalg.qr(stacked.T)
-    return basis, stacked
+    return basis
 
 
-def _solve_in_span(objective, signal, basis, stacked):
+def _complement(basis, count):
+    """``count`` orthonormal columns orthogonal to ``basis`` (deterministic).
+
+    The coordinate axes least covered by the span (smallest rows of ``basis``), with the span
+    projected out twice ("twice is enough": orthogonal to working precision) and orthonormalised
+    by QR: O(d r count), where a complete QR would cost O(d^2 r).
+    """
+    axes = np.sort(np.argsort(np.einsum("ij,ij->i", basis, basis), kind="stable")[:count])
+    columns = np.zeros((basis.shape[0], count))
+    columns[axes, np.arange(count)] = 1.0
+    for _ in range(2):
+        columns -= basis @ (basis.T @ columns)
+        columns, _ = np.linalg.qr(columns)
+    return columns
+
+
+def _solve_in_span(objective, signal, basis):
     """Eigenpairs of ``M`` (and eigenvalues of ``S``) from the r x r problem in a span.
 
     ``M = S - alpha * I`` with ``S`` and ``I`` sums of outer products of rows in the span of
@@ -503,11 +527,14 @@ def _solve_in_span(objective, signal, basis, stacked):
     def eigenvectors(k):
         if k <= n_positive:
             return basis @ vectors[:, :k]
-        complete, _ = np.linalg.qr(stacked.T, mode="complete")
-        complement = complete[:, rank:]
+        wanted = min(k - n_positive, n_features - rank)
         return np.hstack(
-            [basis @ vectors[:, :n_positive], complement, basis @ vectors[:, n_positive:]]
-        )[:, :k]
+            [
+                basis @ vectors[:, :n_positive],
+                _complement(basis, wanted),
+                basis @ vectors[:, n_positive : n_positive + k - n_positive - wanted],
+            ]
+        )
 
     return eigenvalues, eigenvectors, signal_eigenvalues
 
@@ -861,7 +888,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         # Statistics of this batch are complete and valid before they touch the fitted state.
         batch = InterventionStatistics(n_features)
         batch.add_samples(X, X_intervened)
-        if not np.all(np.isfinite(np.diag(batch.gram))):
+        if not np.all(np.isfinite(_gram_diagonal(batch))):
             raise ValueError(_non_finite_message("X", X.dtype))
         if not np.all(np.isfinite(np.diag(batch.difference_gram))):
             raise ValueError(_non_finite_message("X_intervened", X.dtype))
@@ -875,8 +902,11 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
         # The fitted state changes only once everything has succeeded: a fit or partial_fit
         # that raises (bad batch, failing intervention source) leaves the projector as it was.
-        statistics = InterventionStatistics(n_features) if reset else self._statistics_copy()
-        statistics.merge(batch)
+        if reset:
+            statistics = batch  # the merge of one batch into empty statistics is the batch
+        else:
+            statistics = self._statistics_copy()
+            statistics.merge(batch)
         # On a fresh fit the rows behind every sum are at hand: they span M (see _solve).
         rows = [X, X_intervened, deltas] if reset else None
         self._solve(statistics, dtype=X.dtype, rows=rows)
@@ -1123,7 +1153,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             # environment_differences are differences of means of rows of X: already spanned.
             span = _span_basis([*rows, *extra_differences[1:]], statistics.n_features)
         if span is not None:
-            eigenvalues, eigenvectors, signal_eigenvalues = _solve_in_span(objective, signal, *span)
+            eigenvalues, eigenvectors, signal_eigenvalues = _solve_in_span(objective, signal, span)
         else:
             eigenvalues, eigenvectors = np.linalg.eigh(objective)
             eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]

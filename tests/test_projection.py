@@ -1550,3 +1550,39 @@ def test_fewer_rows_than_features_solve_in_their_span(center, monkeypatch):
     # orthonormal (to the QR's and the solver's 10 d u64).
     gram = in_span.components_ @ in_span.components_.T
     np.testing.assert_allclose(gram, np.eye(in_span.n_components_), rtol=0, atol=10 * d * U64)
+
+
+def test_directions_past_the_positive_eigenvalues_are_eigenvectors_of_m_too():
+    """A large alpha leaves fewer positive eigenvalues than the data's rank: asked for every
+    direction, the span's solve adds eigenvectors of eigenvalue 0 (orthogonal to every row)
+    and then the negative ones, orthonormal, as the full eigendecomposition would."""
+    rng = np.random.default_rng(4)
+    n, d, alpha = 20, 120, 50.0
+    X = rng.normal(size=(n, d)) * np.linspace(3.0, 0.5, d)
+    # The first ten counterparts are zero, the others the rows themselves: the differences
+    # are the first ten rows, so M = (sum of the other rows' X_i X_i^T + (1 - alpha) sum of
+    # the first ten's) / n has ten positive and ten negative eigenvalues in the rows' span.
+    X_intervened = X.copy()
+    X_intervened[:10] = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankWarning)
+        projector = InvariantProjector(n_components=d, alpha=alpha)
+        projector.fit(X, X_intervened=X_intervened)
+    positive = count_positive_eigenvalues(projector.eigenvalues_)
+    assert 0 < positive < projector.n_components_ == projector.data_rank_ == n
+    statistics = projector.statistics_
+    M = statistics.gram / n - alpha * statistics.difference_gram / n
+    # Eigenpair residuals ||M v - (v^T M v) v|| are round-off: 10 d u64 ||M|| (QR, solver).
+    error = 10 * d * U64 * np.linalg.norm(M, 2)
+    C = projector.components_
+    np.testing.assert_allclose(C @ C.T, np.eye(n), rtol=0, atol=10 * d * U64)
+    rayleigh = np.einsum("ij,jk,ik->i", C, M, C)
+    residuals = np.linalg.norm(C @ M - rayleigh[:, None] * C, axis=1)
+    assert np.all(residuals <= error)
+    assert np.all(rayleigh[positive:] <= error)  # zero, then negative
+    assert np.all(np.diff(rayleigh) <= error)  # in decreasing order
+    # The zero directions are orthogonal to every row the projector was fitted on.
+    zero = np.abs(rayleigh) <= error
+    assert zero.sum() > 0
+    rows = np.vstack([X, X_intervened])
+    assert np.abs(rows @ C[zero].T).max() <= 10 * d * U64 * np.abs(rows).max() * np.sqrt(d)
