@@ -467,7 +467,7 @@ def _gram_diagonal(statistics):
 def _span_basis(blocks, n_features):
     """An orthonormal basis (n_features, r) of the span of the rows of ``blocks``, or None.
 
-    Its columns span (at least) the rows, r their number. None when the rows number
+    r is the rows' numerical rank. None when the rows number
     ``n_features`` or more (the span may be the whole space and the full eigendecomposition
     costs no more) or there are none.
     """
@@ -476,9 +476,16 @@ def _span_basis(blocks, n_features):
     if not blocks or n_rows >= n_features:
         return None
     stacked = np.concatenate([np.asarray(block, dtype=np.float64) for block in blocks])
-    # Householder QR: Q is orthonormal to working precision whatever the rank of the rows.
-    basis, _ = np.linalg.qr(stacked.T)
-    return basis
+    # The right singular vectors of the rows' nonzero singular values (beyond the float64
+    # round-off of numpy.linalg.matrix_rank's rule): their span, and no more, even when the
+    # rows repeat one another (counterparts equal to their images, deltas among the rows). A
+    # direction dropped carries rows of norm below that tolerance, so M moves by its square.
+    _, singular, right = np.linalg.svd(stacked, full_matrices=False)
+    tolerance = singular[:1].max(initial=0.0) * max(stacked.shape) * np.finfo(np.float64).eps
+    kept = singular > tolerance
+    if not kept.any():
+        return None
+    return right[kept].T
 
 
 def _complement(basis, count):

@@ -1380,12 +1380,16 @@ def test_auto_rank_never_exceeds_the_rows(rng):
     # almost exactly, so round-off of S and alpha I (about u64 ||S||) dwarfs the "auto"
     # tolerance (64 * 2**-23 * 1e-12 ||S||): without the data-rank cap, noise eigenvalues of
     # the 54 directions outside the 10 rows' span count as positive.
+    # (fit_from_statistics: the d x d eigendecomposition; fit solves in the rows' span, where
+    # those 54 directions are exact zeros.)
     X = rng.standard_normal((10, 64))
-    projector = InvariantProjector(alpha=4 * (1 - 1e-12))
-    projector.fit(X, X_intervened=0.5 * X)
-    from skicm.projection import count_positive_eigenvalues
-
+    statistics = InterventionStatistics(64)
+    statistics.add_samples(X, 0.5 * X)
+    projector = InvariantProjector(alpha=4 * (1 - 1e-12)).fit_from_statistics(statistics)
+    in_span = InvariantProjector(alpha=4 * (1 - 1e-12)).fit(X, X_intervened=0.5 * X)
     assert count_positive_eigenvalues(projector.eigenvalues_) > 10  # what the cap prevents
+    assert count_positive_eigenvalues(in_span.eigenvalues_) <= 10
+    assert in_span.n_components_ == in_span.data_rank_ == 10
     assert projector.data_rank_ == 10
     assert projector.n_components_ == 10
     with pytest.warns(RankWarning, match="n_components=12"):
@@ -1523,7 +1527,7 @@ def test_fewer_rows_than_features_solve_in_their_span(center, monkeypatch):
     # Both solve the same M (the same sums, bit for bit). Its float64 round-off lies partly
     # outside the rows' span, which the span's solver drops: at most the perturbation bound of
     # sums of n terms (_float64_perturbation); each solver adds a backward error of about
-    # d u64 ||M|| (Householder QR and the symmetric eigensolvers; 10 d covers the constants).
+    # d u64 ||M|| (the rows' SVD and the symmetric eigensolvers; 10 d covers the constants).
     scale = _objective_scale(full)
     error = _float64_perturbation(full, n_terms=n + 5) + 2 * 10 * d * U64 * scale
     # Weyl: each eigenvalue moves by at most ||E||_2.
@@ -1547,7 +1551,7 @@ def test_fewer_rows_than_features_solve_in_their_span(center, monkeypatch):
         assert np.all(difference <= 2 * scale * error / own_gap)
     # Past the positive eigenvalues come M's null space (outside the span) and its negative
     # directions: any orthonormal basis of them is an eigenbasis; the components stay
-    # orthonormal (to the QR's and the solver's 10 d u64).
+    # orthonormal (to the SVD's, the QR's and the solver's 10 d u64).
     gram = in_span.components_ @ in_span.components_.T
     np.testing.assert_allclose(gram, np.eye(in_span.n_components_), rtol=0, atol=10 * d * U64)
 
@@ -1572,7 +1576,7 @@ def test_directions_past_the_positive_eigenvalues_are_eigenvectors_of_m_too():
     assert 0 < positive < projector.n_components_ == projector.data_rank_ == n
     statistics = projector.statistics_
     M = statistics.gram / n - alpha * statistics.difference_gram / n
-    # Eigenpair residuals ||M v - (v^T M v) v|| are round-off: 10 d u64 ||M|| (QR, solver).
+    # Eigenpair residuals ||M v - (v^T M v) v|| are round-off: 10 d u64 ||M|| (SVD, QR, solver).
     error = 10 * d * U64 * np.linalg.norm(M, 2)
     C = projector.components_
     np.testing.assert_allclose(C @ C.T, np.eye(n), rtol=0, atol=10 * d * U64)
