@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from numbers import Real
 from typing import ClassVar
 
@@ -31,6 +32,7 @@ from skicm.interventions import (
     _class_labels_and_names,
     _encode_texts,
 )
+from skicm.prompts import _is_prompt_file, check_class_prompts, load_prompts
 
 __all__ = [
     "DEFAULT_ZERO_SHOT_TEMPLATES",
@@ -56,26 +58,49 @@ DEFAULT_ZERO_SHOT_TEMPLATES = (
 TEMPLATE_SETS = ("openai-imagenet", "simple-imagenet", "skicm")
 
 
-def _check_templates(templates, name="templates"):
-    """Validate ``templates`` (a named set, one template or several) without importing open_clip.
+def _resolve_templates(templates, name="templates"):
+    """``templates`` as templates with one ``{}`` each, or as a class -> prompts dict.
 
-    Every template holds exactly one ``{}``, where the class name goes.
+    Accepts a set name of :data:`TEMPLATE_SETS`, one template or several, a dict of class name
+    -> prompts, or the path of a JSON file of either (:func:`skicm.prompts.load_prompts`).
+    Set names are returned as they are (expanded by :func:`zero_shot_templates`), so that this
+    check imports nothing heavy.
     """
+    if isinstance(templates, dict):
+        return check_class_prompts(templates, name)
+    if _is_prompt_file(templates) or (
+        isinstance(templates, str)
+        and "{}" not in templates
+        and templates not in TEMPLATE_SETS
+        and os.path.isfile(templates)
+    ):
+        return load_prompts(templates)
     if isinstance(templates, str) and "{}" not in templates:
         if templates not in TEMPLATE_SETS:
             raise ValueError(
-                f"{name} must be one of the template sets {list(TEMPLATE_SETS)} or templates with "
-                f"exactly one '{{}}' for the class name, got {templates!r}."
+                f"{name} must be one of the template sets {list(TEMPLATE_SETS)}, templates with "
+                f"exactly one '{{}}' for the class name, or a JSON file of prompts; got "
+                f"{templates!r}, which is none of these (and no such file)."
             )
-        return
+        return templates
     values = [templates] if isinstance(templates, str) else list(templates)
-    alternatives = f" (or one of the template sets {list(TEMPLATE_SETS)})"
+    alternatives = f" (or one of the template sets {list(TEMPLATE_SETS)}, or a JSON file)"
     if not values:
         raise ValueError(
             f"{name} must be strings with exactly one '{{}}' for the class name{alternatives}; "
             f"got {templates!r}, which is empty."
         )
     _check_placeholder_templates(values, name, alternatives=alternatives)
+    return values
+
+
+def _check_templates(templates, name="templates"):
+    """Validate ``templates`` (a set name, templates, class -> prompts, or a JSON file of them).
+
+    Every template holds exactly one ``{}``, where the class name goes; every class of a
+    class -> prompts mapping has a non-empty list of strings. Imports no open_clip.
+    """
+    _resolve_templates(templates, name)
 
 
 def zero_shot_templates(templates="openai-imagenet"):
@@ -83,20 +108,24 @@ def zero_shot_templates(templates="openai-imagenet"):
 
     Parameters
     ----------
-    templates : str or sequence of str, default="openai-imagenet"
+    templates : str, sequence of str, dict or path-like, default="openai-imagenet"
         A name of :data:`TEMPLATE_SETS`: ``"openai-imagenet"``: open_clip's 80 ImageNet
         templates of the CLIP paper; ``"simple-imagenet"``: open_clip's 7 selected ones;
         ``"skicm"``: :data:`DEFAULT_ZERO_SHOT_TEMPLATES`. A single template containing ``{}``
-        or a sequence of them is returned as a list.
+        or a sequence of them is returned as a list. A dict of class name -> prompts (CuPL's
+        format) is returned checked, and the path of a JSON file of either layout is read
+        with :func:`skicm.prompts.load_prompts`.
 
     Returns
     -------
-    templates : list of str
+    templates : list of str or dict of str to list of str
+        Templates with one ``{}``, or class name -> prompts.
 
     Raises
     ------
     ValueError
-        If ``templates`` is neither a set's name nor templates with exactly one ``{}`` each.
+        If ``templates`` is neither a set's name, templates with exactly one ``{}`` each, a
+        class -> prompts mapping nor a readable JSON file of prompts (naming the file).
 
     Examples
     --------
@@ -106,18 +135,60 @@ def zero_shot_templates(templates="openai-imagenet"):
     >>> zero_shot_templates("a photo of a {}.")
     ['a photo of a {}.']
     """
-    _check_templates(templates)
-    if isinstance(templates, str) and templates in TEMPLATE_SETS:
+    templates = _resolve_templates(templates)
+    if isinstance(templates, str):  # a set name
         if templates == "skicm":
             return list(DEFAULT_ZERO_SHOT_TEMPLATES)
         from open_clip import zero_shot_metadata
 
         name = templates.split("-")[0].upper() + "_IMAGENET_TEMPLATES"
         return [template("{}") for template in getattr(zero_shot_metadata, name)]
-    return [templates] if isinstance(templates, str) else list(templates)
+    return templates
 
 
 _EPS = 1e-12
+
+
+def _prompt_key(name):
+    return name.replace("_", " ").strip().casefold()
+
+
+def _class_prompts(prompts, class_names, given):
+    """The prompts of each class of ``class_names`` in a class -> prompts mapping.
+
+    A class is looked up by its exact name, else by its name with underscores as spaces,
+    ignoring case (DomainBed's folder ``alarm_clock`` finds CuPL's ``"alarm clock"``).
+    """
+    source = (
+        f"the prompt file {os.fspath(given)!r}"
+        if _is_prompt_file(given) or isinstance(given, str)
+        else "templates"
+    )
+    loose = {}
+    for key in prompts:
+        loose.setdefault(_prompt_key(key), []).append(key)
+    chosen, missing = [], []
+    for name in class_names:
+        if name in prompts:
+            chosen.append(prompts[name])
+            continue
+        keys = loose.get(_prompt_key(name), [])
+        if len(keys) > 1:
+            raise ValueError(
+                f"Class {name!r} matches several classes of {source}: {keys!r}; name it "
+                "exactly as one of them."
+            )
+        if keys:
+            chosen.append(prompts[keys[0]])
+        else:
+            missing.append(name)
+    if missing:
+        raise ValueError(
+            f"Classes {missing!r} have no prompts in {source}, which has prompts for "
+            f"{sorted(prompts)[:10]!r}{' ...' if len(prompts) > 10 else ''}; add them, or "
+            "give class_names that match its keys."
+        )
+    return chosen
 
 
 def _normalize_rows(matrix):
@@ -170,9 +241,15 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     encoder : object with ``encode_text``, default=None
         Text encoder of the same model that embedded ``X``, normally a
         :class:`~skicm.CLIPEmbedder`. Not used when ``class_embeddings`` is given.
-    templates : str or sequence of str, default=DEFAULT_ZERO_SHOT_TEMPLATES
+    templates : str, sequence of str, dict or path-like, default=DEFAULT_ZERO_SHOT_TEMPLATES
         Prompt templates with one ``{}`` for the class name, or the name of a set of
         :data:`TEMPLATE_SETS` (e.g. ``"openai-imagenet"``, the CLIP paper's 80 templates).
+        A dict of class name -> list of full prompts (CuPL's format) gives each class its own
+        prompts: its embedding is the normalised mean of its prompts' normalised embeddings.
+        A path to a JSON file of either (CLIP_benchmark's ``--custom_template_file``: class
+        -> prompts, or a list of templates with ``{c}``) is read in :meth:`fit` with
+        :func:`skicm.prompts.load_prompts`. A class missing from the mapping (exact name,
+        else the name with underscores as spaces, ignoring case) makes ``fit`` raise.
     class_embeddings : array-like of shape (n_classes, n_features), "image_means" or None, \
             default=None
         Precomputed class text embeddings (one row per class, in label order), instead of
@@ -249,7 +326,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     _parameter_constraints: ClassVar[dict] = {
         "class_names": [list, tuple, dict, np.ndarray, None],
         "encoder": [HasMethods(["encode_text"]), None],
-        "templates": [str, list, tuple],
+        "templates": [str, list, tuple, dict, os.PathLike],
         "class_embeddings": ["array-like", StrOptions({"image_means"}), None],
         "projector": [HasMethods(["fit", "transform"]), None],
         "refit_projector": ["boolean"],
@@ -434,10 +511,18 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
                 )
             return _normalize_rows(embeddings.astype(dtype, copy=False))
         templates = zero_shot_templates(self.templates)
-        prompts = [template.format(name) for name in class_names for template in templates]
+        if isinstance(templates, dict):
+            per_class = _class_prompts(templates, class_names, self.templates)
+        else:
+            per_class = [[template.format(name) for template in templates] for name in class_names]
+        prompts = [prompt for class_prompts in per_class for prompt in class_prompts]
         embeddings = _encode_texts(self.encoder, prompts).astype(dtype, copy=False)
-        embeddings = _normalize_rows(embeddings).reshape(n_classes, len(templates), -1)
-        return _normalize_rows(embeddings.mean(axis=1))
+        embeddings = _normalize_rows(embeddings)
+        # Each class: the mean of its own prompts' normalised embeddings (classes of a
+        # class -> prompts mapping may have different numbers of prompts), normalised again.
+        ends = np.cumsum([len(class_prompts) for class_prompts in per_class])
+        means = np.stack([block.mean(axis=0) for block in np.split(embeddings, ends[:-1])])
+        return _normalize_rows(means)
 
     def _image_features(self, X):
         check_is_fitted(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from typing import ClassVar
 
@@ -344,3 +345,114 @@ def test_a_named_template_set_is_the_same_as_its_templates(embedder, image_embed
 def test_unknown_template_set_names_the_sets(embedder, image_embeddings):
     with pytest.raises(ValueError, match=r"one of the template sets \['openai-imagenet'"):
         ZeroShotClassifier(NAMES, encoder=embedder, templates="openai").fit(image_embeddings)
+
+
+# ------------------------------------------------------------------ prompts from files (CuPL)
+
+# Full prompts per class, CuPL's format; the classes have different numbers of prompts, and
+# "big dog" is found for the class name "big_dog" (underscores as spaces, as DomainBed's folders).
+CLASS_PROMPTS = {
+    "cat": ["a photo of a cat, a small furry pet.", "a cat with pointed ears."],
+    "big dog": ["a large dog on a lead.", "a big dog barking.", "a photo of a huge hound."],
+    "horse": ["a horse in a field."],
+}
+
+
+def _hand_class_prompt_embeddings(embedder, class_prompts):
+    """CuPL's class embedding, written out: each class's own prompts normalised, averaged,
+    normalised again, in float64 from the encoder's float32 text embeddings."""
+    rows = []
+    for prompts in class_prompts:
+        unit = _unit(np.asarray(embedder.encode_text(prompts), dtype=np.float64))
+        mean = unit.mean(axis=0)
+        # The conditioning of the last normalisation is 1 / |mean|; keep it small and known.
+        assert np.linalg.norm(mean) > 0.1
+        rows.append(mean)
+    return _unit(np.array(rows))
+
+
+def test_class_prompts_file_gives_each_class_the_mean_of_its_own_prompts(
+    embedder, image_embeddings, tmp_path
+):
+    path = tmp_path / "cupl.json"
+    path.write_text(json.dumps(CLASS_PROMPTS))
+    X = image_embeddings.astype(np.float64)
+    names = ["cat", "big_dog", "horse"]
+    expected = _hand_class_prompt_embeddings(embedder, list(CLASS_PROMPTS.values()))
+    # Both sides start from the same float32 text embeddings and compute in float64: sums of at
+    # most 3 unit vectors and two normalisations, amplified at most 1 / |mean| < 10, differ by a
+    # few float64 ulps (eps 2.2e-16) times 10; 1e-12 leaves a wide margin.
+    for templates in (path, str(path), CLASS_PROMPTS):
+        clf = ZeroShotClassifier(names, encoder=embedder, templates=templates).fit(X)
+        np.testing.assert_allclose(clf.class_embeddings_, expected, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(clf.similarity(X), _unit(X) @ expected.T, rtol=0, atol=1e-12)
+    # A clone keeps the path and reads the same prompts again.
+    again = clone(clf.set_params(templates=str(path))).fit(X)
+    np.testing.assert_array_equal(again.class_embeddings_, clf.class_embeddings_)
+
+
+def test_template_list_file_with_c_placeholders_equals_the_templates(
+    embedder, image_embeddings, tmp_path
+):
+    from skicm.zero_shot import zero_shot_templates
+
+    path = tmp_path / "templates.json"
+    path.write_text(json.dumps([t.replace("{}", "{c}") for t in TEMPLATES]))
+    assert zero_shot_templates(path) == TEMPLATES
+    from_file = ZeroShotClassifier(NAMES, encoder=embedder, templates=str(path))
+    listed = ZeroShotClassifier(NAMES, encoder=embedder, templates=TEMPLATES)
+    np.testing.assert_array_equal(
+        from_file.fit(image_embeddings).class_embeddings_,
+        listed.fit(image_embeddings).class_embeddings_,
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        ("{not json", r"prompt file '.*bad\.json' is not JSON \(Expecting property name"),
+        ("3", r"prompt file '.*bad\.json' holds a JSON int; expected an object of class"),
+        ("{}", r"prompt file '.*bad\.json' maps no class to prompts"),
+        ('{"cat": []}', r"bad\.json': class 'cat' has an empty list of prompts"),
+        ('{"cat": "a cat."}', r"bad\.json': the prompts of class 'cat' must be a list of str"),
+        ('{"cat": ["a cat.", 7]}', r"bad\.json': the prompts of class 'cat' must be non-empty"),
+        ('["a photo of a cat."]', r"templates of the prompt file '.*bad\.json' must be strings"),
+        ("[]", r"prompt file '.*bad\.json' holds an empty list of templates"),
+    ],
+)
+def test_bad_prompt_files_name_the_file(embedder, tmp_path, content, error):
+    from skicm.zero_shot import _check_templates
+
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=error):
+        _check_templates(str(path))  # what skicm evaluate runs before any embedding
+    clf = ZeroShotClassifier(["cat"], encoder=embedder, templates=path)
+    with pytest.raises(ValueError, match=error):
+        clf.fit(np.zeros((2, 32)))
+    assert not hasattr(clf, "classes_")
+
+
+def test_classes_missing_from_the_prompt_file_are_named(embedder, tmp_path):
+    path = tmp_path / "cupl.json"
+    path.write_text(json.dumps(CLASS_PROMPTS))
+    clf = ZeroShotClassifier(["cat", "cow", "zebra"], encoder=embedder, templates=path)
+    with pytest.raises(
+        ValueError,
+        match=r"Classes \['cow', 'zebra'\] have no prompts in the prompt file '.*cupl\.json', "
+        r"which has prompts for \['big dog', 'cat', 'horse'\]",
+    ):
+        clf.fit(np.zeros((2, 32)))
+    with pytest.raises(ValueError, match=r"Classes \['cow'\] have no prompts in templates"):
+        ZeroShotClassifier(["cow"], encoder=embedder, templates={"cat": ["a cat."]}).fit(
+            np.zeros((2, 32))
+        )
+    ambiguous = {"big dog": ["a big dog."], "Big_Dog": ["a large dog."]}
+    with pytest.raises(ValueError, match=r"Class 'big_dog' matches several classes"):
+        ZeroShotClassifier(["big_dog"], encoder=embedder, templates=ambiguous).fit(
+            np.zeros((2, 32))
+        )
+    with pytest.raises(ValueError, match=r"Cannot read the prompt file '.*absent\.json'"):
+        ZeroShotClassifier(["cat"], encoder=embedder, templates=tmp_path / "absent.json").fit(
+            np.zeros((2, 32))
+        )
