@@ -563,9 +563,12 @@ class TextInterventions(BaseEstimator):
         Class names for the domain prompts. ``None`` takes the labels passed to
         :meth:`differences` (the projector's unique training labels), which must then be
         strings; a dict maps labels to names.
-    domain_templates : sequence of str or None, default=DEFAULT_DOMAIN_TEMPLATES
-        Prompt templates with one ``{}`` for the class name, one per domain or style. ``None``
-        (or fewer than two templates) turns the domain prompts off.
+    domain_templates : sequence of str, path-like or None, default=DEFAULT_DOMAIN_TEMPLATES
+        Prompt templates with one ``{}`` for the class name, one per domain or style, or the
+        path of a JSON list of them (``{c}`` or ``{}`` for the class name, read with
+        :func:`skicm.prompts.load_prompts`). A class -> prompts file (CuPL's format) does not
+        apply: its prompts vary the description of a class, not its domain, and raise a
+        ``ValueError``. ``None`` (or fewer than two templates) turns the domain prompts off.
     caption_pairs : sequence of (str, str) or None, default=None
         ``(caption, edited caption)`` pairs.
     image_caption_pairs : sequence of (image, str) or None, default=None
@@ -594,7 +597,7 @@ class TextInterventions(BaseEstimator):
     _parameter_constraints: ClassVar[dict] = {
         "encoder": [HasMethods(["encode_text"]), None],
         "class_names": [list, tuple, dict, np.ndarray, None],
-        "domain_templates": [list, tuple, None],
+        "domain_templates": [list, tuple, str, os.PathLike, None],
         "caption_pairs": [list, tuple, None],
         "image_caption_pairs": [list, tuple, None],
     }
@@ -615,7 +618,20 @@ class TextInterventions(BaseEstimator):
         self.image_caption_pairs = image_caption_pairs
 
     def _templates(self):
-        templates = list(self.domain_templates or ())
+        templates = self.domain_templates
+        if isinstance(templates, str | os.PathLike):
+            from skicm.prompts import load_prompts
+
+            templates = load_prompts(templates)
+            if isinstance(templates, dict):
+                raise ValueError(
+                    f"domain_templates: the prompt file {os.fspath(self.domain_templates)!r} maps "
+                    "classes to prompts, which describe each class, not its domains: their "
+                    "differences would mark class information as variant. Give a JSON list of "
+                    "domain templates with {c} (one per domain), or use the class -> prompts "
+                    "file as the templates of ZeroShotClassifier."
+                )
+        templates = list(templates or ())
         _check_placeholder_templates(templates, "domain_templates")
         return templates if len(templates) >= 2 else []
 

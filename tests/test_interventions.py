@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -366,6 +368,32 @@ def test_text_interventions_feed_the_projector(embedder, scenes):
     deltas = TextInterventions(embedder, class_names=["cat", "dog"], domain_templates=TEMPLATES)
     direct = InvariantProjector(n_components=4).fit(X, deltas=deltas.differences())
     np.testing.assert_allclose(projector.components_, direct.components_, atol=1e-6)
+
+
+def test_domain_templates_from_a_json_file(embedder, tmp_path):
+    path = tmp_path / "domains.json"
+    path.write_text(json.dumps([t.replace("{}", "{c}") for t in TEMPLATES]))
+    listed = TextInterventions(embedder, class_names=["cat", "dog"], domain_templates=TEMPLATES)
+    for given in (path, str(path)):
+        from_file = TextInterventions(embedder, class_names=["cat", "dog"], domain_templates=given)
+        assert from_file.domain_prompt_pairs() == listed.domain_prompt_pairs()
+        np.testing.assert_array_equal(from_file.differences(), listed.differences())
+
+
+def test_class_prompt_files_are_refused_as_domain_templates(embedder, tmp_path):
+    # Differences of one class's descriptions vary the class, not its domain.
+    path = tmp_path / "cupl.json"
+    path.write_text(json.dumps({"cat": ["a cat.", "a small cat."]}))
+    text = TextInterventions(embedder, class_names=["cat"], domain_templates=path)
+    with pytest.raises(
+        ValueError,
+        match=r"domain_templates: the prompt file '.*cupl\.json' maps classes to prompts, which "
+        "describe each class, not its domains",
+    ):
+        text.differences()
+    path.write_text("[not json")
+    with pytest.raises(ValueError, match=r"prompt file '.*cupl\.json' is not JSON"):
+        text.differences()
 
 
 def test_text_intervention_errors(embedder):
