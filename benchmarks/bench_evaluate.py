@@ -5,8 +5,10 @@ interventional data, alpha and set of training rows, truncated for every rank; o
 probe per candidate and validation split; the refit of the chosen candidate; the
 predictions), written out with scikit-learn and skicm estimators, on the embeddings already in
 memory, with one BLAS thread. What ``skicm evaluate`` adds over it is its overhead: starting
-Python and importing torch, reading the embeddings from the store, checking options, progress
-and the results tables. Printed side by side, with absolute times:
+Python and importing scikit-learn and torch (the store namespace resolves the device; from a
+warm store neither torchvision nor open_clip is imported and no intervened image is made),
+reading the embeddings from the store, checking options, progress and the results tables.
+Printed side by side, with absolute times:
 
 - ``skicm evaluate`` (a new process, as a user runs it; ``--n-jobs 1`` and the default);
 - ``evaluate_domain_generalization`` in this process (no start-up);
