@@ -16,33 +16,43 @@ def _is_prompt_file(value):
     return isinstance(value, str) and value.lower().endswith(".json")
 
 
-def check_class_prompts(prompts, source):
+class _ClassPrompts(dict):
+    """Class name -> prompts read from a file; ``source`` names the file in later errors."""
+
+    source = "templates"
+
+
+def _check_class_prompts(prompts, name="templates"):
     """Validate a class -> prompts mapping; return it as ``{str: list of str}``.
 
-    ``source`` names where the mapping came from (a parameter, or a file) in the errors.
+    The errors name where the mapping came from: the file it was read from (its ``source``,
+    kept in the result), else the parameter ``name``.
     """
+    source = getattr(prompts, "source", name)
     if not prompts:
         raise ValueError(f"{source} maps no class to prompts: give at least one class.")
     checked = {}
-    for name, values in prompts.items():
-        if not isinstance(name, str):
-            raise ValueError(f"{source}: class names must be strings, got {name!r}.")
+    for key, values in prompts.items():
+        if not isinstance(key, str):
+            raise ValueError(f"{source}: class names must be strings, got {key!r}.")
         if isinstance(values, str) or not isinstance(values, list | tuple):
             raise ValueError(
-                f"{source}: the prompts of class {name!r} must be a list of strings, got "
+                f"{source}: the prompts of class {key!r} must be a list of strings, got "
                 f"{type(values).__name__} {values!r}."
             )
         if not values:
             raise ValueError(
-                f"{source}: class {name!r} has an empty list of prompts; give it at least one."
+                f"{source}: class {key!r} has an empty list of prompts; give it at least one."
             )
         bad = [value for value in values if not isinstance(value, str) or not value.strip()]
         if bad:
             raise ValueError(
-                f"{source}: the prompts of class {name!r} must be non-empty strings; "
+                f"{source}: the prompts of class {key!r} must be non-empty strings; "
                 f"{bad[:3]!r} are not."
             )
-        checked[name] = list(values)
+        checked[key] = list(values)
+    checked = _ClassPrompts(checked)
+    checked.source = source
     return checked
 
 
@@ -110,7 +120,7 @@ def load_prompts(path):
             "of templates with {c}."
         ) from error
     if isinstance(content, dict):
-        return check_class_prompts(content, f"The {source}")
+        return _check_class_prompts(content, source)
     if isinstance(content, list):
         from skicm.interventions import _check_placeholder_templates
 

@@ -32,7 +32,7 @@ from skicm.interventions import (
     _class_labels_and_names,
     _encode_texts,
 )
-from skicm.prompts import _is_prompt_file, check_class_prompts, load_prompts
+from skicm.prompts import _check_class_prompts, _is_prompt_file, load_prompts
 
 __all__ = [
     "DEFAULT_ZERO_SHOT_TEMPLATES",
@@ -67,7 +67,7 @@ def _resolve_templates(templates, name="templates"):
     check imports nothing heavy.
     """
     if isinstance(templates, dict):
-        return check_class_prompts(templates, name)
+        return _check_class_prompts(templates, name)
     if _is_prompt_file(templates) or (
         isinstance(templates, str)
         and "{}" not in templates
@@ -153,17 +153,13 @@ def _prompt_key(name):
     return name.replace("_", " ").strip().casefold()
 
 
-def _class_prompts(prompts, class_names, given):
+def _class_prompts(prompts, class_names):
     """The prompts of each class of ``class_names`` in a class -> prompts mapping.
 
     A class is looked up by its exact name, else by its name with underscores as spaces,
     ignoring case (DomainBed's folder ``alarm_clock`` finds CuPL's ``"alarm clock"``).
     """
-    source = (
-        f"the prompt file {os.fspath(given)!r}"
-        if _is_prompt_file(given) or isinstance(given, str)
-        else "templates"
-    )
+    source = getattr(prompts, "source", "templates")  # the file it was read from, if any
     loose = {}
     for key in prompts:
         loose.setdefault(_prompt_key(key), []).append(key)
@@ -512,7 +508,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             return _normalize_rows(embeddings.astype(dtype, copy=False))
         templates = zero_shot_templates(self.templates)
         if isinstance(templates, dict):
-            per_class = _class_prompts(templates, class_names, self.templates)
+            per_class = _class_prompts(templates, class_names)
         else:
             per_class = [[template.format(name) for template in templates] for name in class_names]
         prompts = [prompt for class_prompts in per_class for prompt in class_prompts]

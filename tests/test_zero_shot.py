@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from typing import ClassVar
 
 import numpy as np
@@ -439,7 +440,7 @@ def test_classes_missing_from_the_prompt_file_are_named(embedder, tmp_path):
     clf = ZeroShotClassifier(["cat", "cow", "zebra"], encoder=embedder, templates=path)
     with pytest.raises(
         ValueError,
-        match=r"Classes \['cow', 'zebra'\] have no prompts in the prompt file '.*cupl\.json', "
+        match=r"Classes \['cow', 'zebra'\] have no prompts in prompt file '.*cupl\.json', "
         r"which has prompts for \['big dog', 'cat', 'horse'\]",
     ):
         clf.fit(np.zeros((2, 32)))
@@ -456,3 +457,43 @@ def test_classes_missing_from_the_prompt_file_are_named(embedder, tmp_path):
         ZeroShotClassifier(["cat"], encoder=embedder, templates=tmp_path / "absent.json").fit(
             np.zeros((2, 32))
         )
+
+
+def test_skicm_evaluate_reads_a_prompt_file(tmp_path, tiny_clip_name, capsys):
+    from PIL import Image
+
+    from skicm.cli import main
+
+    rng = np.random.default_rng(0)
+    for domain in ("art", "photo", "sketch"):
+        for name in ("cat", "big_dog"):
+            folder = tmp_path / "dg" / domain / name
+            folder.mkdir(parents=True)
+            for k in range(2):
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{k}.png")
+    prompts = tmp_path / "cupl.json"
+    argv = ["evaluate", str(tmp_path / "dg"), "--model-name", tiny_clip_name, "--pretrained",
+            "none", "--device", "cpu", "--n-components", "4", "--alpha", "1", "--C", "1",
+            "--seeds", "1", "--methods", "zero-shot", "--templates", str(prompts),
+            "--no-progress"]  # fmt: skip
+
+    prompts.write_text(json.dumps({"cat": ["a cat."], "big dog": ["a big dog.", "a hound."]}))
+    assert main([*argv, "--output", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "results.csv").exists()
+    capsys.readouterr()
+
+    # The prompts reach the classifier: a class missing from the file stops the run, naming
+    # the file and the class, and writes no results.
+    prompts.write_text(json.dumps({"cat": ["a cat."]}))
+    assert main([*argv, "--output", str(tmp_path / "missing")]) == 2
+    assert re.search(
+        r"Classes \['big dog'\] have no prompts in prompt file '.*cupl\.json'",
+        capsys.readouterr().err,
+    )
+    assert not (tmp_path / "missing").exists()
+
+    prompts.write_text("{not json")
+    assert main([*argv, "--output", str(tmp_path / "bad")]) == 2
+    assert re.search(r"prompt file '.*cupl\.json' is not JSON", capsys.readouterr().err)
+    assert not (tmp_path / "bad").exists()
