@@ -35,6 +35,8 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
+from skicm._templates import _check_placeholder_templates
+
 __all__ = [
     "DEFAULT_DOMAIN_TEMPLATES",
     "PAPER_IMAGE_INTERVENTIONS",
@@ -68,43 +70,6 @@ DEFAULT_DOMAIN_TEMPLATES = (
     "a blurry photo of a {}.",
     "a toy {}.",
 )
-
-
-def _check_placeholder_templates(templates, name, *, alternatives=""):
-    """Check that every template is a string with exactly one ``{}`` (the class name's place).
-
-    The one check of prompt templates, for the domain prompts of :class:`TextInterventions`
-    and the zero-shot templates of :mod:`skicm.zero_shot`.
-
-    Parameters
-    ----------
-    templates : list
-        The templates.
-    name : str
-        The parameter or option they were given as, for the message.
-    alternatives : str, default=""
-        What else the parameter accepts, appended to the message (e.g. named sets).
-
-    Raises
-    ------
-    ValueError
-        Naming ``name`` and the templates that do not hold exactly one ``{}``.
-
-    Examples
-    --------
-    >>> from skicm.interventions import _check_placeholder_templates
-    >>> _check_placeholder_templates(["a photo of a {}.", "a sketch of a {}."], "templates")
-    >>> _check_placeholder_templates(["a photo."], "templates")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: templates must be strings with exactly one '{}' ..., where ['a photo.'] are not.
-    """
-    bad = [t for t in templates if not isinstance(t, str) or t.count("{}") != 1]
-    if bad:
-        raise ValueError(
-            f"{name} must be strings with exactly one '{{}}' for the class name{alternatives}; "
-            f"got {templates!r}, where {bad} are not."
-        )
 
 
 class _GaussianBlur:
