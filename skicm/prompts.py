@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from skicm._templates import _check_placeholder_templates
+
 __all__ = ["load_prompts"]
 
 
@@ -122,8 +124,6 @@ def load_prompts(path):
     if isinstance(content, dict):
         return _check_class_prompts(content, source)
     if isinstance(content, list):
-        from skicm.interventions import _check_placeholder_templates
-
         if not content:
             raise ValueError(f"The {source} holds an empty list of templates.")
         templates = [t.replace("{c}", "{}") if isinstance(t, str) else t for t in content]
