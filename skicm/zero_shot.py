@@ -187,6 +187,16 @@ def _class_prompts(prompts, class_names):
     return chosen
 
 
+def _check_prompt_classes(templates, class_names):
+    """Raise if class -> prompts ``templates`` lack a class of ``class_names``; else nothing.
+
+    For callers that know the class names before anything is embedded (``skicm evaluate``);
+    templates with ``{}`` fit every class.
+    """
+    if isinstance(templates, dict) and class_names is not None:
+        _class_prompts(templates, list(class_names))
+
+
 def _normalize_rows(matrix):
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix / np.maximum(norms, _EPS)

@@ -448,6 +448,14 @@ def test_classes_missing_from_the_prompt_file_are_named(embedder, tmp_path):
         ZeroShotClassifier(["cow"], encoder=embedder, templates={"cat": ["a cat."]}).fit(
             np.zeros((2, 32))
         )
+    # The same check, before anything is embedded (as skicm evaluate can run it).
+    from skicm.prompts import load_prompts
+    from skicm.zero_shot import _check_prompt_classes
+
+    with pytest.raises(ValueError, match=r"Classes \['cow'\] have no prompts in prompt file"):
+        _check_prompt_classes(load_prompts(path), ["cat", "cow"])
+    _check_prompt_classes(load_prompts(path), ["cat", "big dog", "horse"])
+    _check_prompt_classes(TEMPLATES, ["cow"])
     ambiguous = {"big dog": ["a big dog."], "Big_Dog": ["a large dog."]}
     with pytest.raises(ValueError, match=r"Class 'big_dog' matches several classes"):
         ZeroShotClassifier(["big_dog"], encoder=embedder, templates=ambiguous).fit(
