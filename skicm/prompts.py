@@ -15,7 +15,7 @@ def _is_prompt_file(value):
     """Whether a ``templates`` value names a file (a path, or a string ending in ``.json``)."""
     if isinstance(value, os.PathLike):
         return True
-    return isinstance(value, str) and value.lower().endswith(".json")
+    return isinstance(value, str) and "{}" not in value and value.lower().endswith(".json")
 
 
 class _ClassPrompts(dict):

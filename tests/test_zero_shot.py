@@ -400,6 +400,7 @@ def test_template_list_file_with_c_placeholders_equals_the_templates(
     path = tmp_path / "templates.json"
     path.write_text(json.dumps([t.replace("{}", "{c}") for t in TEMPLATES]))
     assert zero_shot_templates(path) == TEMPLATES
+    assert zero_shot_templates("a photo of a {}.json") == ["a photo of a {}.json"]  # a template
     from_file = ZeroShotClassifier(NAMES, encoder=embedder, templates=str(path))
     listed = ZeroShotClassifier(NAMES, encoder=embedder, templates=TEMPLATES)
     np.testing.assert_array_equal(
