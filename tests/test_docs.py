@@ -111,8 +111,11 @@ def run_page(page):
     Returns the namespace of its python blocks, the outputs of its commands, and for each
     ``both routing modes`` block, a copy of the namespace after its routing-off run.
     """
+    from skicm.evaluation import _methods
+
     namespace = {"__name__": "__docs__"}
     outputs, routing_off = [], []
+    registry = dict(_methods._REGISTRY)  # a page may register methods: the registry is restored
     previous = os.getcwd()
     workdir = tempfile.TemporaryDirectory(prefix="skicm-docs-", ignore_cleanup_errors=True)
     os.chdir(workdir.name)
@@ -153,6 +156,8 @@ def run_page(page):
     finally:
         os.chdir(previous)
         workdir.cleanup()
+        _methods._REGISTRY.clear()
+        _methods._REGISTRY.update(registry)
     return namespace, outputs, routing_off
 
 
