@@ -105,6 +105,41 @@ def optional_file_identity(path) -> str:
         return f"absent:{os.path.realpath(path)}:{type(error).__name__}"
 
 
+@dataclass(frozen=True)
+class _DeviceType:
+    type: str
+
+
+def _no_gpu_device_nodes() -> bool:
+    """True when this Linux machine has no NVIDIA or ROCm device node, so CUDA cannot be there.
+
+    torch.cuda needs ``/dev/nvidia*`` (NVIDIA) or ``/dev/kfd`` (ROCm); without any of them
+    ``torch.cuda.is_available()`` is False whatever torch would say, and knowing it costs no
+    ``import torch`` (about 3 s).
+    """
+    import glob
+    import sys
+
+    return (
+        sys.platform.startswith("linux")
+        and not glob.glob("/dev/nvidia*")
+        and not os.path.exists("/dev/kfd")
+        and not os.path.exists("/proc/driver/nvidia")
+    )
+
+
+def namespace_device(device: str):
+    """The device type that decides an embedding's namespace, importing torch only if needed.
+
+    ``"cpu"``, and ``"auto"`` on a machine with no GPU device node, are the CPU without
+    importing torch (a warm store then answers without it); anything else is
+    :func:`resolve_device`.
+    """
+    if device == "cpu" or (device == "auto" and _no_gpu_device_nodes()):
+        return _DeviceType("cpu")
+    return resolve_device(device)
+
+
 def resolve_device(device: str):
     import torch
 
@@ -120,10 +155,10 @@ def resolve_device(device: str):
 
 
 def autocast_dtype(precision: str, device):
-    import torch
-
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
+    import torch
+
     if precision == "fp16":
         return torch.float16
     if precision == "bf16":
@@ -317,7 +352,7 @@ class _BaseImageEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
             ``"<model label>:<hash>"``.
         """
         self._validate_params()
-        device = resolve_device(self.device)
+        device = namespace_device(self.device)
         label, spec = self._identity()
         spec = {
             **spec,

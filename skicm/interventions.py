@@ -94,18 +94,18 @@ def paper_image_transforms():
 
     Strengths (each transform always fires, ``p=1``, so that no counterpart equals its image):
 
-    ================  ==========================================================================
-    ``color_jitter``  ``ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)``
-                      (the SimCLR colour distortion at strength 0.5)
-    ``grayscale``     ``Grayscale(num_output_channels=3)``
-    ``gaussian_blur`` ``GaussianBlur(sigma=(0.5, 2.0))``, kernel about 10 % of the shorter side
-                      (torchvision's default lower bound 0.1 returns about one uint8 image in
-                      ten unchanged: no intervention at all)
-    ``invert``        ``RandomInvert(p=1.0)``
-    ``posterize``     ``RandomPosterize(bits=3, p=1.0)`` (keep 3 bits per channel)
-    ``solarize``      ``RandomSolarize(threshold=128, p=1.0)``
-    ``equalize``      ``RandomEqualize(p=1.0)``
-    ================  ==========================================================================
+    =================  ==========================================================================
+    ``color_jitter``   ``ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)``
+                       (the SimCLR colour distortion at strength 0.5)
+    ``grayscale``      ``Grayscale(num_output_channels=3)``
+    ``gaussian_blur``  ``GaussianBlur(sigma=(0.5, 2.0))``, kernel about 10 % of the shorter side
+                       (torchvision's default lower bound 0.1 returns about one uint8 image in
+                       ten unchanged: no intervention at all)
+    ``invert``         ``RandomInvert(p=1.0)``
+    ``posterize``      ``RandomPosterize(bits=3, p=1.0)`` (keep 3 bits per channel)
+    ``solarize``       ``RandomSolarize(threshold=128, p=1.0)``
+    ``equalize``       ``RandomEqualize(p=1.0)``
+    =================  ==========================================================================
 
     None changes the image size; randomness comes from torch's generator, which
     :class:`ImageInterventions` seeds per image.

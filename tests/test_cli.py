@@ -182,3 +182,11 @@ def test_class_alias_options_are_read_in_one_place(tmp_path):
     # skicm evaluate uses these options.
     evaluate = build_parser().parse_args(["evaluate", "root", "--class-alias", "hund=dog"])
     assert class_aliases_from_args(evaluate) == {"hund": "dog"}
+
+
+def test_prompts_is_the_templates_option_for_a_prompt_file():
+    from skicm.cli import build_parser
+
+    args = build_parser().parse_args(["evaluate", "folder", "--prompts", "cupl.json"])
+    assert args.templates == "cupl.json"
+    assert build_parser().parse_args(["evaluate", "folder"]).templates == "openai-imagenet"

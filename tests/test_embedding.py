@@ -1065,3 +1065,11 @@ def test_grid_search_with_process_workers_knows_runtime_architectures(tmp_path):
     search.fit(X, y)  # each fit unpickles the embedder in a loky worker process
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
     assert search.best_estimator_[:-1].transform(X).shape == (12, 16)
+
+
+def test_the_namespace_device_is_the_device_torch_resolves():
+    """The namespace reads the device without importing torch where it can: it must agree."""
+    from skicm._image_encoder_base import namespace_device, resolve_device
+
+    assert namespace_device("auto").type == resolve_device("auto").type
+    assert namespace_device("cpu").type == "cpu"

@@ -5,7 +5,13 @@ from __future__ import annotations
 import sys
 import warnings
 
-from skicm.cli._common import add_model_options, embedder_from_args, positive_int
+from skicm.cli._common import (
+    add_class_alias_options,
+    add_model_options,
+    class_aliases_from_args,
+    embedder_from_args,
+    positive_int,
+)
 
 
 def add_parser(subcommands):
@@ -33,18 +39,11 @@ def add_parser(subcommands):
     )
     embed.add_argument("--out", metavar="DIR", required=True, help="output folder of the shards")
     labels = embed.add_argument_group("labels (DomainBed-layout folder)")
-    labels.add_argument(
-        "--class-alias",
-        action="append",
-        default=[],
-        metavar="FOLDER=CLASS",
-        help="class name (label column) of a class folder named otherwise (repeatable), e.g. "
-        "hund=dog; as skicm evaluate's",
-    )
-    labels.add_argument(
-        "--class-alias-file",
-        metavar="FILE",
-        help="file of class aliases: one FOLDER=CLASS line per class folder, or a JSON object",
+    add_class_alias_options(
+        labels,
+        alias_help="class name (label column) of a class folder named otherwise (repeatable), "
+        "e.g. hund=dog; as skicm evaluate's",
+        file_help="file of class aliases: one FOLDER=CLASS line per class folder, or a JSON object",
     )
     items = embed.add_argument_group("collections (WebDataset shards, Hugging Face dataset)")
     items.add_argument(
@@ -108,7 +107,6 @@ def add_parser(subcommands):
 
 def run(args):
     """Run ``skicm embed`` with parsed ``args``; return the exit status."""
-    from skicm.cli.evaluate import _class_aliases
     from skicm.distributed import embed_collection
 
     if args.address is not None and args.engine != "ray":
@@ -127,7 +125,7 @@ def run(args):
             decode_in=args.decode_in,
             shard_size=args.shard_size,
             num_cpus=args.num_cpus,
-            class_aliases=_class_aliases(args.class_alias, args.class_alias_file) or None,
+            class_aliases=class_aliases_from_args(args) or None,
             image_key=args.image_key,
             label_key=args.label_key,
             domain_key=args.domain_key,

@@ -199,7 +199,17 @@ def add_parser(subcommands):
         "--templates",
         default="openai-imagenet",
         help="zero-shot prompt templates: openai-imagenet (default, open_clip's 80), "
-        "simple-imagenet, skicm, or one template with {} for the class name",
+        "simple-imagenet, skicm, one template with {} for the class name, or a JSON file "
+        "of prompts (see --prompts)",
+    )
+    protocol.add_argument(
+        "--prompts",
+        dest="templates",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="zero-shot prompts from a JSON file, as CLIP_benchmark's --custom_template_file: "
+        'class name -> list of prompts (CuPL, {"cat": ["a photo of a cat, ...", ...]}) or a '
+        "list of templates with {c}; the same as --templates FILE",
     )
     protocol.add_argument(
         "--no-zero-shot", action="store_true", help="leave out the zero-shot columns"
@@ -234,11 +244,6 @@ def add_parser(subcommands):
         )
     evaluate.set_defaults(run=run)
     return evaluate
-
-
-def _class_aliases(pairs, path):
-    """``class_aliases_from_args`` on the two values (the form ``skicm embed`` imports)."""
-    return class_aliases_from_args(argparse.Namespace(class_alias=pairs, class_alias_file=path))
 
 
 def _uses_model(args):

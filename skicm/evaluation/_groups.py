@@ -45,7 +45,7 @@ from skicm.evaluation._selection import (
     _score,
 )
 from skicm.metrics import adjusted_average_accuracy, group_accuracies, worst_group_accuracy
-from skicm.zero_shot import _check_templates, zero_shot_templates
+from skicm.zero_shot import _check_prompt_classes, _check_templates, zero_shot_templates
 
 #: What the validation split is scored by when choosing hyperparameters: ``"worst-group"``
 #: (the lowest group accuracy of the validation rows: the field's rule), ``"interventional"``
@@ -275,6 +275,8 @@ def _protocol(data, *, embedder, methods, interventions, scoring, n_components, 
                 )  # fmt: skip
                 if any(column.method.zero_shot for column in columns):
                     templates = zero_shot_templates(templates)
+                    # a class missing from a prompt file fails before any embedding
+                    _check_prompt_classes(templates, _prompt_names(dataset.class_names))
             features = _prepare_features(
                 dataset, embedder, want_image=want_image or scoring == "interventional",
                 intervention_seed=intervention_seed, progress=progress,

@@ -23,7 +23,7 @@ from skicm.evaluation._options import (
 )
 from skicm.evaluation._results import EvaluationResults
 from skicm.evaluation._selection import _chosen_values, _Fold, _select_and_fit
-from skicm.zero_shot import _check_templates, zero_shot_templates
+from skicm.zero_shot import _check_prompt_classes, _check_templates, zero_shot_templates
 
 
 def _protocol(
@@ -81,6 +81,8 @@ def _protocol(
             chance = 1.0 / n_classes
             if any(column.method.zero_shot for column in columns):
                 templates = zero_shot_templates(templates)
+                # a class missing from a prompt file fails before any embedding
+                _check_prompt_classes(templates, _prompt_names(dataset.class_names))
         if open_class:
             base = _base_labels(base_classes, dataset)
             class_names_for_projector = [dataset.class_names[label] for label in sorted(base)]
