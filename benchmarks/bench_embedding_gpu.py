@@ -71,7 +71,7 @@ def main(argv=None):
 
     import torch
 
-    from skicm._image_encoder_base import autocast_dtype as encoder_autocast_dtype
+    from skicm._image_embedder_base import autocast_dtype as encoder_autocast_dtype
     from skicm.embedding import CLIPEmbedder, _load_model
 
     cores = os.cpu_count() or 2

@@ -4,7 +4,7 @@ The model is loaded lazily into a process-level cache shared by every clone of a
 embedding store (:mod:`skicm.store`) answers images seen before and a process-level text cache
 answers texts seen before, so that a grid search encodes each distinct image and prompt once.
 Batching, decoding, the store and errors are shared with every image encoder of skicm
-(``skicm/_image_encoder_base.py``); this module says how open_clip models are identified,
+(``skicm/_image_embedder_base.py``); this module says how open_clip models are identified,
 fetched and built. torch and open_clip are imported inside functions: ``import skicm`` stays fast.
 """
 
@@ -23,12 +23,12 @@ from typing import ClassVar
 
 import numpy as np
 
-from skicm._image_encoder_base import (
+from skicm._image_embedder_base import (
     _MODEL_CACHE,  # noqa: F401  (the process-level model cache, shared by every encoder)
     EXPECTED_FAILED_CHECKS,
     RANDOM_WEIGHTS_SEED,
     LoadedEncoder,
-    _BaseImageEncoder,
+    _BaseImageEmbedder,
     autocast_dtype,
     cached_model,
     check_finite_weights,
@@ -542,7 +542,7 @@ def _registered_config(model_name) -> dict | None:
     return open_clip.get_model_config(model_name.replace("/", "-"))
 
 
-class CLIPEmbedder(_BaseImageEncoder):
+class CLIPEmbedder(_BaseImageEmbedder):
     """Encode images with an open_clip model: a stateless scikit-learn transformer.
 
     ``transform`` maps images to CLIP image embeddings, in batches on the accelerator, with image
@@ -674,7 +674,7 @@ class CLIPEmbedder(_BaseImageEncoder):
     _parameter_constraints: ClassVar[dict] = {
         "model_name": [str],
         "pretrained": [str, os.PathLike, None],
-        **_BaseImageEncoder._parameter_constraints,
+        **_BaseImageEmbedder._parameter_constraints,
     }
 
     def __init__(

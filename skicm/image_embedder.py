@@ -20,11 +20,11 @@ import marshal
 from collections.abc import Mapping
 from typing import ClassVar
 
-from skicm._image_encoder_base import (
+from skicm._image_embedder_base import (
     EXPECTED_FAILED_CHECKS,
     RANDOM_WEIGHTS_SEED,
     LoadedEncoder,
-    _BaseImageEncoder,
+    _BaseImageEmbedder,
     cached_model,
     check_finite_weights,
     digest,
@@ -286,7 +286,7 @@ def _build(factory, label, device) -> LoadedEncoder:
     )
 
 
-class ImageEmbedder(_BaseImageEncoder):
+class ImageEmbedder(_BaseImageEmbedder):
     """Encode images with any torch image model: a stateless scikit-learn transformer.
 
     ``transform`` maps images to the model's features (a 4-D feature map is average-pooled over
@@ -398,7 +398,7 @@ class ImageEmbedder(_BaseImageEncoder):
 
     _parameter_constraints: ClassVar[dict] = {
         "model": [str, callable],
-        **_BaseImageEncoder._parameter_constraints,
+        **_BaseImageEmbedder._parameter_constraints,
     }
 
     def __init__(

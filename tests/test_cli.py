@@ -82,7 +82,7 @@ def test_image_model_option_runs_the_demo(capsys):
 
 
 def test_user_errors_are_one_message_before_anything_is_embedded(tmp_path, capsys):
-    from skicm._image_encoder_base import MODEL_BUILDS
+    from skicm._image_embedder_base import MODEL_BUILDS
 
     builds = sum(MODEL_BUILDS.values())
     cases = {

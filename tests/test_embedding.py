@@ -849,7 +849,7 @@ def test_model_messages_suggest_names_and_local_dir(make_embedder, tmp_path):
 
 
 def test_batch_size_auto_is_chosen_per_device(make_embedder):
-    from skicm._image_encoder_base import AUTO_BATCH_SIZE
+    from skicm._image_embedder_base import AUTO_BATCH_SIZE
 
     embedder = make_embedder(batch_size="auto")
     assert CLIPEmbedder().batch_size == "auto"
@@ -877,7 +877,7 @@ def test_store_instance_is_used_as_given(make_embedder):
 def test_a_store_holding_every_image_answers_without_building_the_model(
     make_embedder, image_files, tmp_path
 ):
-    from skicm._image_encoder_base import _MODEL_CACHE, MODEL_BUILDS
+    from skicm._image_embedder_base import _MODEL_CACHE, MODEL_BUILDS
 
     files = [image_files["png0"], image_files["jpg1"]]
     store = tmp_path / "store.sqlite"
@@ -1069,7 +1069,7 @@ def test_grid_search_with_process_workers_knows_runtime_architectures(tmp_path):
 
 def test_the_namespace_device_is_the_device_torch_resolves():
     """The namespace reads the device without importing torch where it can: it must agree."""
-    from skicm._image_encoder_base import namespace_device, resolve_device
+    from skicm._image_embedder_base import namespace_device, resolve_device
 
     assert namespace_device("auto").type == resolve_device("auto").type
     assert namespace_device("cpu").type == "cpu"

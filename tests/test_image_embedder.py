@@ -15,7 +15,7 @@ from sklearn.base import clone
 from sklearn.datasets import load_sample_images
 
 from skicm import ImageEmbedder
-from skicm._image_encoder_base import _MODEL_CACHE, MODEL_BUILDS
+from skicm._image_embedder_base import _MODEL_CACHE, MODEL_BUILDS
 from skicm.embedding import clear_model_cache
 from skicm.store import close_stores
 

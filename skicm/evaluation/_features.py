@@ -183,7 +183,7 @@ def _counterpart_keys(source_keys, identity, *, seed, start):
     file's identity or the pixels' hash), intervention, seed or position gives another key;
     the prefix ``counterpart:`` keeps the keys apart from the images' own.
     """
-    from skicm._image_encoder_base import digest
+    from skicm._image_embedder_base import digest
 
     return [
         "counterpart:"
@@ -241,7 +241,7 @@ def _counterpart_store(embedder, inputs, seed):
 
     if not all(hasattr(embedder, name) for name in ("store_namespace", "_normalized", "store")):
         return None
-    from skicm._image_encoder_base import resolve_store
+    from skicm._image_embedder_base import resolve_store
     from skicm.image_loading import as_image_list, image_keys_and_missing
 
     store = resolve_store(embedder.store)

@@ -1,12 +1,12 @@
-"""What every skicm image encoder shares: batching, decoding, the store, progress and errors.
+"""What every skicm image embedder shares: batching, decoding, the store, progress and errors.
 
 :class:`skicm.CLIPEmbedder` (open_clip) and :class:`skicm.ImageEmbedder` (any torch image model)
 differ only in how their model is identified and built; both derive from
-:class:`_BaseImageEncoder`, which turns images into embeddings: the store answers images seen
+:class:`_BaseImageEmbedder`, which turns images into embeddings: the store answers images seen
 before (without building the model when it holds them all), the others are decoded in batches
 (in DataLoader workers, in this process between forward passes, or on the accelerator),
 normalised on the device and encoded; a non-finite embedding is an error, never a result.
-Models live in one process-level cache shared by every encoder.
+Models live in one process-level cache shared by every embedder.
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ def resolve_store(spec) -> EmbeddingStore | None:
     return spec if isinstance(spec, EmbeddingStore) else open_store(spec)
 
 
-class _BaseImageEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class _BaseImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Images to embeddings, in batches, with a store; subclasses say which model.
 
     A subclass implements ``_loaded_model()`` (build or fetch the model), ``_identity()``
