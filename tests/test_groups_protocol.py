@@ -485,3 +485,30 @@ def test_the_recipe_runs_with_a_tiny_model(index, tmp_path, tiny_embedder, monke
                  "zero-shot Orth-Proj", "linear probe RoboShot", "WiSE"):  # fmt: skip
         assert name in methods
     assert (output / "results.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_adjusted_average_scoring_weights_validation_groups_by_their_training_share():
+    """`scoring="adjusted-average"` scores the validation split by WILDS' adjusted average, the
+    group weights taken from the TRAINING rows (not the validation rows)."""
+    from types import SimpleNamespace
+
+    from sklearn.dummy import DummyClassifier
+
+    from skicm.evaluation._groups import GROUP_SCORINGS, _validation_score
+    from skicm.metrics import adjusted_average_accuracy
+
+    assert "adjusted-average" in GROUP_SCORINGS
+    groups = np.array([0] * 9 + [1] * 1 + [0, 1, 1, 1])  # train: 90% group 0; val: 25% group 0
+    y = np.array([0] * 9 + [1] + [0, 1, 0, 0])
+    train, val = np.arange(10), np.arange(10, 14)
+    features = SimpleNamespace(X=np.zeros((14, 2)), y=y)
+    always_zero = DummyClassifier(strategy="constant", constant=0).fit(features.X, y)
+    score = _validation_score("adjusted-average", always_zero, features, val, groups, train)
+    # group 0 (val row 10): right; group 1 (rows 11-13): 2 of 3 right; weights 0.9 / 0.1.
+    assert score == pytest.approx(0.9 * 1.0 + 0.1 * (2 / 3), abs=1e-12)
+    assert score == adjusted_average_accuracy(
+        y[val],
+        always_zero.predict(features.X[val]),
+        groups=groups[val],
+        group_weights=groups[train],
+    )

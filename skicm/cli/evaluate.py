@@ -154,7 +154,9 @@ def add_parser(subcommands):
         help="what the selection scores (default auto: interventional where counterparts exist, "
         "else accuracy; --protocol groups: worst-group): "
         + "; ".join(f"{name}: {scoring.description}" for name, scoring in SCORINGS.items())
-        + "; worst-group (--protocol groups): the lowest accuracy over the validation groups",
+        + "; worst-group (--protocol groups): the lowest accuracy over the validation groups"
+        + "; adjusted-average (--protocol groups): WILDS' adjusted average of the validation "
+        "groups (weighted by their training share)",
     )
     protocol.add_argument(
         "--n-components",

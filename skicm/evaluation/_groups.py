@@ -51,7 +51,7 @@ from skicm.zero_shot import _check_prompt_classes, _check_templates, zero_shot_t
 #: (the lowest group accuracy of the validation rows: the field's rule), ``"interventional"``
 #: (the worse of the accuracy on the validation rows and on their counterparts; needs
 #: counterparts, not the validation groups), ``"accuracy"`` (the validation accuracy).
-GROUP_SCORINGS = ("worst-group", "interventional", "accuracy")
+GROUP_SCORINGS = ("worst-group", "adjusted-average", "interventional", "accuracy")
 SPLITS = ("train", "val", "test")
 #: The columns of ``results.csv`` before the per-group ones.
 GROUP_RESULT_COLUMNS = (
@@ -212,10 +212,15 @@ def _columns(dataset, *, embedder, methods, interventions, want_image, notes):
     return columns
 
 
-def _validation_score(scoring, estimator, features, rows, groups):
+def _validation_score(scoring, estimator, features, rows, groups, train):
     if scoring == "worst-group":
         predicted = estimator.predict(features.X[rows])
         return worst_group_accuracy(features.y[rows], predicted, groups=groups[rows])
+    if scoring == "adjusted-average":  # WILDS: groups weighted by their share of the training rows
+        predicted = estimator.predict(features.X[rows])
+        return adjusted_average_accuracy(
+            features.y[rows], predicted, groups=groups[rows], group_weights=groups[train]
+        )
     registered = SCORINGS[scoring]
     return _score(registered, registered.make_scorer(), estimator, features, rows)
 
@@ -223,7 +228,7 @@ def _validation_score(scoring, estimator, features, rows, groups):
 def _fit_and_score(params, *, column, features, train, val, groups, scoring, fold):
     """Fit one candidate on the training split; its score on the validation split."""
     estimator, projector = _fit_candidate(column, params, features, train, fold)
-    score = _validation_score(scoring, estimator, features, val, groups)
+    score = _validation_score(scoring, estimator, features, val, groups, train)
     return score, estimator, projector
 
 
@@ -419,8 +424,10 @@ def evaluate_spurious_groups(
     interventions : "auto" or sequence of {"image", "text", "groups"}, default="auto"
         Kinds of interventional data of the invariant projector, one ICM column each;
         ``"groups"`` learns from the places.
-    scoring : {"worst-group", "interventional", "accuracy"}, default="worst-group"
-        What the validation split is scored by (see :data:`GROUP_SCORINGS`).
+    scoring : str, default="worst-group"
+        What the validation split is scored by, one of :data:`GROUP_SCORINGS`:
+        ``"worst-group"``, ``"adjusted-average"`` (WILDS: the validation groups weighted by their
+        share of the training rows), ``"interventional"`` or ``"accuracy"``.
     n_components, alpha, C : sequence, default=DEFAULT_GRID values
         The grid's ranks, intervention weights and probe regularisations, as in
         :func:`~skicm.evaluation.evaluate_domain_generalization`.
@@ -476,6 +483,8 @@ def evaluate_spurious_groups(
 # ------------------------------------------------------------------------------ results
 _SCORING_LABELS = {
     "worst-group": "worst-group accuracy of the validation split",
+    "adjusted-average": "WILDS' adjusted average of the validation split (groups weighted by "
+    "their training share)",
     "interventional": "the worse of the validation accuracy and the accuracy on the "
     "validation rows' counterparts",
     "accuracy": "accuracy of the validation split",
