@@ -7,15 +7,11 @@ from numbers import Real
 from typing import ClassVar
 
 import numpy as np
-from sklearn.base import (
-    BaseEstimator,
-    ClassNamePrefixFeaturesOutMixin,
-    TransformerMixin,
-    _fit_context,
-)
+from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import column_or_1d, validate_data
 
+from skicm.baselines._embedding_map import FLOAT_DTYPES, _EmbeddingMap
 from skicm.exceptions import NoInvarianceWarning
 
 __all__ = ["ConceptErasure"]
@@ -36,7 +32,7 @@ def _leace_fitter():
     return LeaceFitter
 
 
-class ConceptErasure(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class ConceptErasure(_EmbeddingMap):
     """LEACE: erase a labelled concept from embeddings so that no linear model can read it.
 
     Least-squares concept erasure (Belrose et al., NeurIPS 2023) finds the affine map
@@ -47,7 +43,7 @@ class ConceptErasure(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     :class:`~skicm.InvariantProjector`'s ``groups``), or the target ``y`` itself with
     ``concept="y"``. The eraser is fitted by the ``concept-erasure`` package
     (``LeaceFitter``) in float64, with its defaults (covariance shrinkage, ``svd_tol=0.01``,
-    trace constraint).
+    trace constraint). ``transform`` applies the fitted map, in the dtype of ``X``.
 
     **Where it differs from the released code**: nothing in the arithmetic (the package's own
     fitter is called); the statistics are formed in float64 whatever the dtype of ``X``, and
@@ -142,7 +138,7 @@ class ConceptErasure(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         import torch
 
         LeaceFitter = _leace_fitter()
-        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        X = validate_data(self, X, dtype=FLOAT_DTYPES, ensure_min_samples=2)
         labels = y if self.concept == "y" else groups
         if labels is None and self.concept == "y":
             raise ValueError(
@@ -184,25 +180,7 @@ class ConceptErasure(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.concepts_ = concepts
         return self
 
-    @property
-    def _n_features_out(self):
-        return self.n_features_in_
-
-    def transform(self, X):
-        """Erase the concept.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Embeddings.
-
-        Returns
-        -------
-        X_new : ndarray of shape (n_samples, n_features)
-            The erased embeddings, in the dtype of ``X``.
-        """
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+    def _map(self, X):
         dtype = X.dtype
         left = self.proj_left_.astype(dtype, copy=False)
         right = self.proj_right_.astype(dtype, copy=False)
@@ -211,7 +189,6 @@ class ConceptErasure(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = self.concept == "y"
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 
 

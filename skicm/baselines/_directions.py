@@ -82,6 +82,23 @@ def check_width(directions, n_features, name):
         )
 
 
+def label_values(y):
+    """The distinct labels of ``y``, as handed to ``interventions.differences``; None without y."""
+    return None if y is None else np.unique(np.asarray(y, dtype=object).ravel())
+
+
+def intervention_differences(interventions, classes, n_features):
+    """``interventions.differences(classes)`` as float64 directions of the width of ``X``.
+
+    Raises a ValueError naming ``interventions.differences(y)`` when they are not a finite
+    2-d array or not ``n_features`` wide.
+    """
+    name = "interventions.differences(y)"
+    differences = check_array(interventions.differences(classes), dtype=np.float64, input_name=name)
+    check_width(differences, n_features, name)
+    return differences
+
+
 def orthonormal_basis(directions):
     """Orthonormal basis of the span of the rows, shape ``(n_features, rank)``.
 

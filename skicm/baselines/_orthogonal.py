@@ -6,27 +6,25 @@ from numbers import Real
 from typing import ClassVar
 
 import numpy as np
-from sklearn.base import (
-    BaseEstimator,
-    ClassNamePrefixFeaturesOutMixin,
-    TransformerMixin,
-    _fit_context,
-)
+from sklearn.base import _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 
 from skicm.baselines._directions import (
     check_width,
     embed_pairs,
     embed_prompts,
+    intervention_differences,
+    label_values,
     orthonormal_basis,
     warn_identity,
 )
+from skicm.baselines._embedding_map import FLOAT_DTYPES, _EmbeddingMap
 
 __all__ = ["OrthogonalProjection"]
 
 
-class OrthogonalProjection(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class OrthogonalProjection(_EmbeddingMap):
     """Orth-Proj / Orth-Cali: remove the directions of spurious prompts from embeddings.
 
     Chuang et al., "Debiasing Vision-Language Models via Biased Prompts" (2023), remove a
@@ -44,8 +42,8 @@ class OrthogonalProjection(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
 
     with ``lambda = calibration_strength`` (the authors' default 1000).
 
-    ``transform`` maps each row ``x`` to ``P x``. Every prompt embedding is normalised first,
-    as in the released code.
+    ``transform`` maps each row ``x`` to ``P x``, in the dtype of ``x``. Every prompt
+    embedding is normalised first, as in the released code.
 
     **Where it differs from the released code** (``chingyaoc/debias_vl``,
     ``discriminative/main.py``): the released code applies ``P`` to the *class prompt*
@@ -155,21 +153,15 @@ class OrthogonalProjection(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
         self : OrthogonalProjection
             The fitted transformer.
         """
-        X = validate_data(self, X, dtype=[np.float64, np.float32])
+        X = validate_data(self, X, dtype=FLOAT_DTYPES)
         n_features = X.shape[1]
-        classes = None if y is None else np.unique(np.asarray(y, dtype=object).ravel())
+        classes = label_values(y)
         blocks = []
         if self.spurious is not None:
             blocks.append(embed_prompts(self.spurious, self.encoder, "spurious"))
+            check_width(blocks[-1], n_features, "spurious")
         if self.interventions is not None:
-            differences = check_array(
-                self.interventions.differences(classes),
-                dtype=np.float64,
-                input_name="interventions.differences(y)",
-            )
-            blocks.append(differences)
-        for block, name in zip(blocks, ("spurious", "interventions.differences(y)")):
-            check_width(block, n_features, name)
+            blocks.append(intervention_differences(self.interventions, classes, n_features))
         directions = np.concatenate(blocks) if blocks else np.zeros((0, n_features))
         basis = orthonormal_basis(directions)
         if not blocks:
@@ -205,29 +197,5 @@ class OrthogonalProjection(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
             "skicm.TextInterventions with two or more domain_templates."
         )
 
-    @property
-    def _n_features_out(self):
-        return self.projection_.shape[0]
-
-    def transform(self, X):
-        """Apply the projection.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Embeddings.
-
-        Returns
-        -------
-        X_new : ndarray of shape (n_samples, n_features)
-            ``P x`` for each row, in the dtype of ``X``.
-        """
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+    def _map(self, X):
         return X @ self.projection_.T.astype(X.dtype, copy=False)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = False
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        return tags

@@ -5,14 +5,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from sklearn.base import (
-    BaseEstimator,
-    ClassNamePrefixFeaturesOutMixin,
-    TransformerMixin,
-    _fit_context,
-)
+from sklearn.base import _fit_context
 from sklearn.utils._param_validation import HasMethods
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 
 from skicm.baselines._directions import (
     check_width,
@@ -21,11 +16,12 @@ from skicm.baselines._directions import (
     orthonormal_basis,
     warn_identity,
 )
+from skicm.baselines._embedding_map import FLOAT_DTYPES, _EmbeddingMap
 
 __all__ = ["PromptProjection"]
 
 
-class PromptProjection(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class PromptProjection(_EmbeddingMap):
     """PRISM-mini: project normalised embeddings away from spurious-attribute descriptions.
 
     PRISM (Molahasani et al., ICCV 2025) asks a language model which attributes co-occur
@@ -36,7 +32,7 @@ class PromptProjection(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
     .. math:: P = I - V (V^\\top V)^{-1} V^\\top
 
     and classifies the normalised image embeddings after ``P``: ``transform`` maps a row
-    ``x`` to ``P x / |x|``.
+    ``x`` to ``P x / |x|``, in the dtype of ``x`` (a zero row stays zero).
 
     **Where it differs from the released code** (``MahdiyarMM/PRISM``, ``utils.py``,
     ``orth_transforamtion_calculation``): the released PRISM-mini hard-codes two attribute
@@ -115,7 +111,7 @@ class PromptProjection(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         self : PromptProjection
             The fitted transformer.
         """
-        X = validate_data(self, X, dtype=[np.float64, np.float32])
+        X = validate_data(self, X, dtype=FLOAT_DTYPES)
         n_features = X.shape[1]
         if self.descriptions is None:
             warn_identity(type(self).__name__, "descriptions")
@@ -140,29 +136,5 @@ class PromptProjection(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         self.projection_ = np.eye(n_features) - basis @ basis.T
         return self
 
-    @property
-    def _n_features_out(self):
-        return self.projection_.shape[0]
-
-    def transform(self, X):
-        """Normalise each row, then project.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Embeddings.
-
-        Returns
-        -------
-        X_new : ndarray of shape (n_samples, n_features)
-            ``P x / |x|`` for each row, in the dtype of ``X`` (a zero row stays zero).
-        """
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+    def _map(self, X):
         return normalize_rows(X) @ self.projection_.T.astype(X.dtype, copy=False)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = False
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        return tags

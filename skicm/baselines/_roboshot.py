@@ -5,27 +5,25 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from sklearn.base import (
-    BaseEstimator,
-    ClassNamePrefixFeaturesOutMixin,
-    TransformerMixin,
-    _fit_context,
-)
+from sklearn.base import _fit_context
 from sklearn.utils._param_validation import HasMethods
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 
 from skicm.baselines._directions import (
     check_width,
     embed_pairs,
+    intervention_differences,
+    label_values,
     normalize_rows,
     orthonormal_basis,
     warn_identity,
 )
+from skicm.baselines._embedding_map import FLOAT_DTYPES, _EmbeddingMap
 
 __all__ = ["RoboShot"]
 
 
-class RoboShot(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class RoboShot(_EmbeddingMap):
     """RoboShot: remove harmful and amplify helpful insight directions of embeddings.
 
     RoboShot (Adila et al., ICLR 2024) turns "insights" into directions of the embedding
@@ -39,7 +37,8 @@ class RoboShot(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
                               {\\|(I + Q_b Q_b^\\top)(I - Q_h Q_h^\\top) x\\|}
 
     which is what the released code's loop (reject one basis vector, renormalise, repeat;
-    then boost likewise) computes, in closed form.
+    then boost likewise) computes, in closed form. ``transform`` keeps the dtype of ``x``; a
+    row mapped to zero stays zero.
 
     **Where it differs from the released code** (``SprocketLab/roboshot``, ``run.py``): the
     insights are parameters (the released code reads cached LLM answers per data set); the
@@ -125,17 +124,11 @@ class RoboShot(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         self : RoboShot
             The fitted transformer.
         """
-        X = validate_data(self, X, dtype=[np.float64, np.float32])
+        X = validate_data(self, X, dtype=FLOAT_DTYPES)
         n_features = X.shape[1]
         harmful = [self._directions(self.harmful_pairs, "harmful_pairs", n_features)]
         if self.interventions is not None:
-            classes = None if y is None else np.unique(np.asarray(y, dtype=object).ravel())
-            differences = check_array(
-                self.interventions.differences(classes),
-                dtype=np.float64,
-                input_name="interventions.differences(y)",
-            )
-            check_width(differences, n_features, "interventions.differences(y)")
+            differences = intervention_differences(self.interventions, label_values(y), n_features)
             harmful.append(differences)
         helpful = self._directions(self.helpful_pairs, "helpful_pairs", n_features)
         harmful = np.concatenate(harmful)
@@ -158,29 +151,5 @@ class RoboShot(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         check_width(embedded, n_features, name)
         return embedded[:, 0] - embedded[:, 1]
 
-    @property
-    def _n_features_out(self):
-        return self.transform_matrix_.shape[0]
-
-    def transform(self, X):
-        """Reject, boost and normalise.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Embeddings.
-
-        Returns
-        -------
-        X_new : ndarray of shape (n_samples, n_features)
-            Unit-norm rows (a row mapped to zero stays zero), in the dtype of ``X``.
-        """
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+    def _map(self, X):
         return normalize_rows(X @ self.transform_matrix_.T.astype(X.dtype, copy=False))
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = False
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        return tags
