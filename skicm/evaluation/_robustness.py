@@ -332,8 +332,11 @@ def _protocol(train, *, shifts, id_test, embedder, methods, interventions, shots
             "shifts must map each shift's name to its data (a Bunch), with at least one shift; "
             f"got {type(shifts).__name__}."
         )
-    for data, what in [(train, "train"), (id_test, "id_test"), *((s, f"shift {n!r}")
-                                                                 for n, s in shifts.items())]:
+    for data, what in [
+        (train, "train"),
+        (id_test, "id_test"),
+        *((s, f"shift {n!r}") for n, s in shifts.items()),
+    ]:
         if not isinstance(data, Mapping):
             raise ValueError(f"{what} must be a Bunch, got {type(data).__name__}.")
     if str(id_name) in shifts:
@@ -368,7 +371,7 @@ def _protocol(train, *, shifts, id_test, embedder, methods, interventions, shots
         mapping = _class_map(str(name), shift, train_names, n_train_classes, variant_classes)
         test_data[str(name)] = (_with_domains(shift, str(name)), "OOD", mapping)
     read = {name: _read_data(data, embedder) for name, (data, _, _) in test_data.items()}
-    for name, (_, distribution, mapping) in test_data.items():
+    for name, (_, _, mapping) in test_data.items():
         _check_shift_labels(name, read[name].y, mapping)
     # The test sets are embedded once (the seeds draw training rows only).
     test_sets = []
@@ -705,9 +708,7 @@ class RobustnessResults:
         if method not in self.methods:
             raise ValueError(f"method {method!r} is not one of {self.methods}.")
         if test_set is not None and test_set not in (self.id_name, *self.shifts):
-            raise ValueError(
-                f"test set {test_set!r} is not one of {[self.id_name, *self.shifts]}."
-            )
+            raise ValueError(f"test set {test_set!r} is not one of {[self.id_name, *self.shifts]}.")
 
     def _per_seed(self, method, test_set):
         return np.array(
