@@ -1,12 +1,14 @@
 """Image inputs of the embedders: accepted kinds, identity keys, decoding.
 
 :class:`skicm.CLIPEmbedder` and :class:`skicm.ImageEmbedder` accept a sequence of images, each
-one a file path (``str`` or :class:`os.PathLike`), a PIL image, or a numpy array of shape
+one a file path (``str`` or :class:`os.PathLike`), a PIL image, a numpy array of shape
 ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` with dtype uint8 or uint16 (grayscale,
-RGBA and 16-bit images are converted to 8-bit RGB), or one uint8 array of shape
-``(N, H, W, C)``. Everything here works without torch: decoding runs inside
-:class:`torch.utils.data.DataLoader` worker processes, and :class:`ImageDecodingDataset` is a
-plain map-style dataset so that it pickles for any multiprocessing start method.
+RGBA and 16-bit images are converted to 8-bit RGB), or a :class:`CollectionImage` (a member of
+a WebDataset tar shard or a row of a Hugging Face dataset, decoded as the same bytes in a
+file); or one uint8 array of shape ``(N, H, W, C)``. Everything here works without torch:
+decoding runs inside :class:`torch.utils.data.DataLoader` worker processes, and
+:class:`ImageDecodingDataset` is a plain map-style dataset so that it pickles for any
+multiprocessing start method.
 
 Every decoder gives the same picture of a file:
 
@@ -48,6 +50,7 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "CollectionImage",
     "DecodeTarget",
     "ImageDecodingDataset",
     "as_image_list",
@@ -83,6 +86,110 @@ _FILE_KEY_SUFFIX = "|upright"
 
 def _is_path(item) -> bool:
     return isinstance(item, (str, os.PathLike))
+
+
+class CollectionImage:
+    """An image stored in a collection: a WebDataset tar member or a Hugging Face dataset row.
+
+    The embedders take it beside paths, PIL images and arrays. Its bytes are read only when
+    it is decoded (by offset in the tar, by row in the memory-mapped dataset) and decoded
+    exactly as the same bytes in a file (EXIF orientation, decompression-bomb limit, the
+    reduced decode of large JPEGs, every decoder, including the accelerator's for JPEG). Its
+    store key needs no read: a tar member's key is the tar's identity as a file's (real path,
+    device, inode, size, modification and change times, taken when the shards were listed)
+    and the member's name, so a rewritten tar gets new keys; a dataset row's key is its row
+    identifier ``hf:FINGERPRINT/SPLIT/ROW`` (the fingerprint identifies the content) and the
+    image column. A tar changed since it was listed, or a dataset saved again with other
+    content, is refused when an item must be read, with an error naming the item.
+
+    Items pickle (DataLoader worker processes, Ray tasks): they carry where the image is,
+    not its bytes. Get them from :func:`skicm.datasets.load_image_collection`.
+
+    Parameters
+    ----------
+    id : str
+        The row identifier: ``<tar path>#<sample key>`` or ``hf:FINGERPRINT/SPLIT/ROW``.
+    key : str
+        The store key (see above).
+    description : str
+        How errors name the item (the member and shard, or the row and dataset).
+    reader : object
+        Reads the bytes: ``reader.read_item(location)``
+        (:class:`skicm.distributed._collections.CollectionReader`).
+    location : object
+        Where the item is, for ``reader``.
+
+    Attributes
+    ----------
+    id, key, description : str
+        As given.
+
+    See Also
+    --------
+    skicm.datasets.load_image_collection : Items of WebDataset shards or a dataset, labelled.
+
+    Examples
+    --------
+    >>> import io, tarfile, tempfile
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> from skicm.datasets import load_image_collection
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> with tarfile.open(folder / "shard-0.tar", "w") as tar:
+    ...     for name, text in [("a", b"cat"), ("b", b"dog")]:
+    ...         png = io.BytesIO()
+    ...         Image.new("RGB", (5, 4)).save(png, format="PNG")
+    ...         for member, data in [(f"{name}.png", png.getvalue()), (f"{name}.cls", text)]:
+    ...             info = tarfile.TarInfo(member)
+    ...             info.size = len(data)
+    ...             tar.addfile(info, io.BytesIO(data))
+    >>> item = load_image_collection(folder / "shard-0.tar", label_key="cls").images[0]
+    >>> item.id.endswith("shard-0.tar#a"), item.description.startswith("member 'a.png'")
+    (True, True)
+    >>> load_rgb(item).size
+    (5, 4)
+    """
+
+    __slots__ = ("_location", "_reader", "description", "id", "key")
+
+    def __init__(self, id: str, key: str, description: str, reader, location):
+        self.id = id
+        self.key = key
+        self.description = description
+        self._reader = reader
+        self._location = location
+
+    def __getstate__(self):
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state):
+        for name, value in state.items():
+            setattr(self, name, value)
+
+    def __repr__(self):
+        return f"CollectionImage({self.id!r})"
+
+    def read(self) -> bytes:
+        """The encoded image (the member's or the cell's bytes).
+
+        Returns
+        -------
+        data : bytes
+
+        Raises
+        ------
+        OSError
+            If the shard or dataset cannot be read or has changed since it was listed; the
+            message names the item.
+        """
+        try:
+            return self._reader.read_item(self._location)
+        except OSError as error:
+            raise type(error)(f"{self.description}: {error}") from None
+
+
+def _is_item(item) -> bool:
+    return isinstance(item, CollectionImage)
 
 
 def _is_pil(item) -> bool:
@@ -127,7 +234,7 @@ def as_image_list(X, owner: str = "the embedder") -> list:
     """
     if X is None:
         raise ValueError("X is None; expected a sequence of images (paths, PIL images or arrays).")
-    if _is_path(X) or _is_pil(X):
+    if _is_path(X) or _is_pil(X) or _is_item(X):
         raise ValueError(
             f"X is a single image ({type(X).__name__}); pass a sequence of images, e.g. [X]."
         )
@@ -210,6 +317,8 @@ def describe_image(items: Sequence, index: int) -> str:
     item = items[index]
     if _is_path(item):
         return repr(os.fspath(item))
+    if _is_item(item):
+        return item.description
     return f"X[{index}] ({type(item).__name__})"
 
 
@@ -381,6 +490,8 @@ def image_keys_and_missing(items: Sequence) -> tuple[list[str], list[tuple[int, 
             except OSError as error:
                 missing.append((index, f"{os.fspath(item)!r} ({error.strerror or error})"))
                 keys.append("")
+        elif _is_item(item):
+            keys.append(item.key)  # the shard's identity, taken when it was listed: no read
         elif isinstance(item, np.ndarray):
             problem = _array_problem(item)
             if problem is not None:
@@ -406,8 +517,8 @@ def image_keys_and_missing(items: Sequence) -> tuple[list[str], list[tuple[int, 
             keys.append(f"pil:{digest.hexdigest()}")
         else:
             invalid.append(
-                f"X[{index}]: {type(item).__name__} is not an image (expected a path, a PIL image "
-                "or a uint8 array)"
+                f"X[{index}]: {type(item).__name__} is not an image (expected a path, a PIL image, "
+                "a uint8 array or a CollectionImage)"
             )
             keys.append("")
     if invalid:
@@ -747,6 +858,8 @@ def load_rgb(item, target: DecodeTarget | None = None):
     """
     if _is_path(item):
         return _load_rgb_file(item, item, target)
+    if _is_item(item):
+        return _load_rgb_file(io.BytesIO(item.read()), item.description, target)
     if isinstance(item, np.ndarray):
         return _rgb_from_array(item)
     return _rgb_from_pil(_upright(item))
@@ -929,6 +1042,9 @@ def _rgb_chw(item, target: DecodeTarget | None = None, data=None, from_bytes: bo
     """
     import torch
 
+    if _is_item(item):  # its bytes, decoded as a file's
+        data = item.read() if data is None else data
+        return _rgb_chw(item.description, target, data, from_bytes=True)
     if data is not None or _is_path(item):
         if data is None:
             with open(item, "rb") as file:
@@ -1083,10 +1199,14 @@ class ImageDecodingDataset:
                     raise ValueError(f"preprocessing produced shape {pixels.shape}, not (S, S, 3)")
                 return index, np.ascontiguousarray(pixels.transpose(2, 0, 1)), None, None
             data = None
-            if self.mode == "raw_jpeg" and _is_path(item):
-                with open(item, "rb") as file:
-                    data = file.read()
-                if data[:3] == _JPEG_MAGIC and self._decodes_on_device(data, item):
+            if self.mode == "raw_jpeg" and (_is_path(item) or _is_item(item)):
+                if _is_item(item):
+                    data, name = item.read(), item.description
+                else:
+                    with open(item, "rb") as file:
+                        data = file.read()
+                    name = item
+                if data[:3] == _JPEG_MAGIC and self._decodes_on_device(data, name):
                     return index, None, np.frombuffer(data, dtype=np.uint8), None
             pixels = self.tensor_transform(_rgb_chw(item, self.target, data))
             return index, np.ascontiguousarray(pixels.numpy()), None, None

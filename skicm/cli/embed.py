@@ -7,6 +7,7 @@ import warnings
 
 from skicm.cli._common import (
     add_class_alias_options,
+    add_collection_options,
     add_model_options,
     class_aliases_from_args,
     embedder_from_args,
@@ -45,27 +46,7 @@ def add_parser(subcommands):
         "e.g. hund=dog; as skicm evaluate's",
         file_help="file of class aliases: one FOLDER=CLASS line per class folder, or a JSON object",
     )
-    items = embed.add_argument_group("collections (WebDataset shards, Hugging Face dataset)")
-    items.add_argument(
-        "--image-key",
-        metavar="KEY",
-        help="WebDataset: image extension(s), the first one a sample has (default: "
-        "jpg;jpeg;png;webp); Hugging Face: the image column (default: image)",
-    )
-    items.add_argument(
-        "--label-key",
-        metavar="KEY",
-        help="WebDataset: extension of the label member (text, e.g. cls); Hugging Face: the "
-        "label column (ClassLabel columns give their class names); default: no labels",
-    )
-    items.add_argument(
-        "--domain-key",
-        metavar="KEY",
-        help="as --label-key, for the domain (environment) of each item; default: no domains",
-    )
-    items.add_argument(
-        "--split", metavar="NAME", help="Hugging Face dataset: the split (when it has several)"
-    )
+    add_collection_options(embed, class_names=False)
     add_model_options(embed, required=True)
     group = embed.add_argument_group("execution")
     group.add_argument(

