@@ -46,6 +46,7 @@ def _fraction(value):
 
 def add_parser(subcommands):
     """Register ``skicm evaluate`` on ``subcommands``."""
+    from skicm.cli._robustness import add_robustness_options
     from skicm.datasets._group_metadata import LAYOUTS as GROUP_LAYOUTS
     from skicm.evaluation import (
         DEFAULT_GRID,
@@ -96,12 +97,13 @@ def add_parser(subcommands):
     protocol = evaluate.add_argument_group("protocol")
     protocol.add_argument(
         "--protocol",
-        choices=("leave-one-domain-out", "open-class", "groups"),
+        choices=("leave-one-domain-out", "open-class", "groups", "robustness"),
         default="leave-one-domain-out",
         help="leave-one-domain-out (default); the paper's open-class protocol: the projector "
         "learns on base classes, zero-shot is scored on base and new classes apart; or groups: "
         "a spurious-correlation data set's own train / val / test split, worst-group accuracy "
-        "(SOURCE read with --layout)",
+        "(SOURCE read with --layout); or robustness: train on the collection SOURCE, score on "
+        "--id-test and each --shift (ImageNet and its shifts, effective robustness)",
     )
     groups = evaluate.add_argument_group("--protocol groups")
     groups.add_argument(
@@ -242,6 +244,7 @@ def add_parser(subcommands):
     )
     output.add_argument("--plot", metavar="PATH", help="also save the per-domain plot here")
     output.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_robustness_options(evaluate)
     add_model_options(evaluate, required=False)
     if not any("--store" in action.option_strings for action in evaluate._actions):
         evaluate.add_argument(
@@ -345,6 +348,11 @@ def run(args):
         _check_templates(args.templates, "--templates")
         embedder = embedder_from_args(args) if _uses_model(args) else None
         return run_groups_command(args, embedder=embedder)
+    if args.protocol == "robustness":
+        from skicm.cli._robustness import run_robustness_command
+
+        _check_templates(args.templates, "--templates")
+        return run_robustness_command(args, embedder_from_args(args) if _uses_model(args) else None)
     for option in ("layout", "target_attribute", "spurious_attribute", "image_root"):
         if getattr(args, option) is not None:
             raise ValueError(f"--{option.replace('_', '-')} applies to --protocol groups only.")
