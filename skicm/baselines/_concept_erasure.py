@@ -9,9 +9,10 @@ from typing import ClassVar
 import numpy as np
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import column_or_1d, validate_data
+from sklearn.utils.validation import validate_data
 
 from skicm.baselines._embedding_map import FLOAT_DTYPES, _EmbeddingMap
+from skicm.baselines._row_labels import row_labels
 from skicm.exceptions import NoInvarianceWarning
 
 __all__ = ["ConceptErasure"]
@@ -139,23 +140,20 @@ class ConceptErasure(_EmbeddingMap):
 
         LeaceFitter = _leace_fitter()
         X = validate_data(self, X, dtype=FLOAT_DTYPES, ensure_min_samples=2)
-        labels = y if self.concept == "y" else groups
-        if labels is None and self.concept == "y":
+        if self.concept == "y" and y is None:
             raise ValueError(
                 'ConceptErasure(concept="y") requires y to be passed, but the target y is None.'
             )
-        if labels is None:
-            raise ValueError(
+        labels = row_labels(
+            y if self.concept == "y" else groups,
+            X.shape[0],
+            self.concept,
+            missing=(
                 f'ConceptErasure(concept="{self.concept}") needs {self.concept} in fit: the '
                 "concept value of each row. Under metadata routing, request it with "
                 "ConceptErasure().set_fit_request(groups=True) and pass groups= to fit."
-            )
-        labels = column_or_1d(labels, warn=True)
-        if labels.shape[0] != X.shape[0]:
-            raise ValueError(
-                f"{self.concept} has {labels.shape[0]} entries but X has {X.shape[0]} rows; "
-                f"{self.concept} needs one entry per row of X."
-            )
+            ),
+        )
         concepts, index = np.unique(labels, return_inverse=True)
         if len(concepts) < 2:
             warnings.warn(

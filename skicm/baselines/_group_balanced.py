@@ -12,7 +12,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from skicm.baselines._row_labels import row_labels
 
 __all__ = ["GroupBalancedProbe"]
 
@@ -139,21 +141,17 @@ class GroupBalancedProbe(ClassifierMixin, BaseEstimator):
         """
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
         check_classification_targets(y)
-        if self.groups_from == "y":
-            groups = y
-        elif groups is None:
-            raise ValueError(
+        groups = row_labels(
+            y if self.groups_from == "y" else groups,
+            X.shape[0],
+            "groups",
+            missing=(
                 "GroupBalancedProbe needs groups in fit (the group of each row, e.g. "
                 "(label, place)); with metadata routing on, request them with "
                 "set_fit_request(groups=True). For class balancing without groups use "
                 'groups_from="y".'
-            )
-        groups = column_or_1d(groups, warn=True)
-        if groups.shape[0] != X.shape[0]:
-            raise ValueError(
-                f"groups has {groups.shape[0]} entries but X has {X.shape[0]} rows; groups "
-                "needs one entry per row of X."
-            )
+            ),
+        )
         values, index, counts = np.unique(groups, return_inverse=True, return_counts=True)
         index = index.ravel()
         base = LogisticRegression() if self.estimator is None else self.estimator
