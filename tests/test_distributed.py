@@ -105,10 +105,12 @@ def _embedder(checkpoint, **params):
 
 
 def _keys(out):
-    """{path: image key} of every shard row."""
+    """{path: image key} of every shard row (of a folder, or of one shard)."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(sorted(Path(out).glob("shard-*.parquet")), columns=["path", "key"])
+    out = Path(out)
+    shards = [out] if out.is_file() else sorted(out.glob("shard-*.parquet"))
+    table = pq.read_table(shards, columns=["path", "key"])
     return dict(zip(table.column("path").to_pylist(), table.column("key").to_pylist()))
 
 
@@ -213,6 +215,116 @@ def test_shard_store_answers_embedder_without_encoding(local_run, checkpoint):
     assert store.get_many("another-namespace", []) == {}
 
 
+def _synthetic_folder(out, sizes, embed_dim, seed=0, **write_options):
+    """A folder of shards as skicm embed writes them (manifest, identity), with random
+    embeddings and no model: ``sizes`` rows per shard. ``write_options`` replace the options of
+    ``pyarrow.parquet.write_table`` (another layout). Returns ({key: embedding}, keys in order)."""
+    import pyarrow.parquet as pq
+
+    from skicm.distributed._shards import (
+        shard_identity,
+        shard_name,
+        shard_table,
+        shard_write_options,
+        write_shard,
+    )
+
+    out.mkdir(parents=True)
+    manifest = {"format": 2, "embedder": "synthetic", "model": "synthetic", "weights": "w",
+                "namespace": "synthetic:ns", "embed_dim": embed_dim}  # fmt: skip
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    rng = np.random.default_rng(seed)
+    expected = {}
+    for index, size in enumerate(sizes):
+        keys = [f"key-{index}-{row}" for row in range(size)]
+        embeddings = rng.standard_normal((size, embed_dim)).astype(np.float32)
+        rows = {"path": [f"/images/{k}.jpg" for k in keys], "key": keys, "embedding": embeddings}
+        table = shard_table(rows, embed_dim)
+        if write_options:
+            metadata = {b"skicm": json.dumps(shard_identity(manifest))}
+            options = {**shard_write_options(table.column_names), **write_options}
+            pq.write_table(table.replace_schema_metadata(metadata), out / shard_name(index),
+                           **{k: v for k, v in options.items() if v is not None})  # fmt: skip
+        else:
+            write_shard(out, index, table, shard_identity(manifest))
+        expected.update(zip(keys, embeddings))
+    return expected
+
+
+# Layouts of the embedding column: skicm's (read in place), skicm's split into row groups of 5
+# rows (still in place), and three that pyarrow reads: pyarrow's defaults (snappy, one row
+# group), row groups of 5 rows compressed, and uncompressed version-1 pages (whose headers do
+# not state their row count: not read in place).
+_LAYOUTS = {
+    "skicm": ({}, True),
+    "skicm-row-groups-of-5": ({"row_group_size": 5}, True),
+    "pyarrow-defaults": (
+        {
+            "compression": "snappy",
+            "use_dictionary": True,
+            "write_statistics": True,
+            "data_page_version": "1.0",
+        },
+        False,
+    ),
+    "snappy-row-groups-of-5": ({"compression": "snappy", "row_group_size": 5}, False),
+    "uncompressed-version-1-pages": ({"data_page_version": "1.0"}, False),
+}
+
+
+@pytest.mark.parametrize("layout", list(_LAYOUTS))
+def test_shard_store_reads_exactly_the_rows_asked_for(tmp_path, layout):
+    """Any subset of keys in any order, over shards of several pages (2,600 rows of 200 float32
+    = 2 MB per shard: three 1 MB pages) and row groups, gives each key its own embedding, bit
+    for bit (the stored float32 values are copied, never computed)."""
+    write_options, in_place = _LAYOUTS[layout]
+    out = tmp_path / "embeddings"
+    expected = _synthetic_folder(out, [2600, 7, 1300], embed_dim=200, **write_options)
+    keys = list(expected)
+    asked = [keys[i] for i in np.random.default_rng(1).permutation(len(keys))[:400]]
+    asked += [keys[0], keys[-1], keys[2599], keys[2600], "absent-key"]  # first, last, borders
+    store = ShardStore(out)
+    found = store.get_many("synthetic:ns", asked)
+    assert set(found) == set(asked) - {"absent-key"}
+    for key in found:
+        np.testing.assert_array_equal(found[key], expected[key], err_msg=key)
+        assert found[key].dtype == np.float32 and found[key].shape == (200,)
+    read_in_place = sorted(shard for shard, pages in store._pages.items() if pages is not None)
+    assert read_in_place == ([0, 1, 2] if in_place else [])
+    if layout == "skicm":
+        assert len(store._pages[0][0]) >= 2  # the first shard's rows span several pages
+    assert store.count() == len(keys) and store.get_many("another:ns", asked) == {}
+
+
+def test_shard_store_refuses_a_shard_replaced_after_it_was_checked(tmp_path):
+    """A shard swapped for another file after the store checked it is an error naming it, never
+    the other file's rows."""
+    out = tmp_path / "embeddings"
+    expected = _synthetic_folder(out, [4, 4], embed_dim=8)
+    store = ShardStore(out)
+    assert set(store.get_many("synthetic:ns", ["key-0-1"])) == {"key-0-1"}
+    other = _synthetic_folder(tmp_path / "other", [4], embed_dim=8, seed=1)
+    replacement = out / ".replacement"
+    shutil.copy(tmp_path / "other" / "shard-000000.parquet", replacement)
+    os.replace(replacement, out / "shard-000000.parquet")
+    with pytest.raises(ValueError, match=r"shard-000000.parquet.*changed since"):
+        store.get_many("synthetic:ns", ["key-0-2"])
+    assert set(other) == set(expected) - {f"key-1-{row}" for row in range(4)}  # same keys
+
+
+def test_shard_store_checks_every_shard_before_its_first_answer(tmp_path, foreign_shards):
+    """Making the store reads only the manifest; the first lookup checks every shard (even one
+    that holds none of the keys asked) before it returns any embedding."""
+    out = tmp_path / "embeddings"
+    _synthetic_folder(out, [3, 3], embed_dim=32)
+    shutil.copy(foreign_shards["other-weights"], out / "shard-000099.parquet")
+    store = ShardStore(out)  # no shard read yet
+    with pytest.raises(ValueError, match=r"shard-000099.parquet.*another model"):
+        store.get_many("synthetic:ns", ["key-0-0"])
+    with pytest.raises(ValueError, match=r"shard-000099.parquet.*another model"):
+        store.count()
+
+
 # ---------------------------------------------------------------------------- shard identity
 def _folder_state(out):
     """{name: bytes} of every file of ``out`` (hidden ones too): what a failed call must keep."""
@@ -262,8 +374,9 @@ def _read_with(reader, out, checkpoint, shard, source):
 
     if reader == "load_embeddings":
         return load_embeddings(out)
-    if reader == "ShardStore":
-        return ShardStore(out)
+    if reader == "ShardStore":  # checks every shard at its first lookup, before any answer
+        store = ShardStore(out)
+        return store.get_many(store.namespace, list(_keys(out / "shard-000000.parquet").values()))
     if reader == "rerun":  # a resumed run reads the paths of every finished shard
         return embed_collection(source, out, embedder=_embedder(checkpoint), progress=False)
     if reader == "fit_projector_from_shards":
@@ -351,7 +464,7 @@ def test_shards_written_before_they_carried_the_identity(tmp_path, local_run):
         old = load_embeddings(out)
     np.testing.assert_array_equal(old.embeddings, load_embeddings(local_run[0]).embeddings)
     with pytest.warns(UserWarning, match="embed the collection again"):
-        ShardStore(out)
+        ShardStore(out).count()
     with pytest.warns(UserWarning, match="carry no model identity"):
         fit_projector_from_shards(out, InvariantProjector(4), engine="local")
 

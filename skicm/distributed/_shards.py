@@ -321,14 +321,38 @@ def shard_table(rows: dict, embed_dim: int):
     return pa.table(columns)
 
 
+def shard_write_options(column_names) -> dict:
+    """Options of ``pyarrow.parquet.write_table`` for a shard with columns ``column_names``.
+
+    The embeddings are stored so that a row can be read where it lies (:class:`ShardStore`
+    reads only the rows it is asked for): plain, uncompressed float32 (embeddings barely
+    compress: their low bits are noise) in version-2 data pages, which start on a row boundary
+    and state their row count and level lengths in their headers. The other columns stay
+    compressed, with dictionaries and statistics.
+    """
+    others = [name for name in column_names if name != "embedding"]
+    return {
+        "compression": {**dict.fromkeys(others, "snappy"), "embedding": "none"},
+        "use_dictionary": others,
+        "write_statistics": others,
+        "data_page_version": "2.0",
+    }
+
+
 def write_shard(out, index: int, table, identity: dict) -> Path:
-    """Write shard ``index`` of ``out`` atomically, with ``identity`` in its Parquet metadata."""
+    """Write shard ``index`` of ``out`` atomically, with ``identity`` in its Parquet metadata.
+
+    The ``embedding`` column is written in the layout that :class:`ShardStore` reads row by row
+    (:func:`shard_write_options`); every Parquet reader reads it as usual.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     metadata = {**(table.schema.metadata or {}), SHARD_METADATA_KEY: json.dumps(identity)}
     sink = pa.BufferOutputStream()
-    pq.write_table(table.replace_schema_metadata(metadata), sink)
+    pq.write_table(
+        table.replace_schema_metadata(metadata), sink, **shard_write_options(table.column_names)
+    )
     path = Path(out) / shard_name(index)
     write_atomically(path, sink.getvalue().to_pybytes())
     return path
@@ -440,6 +464,165 @@ def load_embeddings(out, *, normalize=True, columns=("label", "domain")):
     )
 
 
+# ---------------------------------------------------------------------------- rows in place
+# Parquet page headers are Thrift structs in the compact protocol; reading one needs its
+# integers and a way to step over the fields it does not need.
+_PLAIN = 0  # Parquet Encoding.PLAIN
+_DATA_PAGE_V2 = 3  # Parquet PageType.DATA_PAGE_V2
+
+
+def _varint(buffer, position: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buffer[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, position
+        shift += 7
+
+
+def _thrift_value(buffer, position: int, kind: int):
+    if kind in (1, 2):  # a boolean field carries its value in its type
+        return kind == 1, position
+    if kind == 3:
+        return buffer[position], position + 1
+    if kind in (4, 5, 6):  # zigzag varints
+        value, position = _varint(buffer, position)
+        return (value >> 1) ^ -(value & 1), position
+    if kind == 7:
+        return None, position + 8
+    if kind == 8:
+        size, position = _varint(buffer, position)
+        return None, position + size
+    if kind in (9, 10):
+        header = buffer[position]
+        position += 1
+        size, element = header >> 4, header & 0x0F
+        if size == 15:
+            size, position = _varint(buffer, position)
+        for _ in range(size):
+            if element in (1, 2):
+                position += 1
+            else:
+                _, position = _thrift_value(buffer, position, element)
+        return None, position
+    if kind == 11:
+        size, position = _varint(buffer, position)
+        if size:
+            types = buffer[position]
+            position += 1
+            for _ in range(size):
+                _, position = _thrift_value(buffer, position, types >> 4)
+                _, position = _thrift_value(buffer, position, types & 0x0F)
+        return None, position
+    if kind == 12:
+        return _thrift_struct(buffer, position)
+    raise ValueError(f"unknown Thrift type {kind}")
+
+
+def _thrift_struct(buffer, position: int) -> tuple[dict, int]:
+    """{field id: value} of the compact-protocol struct at ``position`` (integers and structs
+    kept, other values skipped), and the position after it."""
+    fields, field = {}, 0
+    while True:
+        header = buffer[position]
+        position += 1
+        if header == 0:
+            return fields, position
+        if header >> 4:
+            field += header >> 4
+        else:
+            raw, position = _varint(buffer, position)
+            field = (raw >> 1) ^ -(raw & 1)
+        fields[field], position = _thrift_value(buffer, position, header & 0x0F)
+
+
+def embedding_chunks(metadata, embed_dim: int):
+    """Where the ``embedding`` values of each row group lie, from a shard's footer, or None.
+
+    Returns a list of ``(first row, rows, data page offset, bytes)``, one per row group, when
+    every row group stores the column uncompressed without a dictionary (the layout
+    :func:`write_shard` writes), else None: such a shard is read through pyarrow.
+    """
+    schema = metadata.schema
+    leaf = next(
+        (i for i in range(len(schema)) if schema.column(i).path.split(".")[0] == "embedding"),
+        None,
+    )
+    if leaf is None or metadata.num_columns != len(schema):
+        return None
+    chunks, first = [], 0
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        column = row_group.column(leaf)
+        if column.compression != "UNCOMPRESSED" or column.has_dictionary_page:
+            return None
+        if column.num_values != row_group.num_rows * embed_dim:
+            return None  # a null value or row: positions cannot be computed
+        chunks.append((first, row_group.num_rows, column.data_page_offset,
+                       column.total_compressed_size))  # fmt: skip
+        first += row_group.num_rows
+    return chunks
+
+
+def embedding_pages(buffer, chunks, embed_dim: int):
+    """``(first rows, value offsets)`` of every data page of the ``embedding`` column, or None.
+
+    Walks the page headers of each column chunk (``chunks``: :func:`embedding_chunks`) in
+    ``buffer`` (the shard's bytes, memory-mapped). A page qualifies when it is a version-2 data
+    page of PLAIN values with no null, holding exactly ``rows * embed_dim`` float32 values after
+    its levels; then row ``r`` of the page is the ``embed_dim`` float32 at ``offset + 4 *
+    embed_dim * (r - first row)``. Any other page (or damaged header) gives None, and the
+    shard is read through pyarrow, which reports damage naming the shard.
+    """
+    firsts, offsets = [], []
+    try:
+        for first, n_rows, position, size in chunks:
+            end, row = position + size, first
+            while position < end:
+                header, body = _thrift_struct(buffer, position)
+                page = header.get(8)
+                if header.get(1) != _DATA_PAGE_V2 or not isinstance(page, dict):
+                    return None
+                values = page.get(1, -1)
+                rows = page.get(3, -1)
+                levels = page.get(5, 0) + page.get(6, 0)
+                if (
+                    page.get(2) != 0
+                    or page.get(4) != _PLAIN
+                    or rows < 0
+                    or values != rows * embed_dim
+                    or header.get(3, -1) - levels != 4 * values
+                ):
+                    return None
+                firsts.append(row)
+                offsets.append(body + levels)
+                row += rows
+                position = body + header[3]
+            if position != end or row != first + n_rows:
+                return None
+    except (IndexError, ValueError, TypeError, KeyError, RecursionError):
+        return None
+    return np.asarray(firsts, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
+
+
+def read_rows_in_place(buffer, pages, rows, embed_dim: int) -> np.ndarray:
+    """Rows ``rows`` of the embedding column, read from where they lie (see
+    :func:`embedding_pages`); float32 of shape ``(len(rows), embed_dim)``."""
+    firsts, offsets = pages
+    rows = np.asarray(rows, dtype=np.int64)
+    page = np.searchsorted(firsts, rows, side="right") - 1
+    starts = offsets[page] + 4 * embed_dim * (rows - firsts[page])
+    width = 4 * embed_dim
+    data = b"".join(buffer[start : start + width] for start in starts.tolist())
+    return np.frombuffer(data, dtype="<f4").reshape(len(rows), embed_dim).astype(np.float32)
+
+
+def _file_state(stat) -> tuple[int, int, int, int]:
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
 class ShardStore(EmbeddingStore):
     """An embedding store that answers from the Parquet shards of an embedded collection.
 
@@ -452,8 +635,8 @@ class ShardStore(EmbeddingStore):
     ----------
     out : str or path-like
         The output folder of :func:`skicm.distributed.embed_collection` / ``skicm embed``.
-        Every shard is checked against its manifest when the store is made (a shard of
-        another model is a ``ValueError`` naming the shard).
+        Its manifest is read when the store is made; its shards when the store is first asked
+        (see Notes).
 
     Attributes
     ----------
@@ -463,6 +646,20 @@ class ShardStore(EmbeddingStore):
     See Also
     --------
     skicm.distributed.load_embeddings : The same embeddings as arrays.
+
+    Notes
+    -----
+    Making the store reads the manifest and lists the shards. The first lookup (or
+    :meth:`count`) opens every shard once: it checks its footer (model identity, width, dtype:
+    a shard of another model is a ``ValueError`` naming the shard) and reads its ``key`` column,
+    since any shard may hold an asked key. So no embedding is ever returned before every shard
+    of the folder has been checked. Each file's device, inode, size and modification time are
+    recorded then, and every later read first checks that the file is still the one checked:
+    shards are never rewritten in place, so a replaced file is an error, not a silent read.
+
+    A lookup then reads only the rows asked for: in shards written by this version the
+    embeddings lie uncompressed at offsets that the page headers give, and are read from the
+    memory-mapped file; other shards are read through pyarrow, one row group at a time.
 
     Examples
     --------
@@ -492,13 +689,14 @@ class ShardStore(EmbeddingStore):
     def __init__(self, out):
         out = Path(out)
         manifest = require_manifest(out)
-        # Every shard is checked now (footers only), so that a shard of another model fails
-        # here, naming the shard, not later inside an embedder's transform.
-        self._shards = [path for path, _ in iter_shards(out, manifest)]
         self.out = out
         self.namespace = manifest["namespace"]
         self._manifest = manifest
-        self._index = None  # key -> (shard, row), read on first lookup
+        self._shards = shard_paths(out)
+        self._index = None  # key -> (shard, row), made on first lookup (every shard checked)
+        self._states = []  # per shard: the file state when its footer was checked
+        self._chunks = []  # per shard: embedding_chunks() of its footer
+        self._pages = {}  # shard -> embedding_pages(), read on the shard's first lookup
         self._computed = {}
 
     @property
@@ -508,17 +706,73 @@ class ShardStore(EmbeddingStore):
 
     def _key_index(self):
         if self._index is None:
-            index = {}
+            index, states, chunks, n_unverified = {}, [], [], 0
+            embed_dim = self._manifest["embed_dim"]
             for number, path in enumerate(self._shards):
-                file, _ = open_shard(path, self._manifest)  # warned about in __init__
+                state = _file_state(os.stat(path))
+                file, verified = open_shard(path, self._manifest)
+                n_unverified += not verified
                 with file:
                     keys = read_columns(path, file, ["key"]).column("key").to_pylist()
+                    chunks.append(embedding_chunks(file.metadata, embed_dim))
+                states.append(state)
                 index.update((key, (number, row)) for row, key in enumerate(keys))
-            self._index = index
+            warn_unverified(self.out, n_unverified)
+            self._index, self._states, self._chunks = index, states, chunks
         return self._index
+
+    def _changed(self, path) -> ValueError:
+        return ValueError(
+            f"The shard {str(path)!r} changed since this ShardStore checked it (shards are "
+            "never rewritten: another process replaced it). Open a new ShardStore."
+        )
+
+    def _read_rows(self, shard: int, rows) -> np.ndarray:
+        """Rows ``rows`` of the embeddings of shard number ``shard``, read where they lie."""
+        import mmap
+
+        path = self._shards[shard]
+        embed_dim = self._manifest["embed_dim"]
+        with open(path, "rb") as handle:
+            if _file_state(os.fstat(handle.fileno())) != self._states[shard]:
+                raise self._changed(path)
+            if self._chunks[shard] is not None and self._pages.get(shard, True) is not None:
+                with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
+                    if shard not in self._pages:
+                        self._pages[shard] = embedding_pages(buffer, self._chunks[shard], embed_dim)
+                    if self._pages[shard] is not None:
+                        return read_rows_in_place(buffer, self._pages[shard], rows, embed_dim)
+        return self._read_rows_with_pyarrow(shard, rows)
+
+    def _read_rows_with_pyarrow(self, shard: int, rows) -> np.ndarray:
+        """Rows ``rows`` of a shard in another layout: only the row groups that hold them."""
+        import pyarrow as pa
+
+        path = self._shards[shard]
+        file, _ = open_shard(path, self._manifest)
+        with file:
+            if _file_state(os.stat(path)) != self._states[shard]:
+                raise self._changed(path)
+            sizes = [file.metadata.row_group(g).num_rows for g in range(file.num_row_groups)]
+            ends = np.cumsum(sizes)
+            rows = np.asarray(rows, dtype=np.int64)
+            groups = np.unique(np.searchsorted(ends, rows, side="right"))
+            try:
+                table = file.read_row_groups(groups.tolist(), columns=["embedding"])
+            except (pa.ArrowException, OSError) as error:
+                raise ValueError(f"Cannot read the shard {str(path)!r}: {error}") from None
+        starts = np.concatenate([[0], ends])[groups]
+        # Position of each asked row within the concatenated row groups read.
+        before = np.cumsum(np.concatenate([[0], np.asarray(sizes)[groups][:-1]]))
+        which = np.searchsorted(groups, np.searchsorted(ends, rows, side="right"))
+        positions = before[which] + rows - starts[which]
+        return embedding_matrix(table.column("embedding"))[positions]
 
     def get_many(self, namespace, keys):
         """Look up embeddings: from the shards (their namespace only), then from memory.
+
+        The first lookup in the collection's namespace checks every shard (see Notes of the
+        class); each reads only the rows of the keys found.
 
         Parameters
         ----------
@@ -531,6 +785,11 @@ class ShardStore(EmbeddingStore):
         -------
         vectors : dict of str to ndarray
             The raw embeddings found, by key.
+
+        Raises
+        ------
+        ValueError
+            Naming the shard: unreadable, written by another model, or replaced since checked.
         """
         found = {}
         computed = self._computed.get(namespace, {})
@@ -544,12 +803,8 @@ class ShardStore(EmbeddingStore):
                 shard, row = index[key]
                 by_shard.setdefault(shard, []).append((key, row))
         for shard, wanted in by_shard.items():
-            path = self._shards[shard]
-            file, _ = open_shard(path, self._manifest)
-            with file:
-                table = read_columns(path, file, ["embedding"])
-            matrix = embedding_matrix(table.column("embedding"))
-            found.update((key, matrix[row]) for key, row in wanted)
+            matrix = self._read_rows(shard, [row for _, row in wanted])
+            found.update((key, vector) for (key, _), vector in zip(wanted, matrix))
         return found
 
     def put_many(self, namespace, items):
