@@ -509,3 +509,248 @@ def test_decoding_tasks_read_a_pickled_reader(collection, embedder, file_run):
     expected = np.stack([by_file[name] for name, _, _ in collection["items"]])
     np.testing.assert_allclose(encoded["embedding"], expected, rtol=0, atol=_FORWARD_ATOL)
     assert list(encoded["key"]) == image_keys(list(decoded["pixels"]))
+
+
+# ---------------------------------------------------------------------------- CollectionImage
+def _collection_data(source, kind):
+    from skicm.datasets import load_image_collection
+
+    if kind == "webdataset":
+        return load_image_collection(source, label_key="cls", domain_key="domain.txt")
+    return load_image_collection(source, label_key="label", domain_key="domain")
+
+
+def _file_paths(collection):
+    files = collection["root"] / "files"
+    return [str(files / name) for name, _, _ in collection["items"]]
+
+
+def test_collection_images_embed_as_their_files(collection, embedder):
+    """Tar members and dataset rows given to transform: the embeddings of the same files,
+    with both decoders and both decode scales (every item is decoded by the embedder's own
+    path; tolerance: _FORWARD_ATOL, derived above)."""
+    from sklearn.base import clone
+
+    paths = _file_paths(collection)
+    sources = {
+        "webdataset": _collection_data(collection["pattern"], "webdataset"),
+        "huggingface": _collection_data(collection["hf"], "huggingface"),
+    }
+    by_decode = {}
+    for decode in ("reduced", "full"):
+        for decoder in ("torchvision", "pil"):
+            one = clone(embedder).set_params(decode=decode, decoder=decoder, store=None)
+            expected = one.transform(paths)
+            by_decode[decode] = expected
+            for kind, data in sources.items():
+                np.testing.assert_allclose(
+                    one.transform(data.images),
+                    expected,
+                    rtol=0,
+                    atol=_FORWARD_ATOL,
+                    err_msg=f"{kind}, decode={decode}, decoder={decoder}",
+                )
+    # The two scales differ on the JPEG photos: the comparison above tells them apart.
+    jpeg = [i for i, path in enumerate(paths) if path.endswith(".jpg")]
+    gap = np.abs(by_decode["reduced"][jpeg] - by_decode["full"][jpeg]).max()
+    assert gap > 10 * _FORWARD_ATOL
+    # Labels and domains as the files'.
+    for data in sources.values():
+        labels = [data.target_names[i] for i in data.target]
+        assert labels == [label for _, label, _ in collection["items"]]
+        assert data.domains.tolist() == [domain for _, _, domain in collection["items"]]
+
+
+def test_collection_images_pickle_and_decode_in_workers(collection, embedder):
+    """A pickled item (what a spawned DataLoader worker or a Ray task gets: where the image
+    is, its reader with nothing opened) embeds as the original; so do forked workers."""
+    import pickle
+
+    from sklearn.base import clone
+
+    for kind, source in (("webdataset", collection["pattern"]), ("huggingface", collection["hf"])):
+        items = _collection_data(source, kind).images
+        here = clone(embedder).set_params(num_workers=0, store=None).transform(items)
+        shipped = pickle.loads(pickle.dumps(items))
+        assert shipped[0]._reader._dataset is None and shipped[0].key == items[0].key
+        again = clone(embedder).set_params(num_workers=0, store=None).transform(shipped)
+        np.testing.assert_allclose(again, here, rtol=0, atol=_FORWARD_ATOL)
+        workers = clone(embedder).set_params(num_workers=1, store=None)
+        np.testing.assert_allclose(workers.transform(items), here, rtol=0, atol=_FORWARD_ATOL)
+
+
+@pytest.mark.parametrize("decode", ["reduced", "full"])
+def test_raw_jpeg_mode_hands_a_members_bytes_as_a_files(collection, embedder, decode):
+    """The accelerator's path: what the decoding dataset gives for an item is what it gives
+    for the same file (the JPEG bytes themselves when upright and not reduced, else pixels)."""
+    from skicm.image_loading import ImageDecodingDataset
+
+    transform = embedder._loaded_model().pil_transform
+    paths = _file_paths(collection)
+    for kind, source in (("webdataset", collection["pattern"]), ("huggingface", collection["hf"])):
+        items = _collection_data(source, kind).images
+        ours = ImageDecodingDataset(items, transform, mode="raw_jpeg", decode=decode)
+        files = ImageDecodingDataset(paths, transform, mode="raw_jpeg", decode=decode)
+        as_bytes = 0
+        for i in range(len(paths)):
+            _, pixels, data, error = ours[i]
+            _, file_pixels, file_data, file_error = files[i]
+            assert error is None and file_error is None
+            if file_data is not None:
+                as_bytes += 1
+                assert data is not None and data.tobytes() == Path(paths[i]).read_bytes()
+            else:
+                np.testing.assert_array_equal(pixels, file_pixels)
+        # Full decode: the upright photos go to the device as bytes; reduced: none (the
+        # tiny model's 32-pixel input lets them all be reduced), nor the EXIF-turned one.
+        assert as_bytes == (7 if decode == "full" else 0)
+
+
+def _copy_shards(collection, folder):
+    folder.mkdir()
+    for tar in sorted(Path(collection["pattern"]).parent.glob("*.tar")):
+        shutil.copy(tar, folder / tar.name)
+    return str(folder / "train-{000..002}.tar")
+
+
+def test_store_keys_of_collection_images_read_nothing(tmp_path, collection, embedder):
+    """Embedded once with a store, the shards (or the dataset) deleted: the items' keys and
+    the store still answer; without the store the read fails, naming the member / row."""
+    import pickle
+
+    from sklearn.base import clone
+
+    from skicm.image_loading import image_keys
+
+    pattern = _copy_shards(collection, tmp_path / "shards")
+    shutil.copytree(collection["hf"], tmp_path / "hf")
+    stored = clone(embedder).set_params(store=str(tmp_path / "store.sqlite"))
+    for kind, source, gone in (
+        ("webdataset", pattern, tmp_path / "shards"),
+        ("huggingface", str(tmp_path / "hf"), tmp_path / "hf"),
+    ):
+        items = _collection_data(source, kind).images
+        first = stored.transform(items)
+        keys = image_keys(items)
+        shutil.rmtree(gone)
+        shipped = pickle.loads(pickle.dumps(items))  # a fresh reader: nothing opened yet
+        assert image_keys(shipped) == keys
+        np.testing.assert_array_equal(stored.transform(shipped), first)
+        named = (
+            r"member 'sample00\.jpg' of the WebDataset shard '.*train-000\.tar'"
+            if kind == "webdataset"
+            else r"row 0 \(column 'image'\) of the Hugging Face dataset '.*hf'"
+        )
+        with pytest.raises(ValueError, match=f"could not be decoded: {named}: .*Error"):
+            clone(embedder).set_params(store=None).transform(shipped)
+
+
+def test_a_rewritten_tar_gets_new_keys(tmp_path, collection, embedder):
+    import os
+
+    from sklearn.base import clone
+
+    from skicm.image_loading import image_keys
+
+    pattern = _copy_shards(collection, tmp_path / "shards")
+    before = _collection_data(pattern, "webdataset")
+    tar = tmp_path / "shards" / "train-001.tar"
+    copy = tmp_path / "copy.tar"
+    copy.write_bytes(tar.read_bytes())  # the same content, a new file
+    os.replace(copy, tar)
+    after = _collection_data(pattern, "webdataset")
+    assert after.ids == before.ids
+    old, new = image_keys(before.images), image_keys(after.images)
+    changed = [i for i, (a, b) in enumerate(zip(old, new)) if a != b]
+    assert changed == list(range(PER_SHARD, 2 * PER_SHARD))  # the rewritten shard's only
+    # Items listed before the rewrite are refused: their key names the old tar.
+    with pytest.raises(
+        ValueError,
+        match=r"member 'sample04\.jpg' of the WebDataset shard '.*train-001\.tar': "
+        r"OSError: .*changed since it was listed",
+    ):
+        clone(embedder).set_params(store=None).transform(before.images[PER_SHARD:][:1])
+
+
+def test_collection_images_bad_input_is_named(tmp_path, collection, embedder):
+    from sklearn.base import clone
+
+    from skicm.datasets import load_image_collection
+
+    png = (collection["root"] / "files" / "10.png").read_bytes()
+    indices = _tar(
+        tmp_path / "indices.tar",
+        [{"__key__": "a", "png": png, "cls": b"0"}, {"__key__": "b", "png": png, "cls": b"5"}],
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"The label 5 \('cls'\) of .*indices\.tar#b is not a class index: 2 class names "
+        r"come from class_names \(0 to 1\)",
+    ):
+        load_image_collection(indices, label_key="cls", class_names=["cat", "dog"])
+    names = tmp_path / "names.txt"
+    names.write_text("cat\n")
+    with pytest.raises(ValueError, match=r"label 5 .* 1 class names come from the file '.*names"):
+        load_image_collection(indices, label_key="cls", class_names=names)
+    texts = _tar(
+        tmp_path / "texts.tar",
+        [{"__key__": "c", "png": png, "cls": b"cat"}, {"__key__": "d", "png": png, "cls": b"emu"}],
+    )
+    with pytest.raises(ValueError, match=r"label 'emu' \('cls'\) of .*texts\.tar#d is not one of"):
+        load_image_collection(texts, label_key="cls", class_names=["cat", "dog"])
+    with pytest.raises(FileNotFoundError, match=r"class_names '.*nowhere\.txt': no such file"):
+        load_image_collection(texts, label_key="cls", class_names=tmp_path / "nowhere.txt")
+    with pytest.raises(ValueError, match=r"sample 'c' .* no 'domain' member \(--domain-key"):
+        load_image_collection(texts, domain_key="domain")
+    damaged = _tar(
+        tmp_path / "damaged.tar",
+        [{"__key__": "good", "png": png}, {"__key__": "bad", "jpg": b"\xff\xd8\xff not a jpeg"}],
+    )
+    data = load_image_collection(damaged)  # listing reads no image
+    from skicm.store import MemoryStore
+
+    stored = clone(embedder).set_params(store=MemoryStore())
+    with pytest.raises(
+        ValueError,
+        match=r"1 image\(s\) could not be decoded: member 'bad\.jpg' of the WebDataset shard "
+        r"'.*damaged\.tar': .*\(the other images were encoded and stored\)",
+    ):
+        stored.transform(data.images)
+    one = stored.transform(data.images[:1])  # the good one is in the store
+    assert one.shape == (1, 32)
+
+
+def test_class_names_domains_and_the_bunch(tmp_path, collection):
+    """Integer labels index classnames.txt beside the shards; domains; the Bunch convention."""
+    from skicm.datasets import load_image_collection
+
+    png = (collection["root"] / "files" / "10.png").read_bytes()
+    split = tmp_path / "wds_pets" / "test"
+    split.mkdir(parents=True)
+    (tmp_path / "wds_pets" / "classnames.txt").write_text("cat\ndog\nemu\n")
+    samples = [
+        {"__key__": f"k{i}", "png": png, "cls": str(c).encode()} for i, c in enumerate([2, 0])
+    ]
+    tar = _tar(split / "0.tar", samples)
+    data = load_image_collection(tar, label_key="cls")
+    assert data.target.tolist() == [2, 0] and data.target_names == ["cat", "dog", "emu"]
+    assert data.domain_names == ["wds_pets"] and data.environments.tolist() == ["wds_pets"] * 2
+    assert "classnames.txt' (found beside the source)" in data.DESCR
+    assert "one domain, 'wds_pets' (named after the source)" in data.DESCR
+    given = load_image_collection(tar, label_key="cls", class_names=["a", "b", "c", "d"])
+    assert given.target_names == ["a", "b", "c", "d"] and "from class_names" in given.DESCR
+    assert load_image_collection(tar, domain_name="sketch").domain_names == ["sketch"]
+    (tmp_path / "wds_pets" / "classnames.txt").unlink()
+    bare = load_image_collection(tar, label_key="cls")
+    assert bare.target_names == ["0", "1", "2"] and bare.target.tolist() == [2, 0]
+    # A HF ClassLabel column keeps its own order of names; text labels are sorted.
+    hf = _collection_data(collection["hf"], "huggingface")
+    assert hf.target_names == datasets.load_from_disk(collection["hf"]).features["label"].names
+    # The convention of every data set of skicm.datasets (tests/test_datasets_convention.py).
+    for data in (hf, _collection_data(collection["pattern"], "webdataset")):
+        n = len(data.target)
+        assert data.images.shape == (n,) and data.environments.shape == (n,)
+        assert set(data.environment_names) == set(data.environments.tolist())
+        assert set(np.unique(data.target)) <= set(range(len(data.target_names)))
+        assert data.domains is data.environments and data.domain_names is data.environment_names
+        assert len(data.ids) == n and data.ids[0] == data.images[0].id
