@@ -202,6 +202,23 @@ def _normalize_rows(matrix):
     return matrix / np.maximum(norms, _EPS)
 
 
+def _head_features(X, projector):
+    """Image embeddings as a zero-shot head reads them: through ``projector`` (when there is
+    one), then scaled to unit norm; the features of :class:`ZeroShotClassifier` and of the
+    heads built on it (:class:`~skicm.baselines.WiSEHead`)."""
+    if projector is not None:
+        X = projector.transform(X)
+    return _normalize_rows(np.asarray(X))
+
+
+def _decision_scores(logits):
+    """``decision_function`` from per-class logits: for two classes, the second minus the
+    first (scikit-learn's binary convention), else the logits."""
+    if logits.shape[1] == 2:
+        return logits[:, 1] - logits[:, 0]
+    return logits
+
+
 class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     """CLIP zero-shot classifier from class names and prompt templates, optionally invariant.
 
@@ -533,9 +550,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     def _image_features(self, X):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        if self.projector_ is not None:
-            X = self.projector_.transform(X)
-        return _normalize_rows(np.asarray(X))
+        return _head_features(X, self.projector_)
 
     def similarity(self, X):
         """Cosine similarity of each image embedding with each class.
@@ -567,10 +582,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             ``logit_scale * cosine``; for two classes, the score of the second class minus that
             of the first.
         """
-        scores = self.logit_scale * self.similarity(X)
-        if scores.shape[1] == 2:
-            return scores[:, 1] - scores[:, 0]
-        return scores
+        return _decision_scores(self.logit_scale * self.similarity(X))
 
     def predict_proba(self, X):
         """Class probabilities ``softmax(logit_scale * cosine)``.

@@ -6,6 +6,7 @@ from numbers import Real
 from typing import ClassVar
 
 import numpy as np
+from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils._param_validation import HasMethods, Interval
@@ -18,7 +19,7 @@ from sklearn.utils.metadata_routing import (
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from skicm.baselines._directions import normalize_rows
+from skicm.zero_shot import _decision_scores, _head_features
 
 __all__ = ["WiSEHead"]
 
@@ -156,10 +157,13 @@ class WiSEHead(ClassifierMixin, BaseEstimator):
 
     @staticmethod
     def _features(zero_shot, X):
-        projector = getattr(zero_shot, "projector_", None)
-        if projector is not None:
-            X = projector.transform(X)
-        return normalize_rows(np.asarray(X))
+        return _head_features(X, getattr(zero_shot, "projector_", None))
+
+    def _logits(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        features = self._features(self.zero_shot_, X)
+        return features @ self.coef_.T.astype(features.dtype) + self.intercept_
 
     def decision_function(self, X):
         """The mixed logits.
@@ -174,13 +178,7 @@ class WiSEHead(ClassifierMixin, BaseEstimator):
         scores : ndarray of shape (n_samples, n_classes) or (n_samples,)
             ``f W^T + b``; for two classes, the score of the second minus the first.
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        features = self._features(self.zero_shot_, X)
-        scores = features @ self.coef_.T.astype(features.dtype) + self.intercept_
-        if scores.shape[1] == 2:
-            return scores[:, 1] - scores[:, 0]
-        return scores
+        return _decision_scores(self._logits(X))
 
     def predict_proba(self, X):
         """Softmax of the mixed logits.
@@ -195,12 +193,7 @@ class WiSEHead(ClassifierMixin, BaseEstimator):
         proba : ndarray of shape (n_samples, n_classes)
             Probabilities, columns in the order of ``classes_``.
         """
-        scores = np.asarray(self.decision_function(X), dtype=np.float64)
-        if scores.ndim == 1:
-            scores = np.column_stack([np.zeros_like(scores), scores])
-        scores -= scores.max(axis=1, keepdims=True)
-        proba = np.exp(scores)
-        return proba / proba.sum(axis=1, keepdims=True)
+        return softmax(self._logits(X).astype(np.float64), axis=1)
 
     def predict(self, X):
         """The class of largest mixed logit.
