@@ -36,7 +36,9 @@ from skicm.evaluation._options import (
     _resolve_options,
     _seed_list,
 )
+from skicm.evaluation._plots import _size_text, _untangle
 from skicm.evaluation._protocol import _check_n_jobs, _one_blas_thread, _prompt_names
+from skicm.evaluation._results import _csv_value, _save_results
 from skicm.evaluation._selection import (
     SCORINGS,
     _chosen_values,
@@ -697,7 +699,8 @@ class GroupResults:
 
         One bar per method in each cluster, the mean over seeds with the standard deviation
         as an error bar; every bar carries its value; each group is labelled with its number
-        of test images. The figure widens until no two labels overlap.
+        of test images. The labels are laid out on the drawn figure so that no two overlap
+        (as in :func:`~skicm.evaluation.plot_domain_scores`: vertical, then a wider figure).
 
         Parameters
         ----------
@@ -745,7 +748,7 @@ class GroupResults:
         seeds = self.seeds
         selection += f"; mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else "; 1 seed"
         ax.set_title(f"{title}\n{selection}" if title else selection, fontsize=9)
-        _spread_labels(figure, ax, value_labels)
+        _untangle(ax, value_labels, own_figure=True, bar_width=width)
         return figure
 
     def save(self, output_dir, *, title=None):
@@ -762,48 +765,8 @@ class GroupResults:
         -------
         paths : list of pathlib.Path
         """
-        folder = Path(output_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        csv_path = self.to_csv(folder / "results.csv")
-        markdown_path = folder / "results.md"
-        markdown_path.write_text(self.to_markdown(title=title))
-        figure = self.plot(title=title)
-        png_path = folder / "results.png"
-        figure.savefig(png_path, dpi=120, bbox_inches="tight")
-        from skicm._matplotlib import pyplot
-
-        pyplot().close(figure)
-        return [csv_path, markdown_path, png_path]
-
-
-def _overlaps(texts, renderer):
-    boxes = [text.get_window_extent(renderer) for text in texts if text.get_text()]
-    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
-
-
-def _spread_labels(figure, ax, value_labels, *, widest=40.0):
-    """Widen the figure until no two value labels and no two group labels overlap."""
-    while True:
-        figure.canvas.draw()
-        renderer = figure.canvas.get_renderer()
-        if not (_overlaps(value_labels, renderer) or _overlaps(ax.get_xticklabels(), renderer)):
-            return
-        width, height = figure.get_size_inches()
-        if width >= widest:
-            return
-        figure.set_size_inches(min(widest, width * 1.5), height)
-
-
-def _size_text(sizes):
-    return str(sizes[0]) if sizes[0] == sizes[-1] else f"{sizes[0]}-{sizes[-1]}"
-
-
-def _csv_value(value):
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
+        # The legend stands beside the axes, outside the figure: "tight" takes it in.
+        return _save_results(self, output_dir, title=title, bbox_inches="tight")
 
 
 # ------------------------------------------------------------------------------ command line

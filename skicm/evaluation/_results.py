@@ -400,18 +400,42 @@ class EvaluationResults:
         paths : list of pathlib.Path
             The files written.
         """
-        folder = Path(output_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        csv_path = self.to_csv(folder / "results.csv")
-        markdown_path = folder / "results.md"
-        markdown_path.write_text(self.to_markdown(title=title))
-        figure = self.plot(title=title)
-        png_path = folder / "results.png"
-        figure.savefig(png_path, dpi=120)
-        import matplotlib.pyplot as plt
+        # The plot's constrained layout already fits its legend in the figure.
+        return _save_results(self, output_dir, title=title, bbox_inches=None)
 
-        plt.close(figure)
-        return [csv_path, markdown_path, png_path]
+
+def _save_results(results, output_dir, *, title, bbox_inches):
+    """Write ``results.csv``, ``results.md`` and ``results.png`` of a protocol's results.
+
+    Parameters
+    ----------
+    results : EvaluationResults or GroupResults
+        Anything with ``to_csv(path)``, ``to_markdown(title=)`` and ``plot(title=)``.
+    output_dir : str or path-like
+        Folder, created if needed.
+    title : str or None
+        Heading of ``results.md`` and title of the plot.
+    bbox_inches : "tight" or None
+        ``savefig``'s crop of ``results.png``: "tight" takes in what is drawn outside the
+        figure (a legend beside the axes); None keeps the figure as laid out.
+
+    Returns
+    -------
+    paths : list of pathlib.Path
+        ``results.csv``, ``results.md``, ``results.png``.
+    """
+    from skicm._matplotlib import pyplot
+
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path = results.to_csv(folder / "results.csv")
+    markdown_path = folder / "results.md"
+    markdown_path.write_text(results.to_markdown(title=title))
+    figure = results.plot(title=title)
+    png_path = folder / "results.png"
+    figure.savefig(png_path, dpi=120, bbox_inches=bbox_inches)
+    pyplot().close(figure)
+    return [csv_path, markdown_path, png_path]
 
 
 def _joined(records, value):
