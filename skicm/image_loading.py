@@ -180,12 +180,10 @@ class CollectionImage:
         ------
         OSError
             If the shard or dataset cannot be read or has changed since it was listed; the
-            message names the item.
+            message names the shard or dataset (the embedders' errors add the item's
+            ``description``).
         """
-        try:
-            return self._reader.read_item(self._location)
-        except OSError as error:
-            raise type(error)(f"{self.description}: {error}") from None
+        return self._reader.read_item(self._location)
 
 
 def _is_item(item) -> bool:

@@ -754,3 +754,28 @@ def test_class_names_domains_and_the_bunch(tmp_path, collection):
         assert set(np.unique(data.target)) <= set(range(len(data.target_names)))
         assert data.domains is data.environments and data.domain_names is data.environment_names
         assert len(data.ids) == n and data.ids[0] == data.images[0].id
+
+
+def test_a_dataset_saved_again_is_refused(tmp_path, collection, embedder):
+    """Rows listed under one fingerprint are not read from a dataset saved again with other
+    content at the same place (their keys name the old content). The process that listed
+    them keeps the old files open (memory-mapped); a worker opens the folder afresh."""
+    import pickle
+
+    from sklearn.base import clone
+
+    shutil.copytree(collection["hf"], tmp_path / "hf")
+    before = _collection_data(str(tmp_path / "hf"), "huggingface")
+    saved = datasets.load_from_disk(collection["hf"])
+    shutil.rmtree(tmp_path / "hf")
+    saved.select(range(len(saved) - 1, -1, -1)).flatten_indices().save_to_disk(tmp_path / "hf")
+    after = _collection_data(str(tmp_path / "hf"), "huggingface")
+    assert set(after.ids).isdisjoint(before.ids)
+    with pytest.raises(
+        ValueError,
+        match=r"row 0 \(column 'image'\) of the Hugging Face dataset '.*hf': OSError: the "
+        r"Hugging Face dataset .* changed since it was listed",
+    ):
+        clone(embedder).set_params(store=None).transform(
+            pickle.loads(pickle.dumps(before.images[:1]))
+        )

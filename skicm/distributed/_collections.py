@@ -470,8 +470,8 @@ class CollectionReader:
                 now = _file_key(tar_path)
                 if now != identity:
                     raise OSError(
-                        "the shard changed since it was listed (rewritten, replaced or "
-                        "touched); list it again"
+                        f"the WebDataset shard {tar_path!r} changed since it was listed "
+                        "(rewritten, replaced or touched); list it again"
                     )
                 return _read_span(handle, offset, size)
         cell = self._hf_dataset()[int(location)][self.image_key]
