@@ -216,7 +216,11 @@ def _class_map(name, shift, train_names, n_train_classes, variant_classes):
             )
         return variant.imagenet_classes
     if shift_names is not None and train_names is not None:
-        index = {str(n): i for i, n in enumerate(train_names)}
+        # A name that several training classes share (ImageNet's two "sunglasses") gathers
+        # them all.
+        index = {}
+        for i, train_name in enumerate(train_names):
+            index.setdefault(str(train_name), []).append(i)
         missing = [str(n) for n in shift_names if str(n) not in index]
         if missing:
             raise ValueError(
@@ -225,7 +229,7 @@ def _class_map(name, shift, train_names, n_train_classes, variant_classes):
                 "training labels of each of its classes), or variant_classes=True for the "
                 "variants of the ImageNet robustness collection."
             )
-        return [[index[str(n)]] for n in shift_names]
+        return [index[str(n)] for n in shift_names]
     return None
 
 
@@ -403,7 +407,7 @@ def _protocol(train, *, shifts, id_test, embedder, methods, interventions, shots
             "alpha": alphas,
             "C": c_values,
         }
-        names = _prompt_names(features.class_names)
+        names = _distinct_names(_prompt_names(features.class_names), notes)
         fold = _Fold(
             features, text_encoder=embedder, class_names=names, projector_class_names=names,
             templates=templates, n_jobs=n_jobs,
@@ -475,6 +479,33 @@ def _protocol(train, *, shifts, id_test, embedder, methods, interventions, shots
         reference_line=reference_line,
         chance={t.name: 1.0 / t.n_classes for t in test_sets},
     )
+
+
+def _distinct_names(names, notes):
+    """Class names for prompts, a repeated one suffixed ``(2)``, ``(3)``... after its first.
+
+    OpenAI's ImageNet names repeat two ("missile", "sunglasses": two classes each, as in
+    CLIP_benchmark), and the zero-shot classifier and text interventions need one name per
+    class; CLIP_benchmark prompts both with the same text (equal scores: the first wins).
+    """
+    if names is None:
+        return None
+    seen, distinct, renamed = {}, [], []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] == 1:
+            distinct.append(name)
+        else:
+            distinct.append(f"{name} ({seen[name]})")
+            renamed.append(distinct[-1])
+    if renamed:
+        note = (
+            f"class names repeated in the training data are prompted as {renamed} (the "
+            "zero-shot classifier and text interventions need one name per class)."
+        )
+        if note not in notes:
+            notes.append(note)
+    return distinct
 
 
 def _usable_kinds(interventions, domains, notes):
@@ -1005,7 +1036,8 @@ def _write_csv(path, columns, rows):
 
 
 # ------------------------------------------------------------------------------ the plot
-_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
+_TICKS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85,
+          0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)  # fmt: skip
 
 
 def _percent(value, _position=None):
@@ -1017,7 +1049,8 @@ def plot_effective_robustness(results, *, shift=None, reference_line=None, title
     """OOD accuracy against ID accuracy, both axes logit-scaled (Taori et al. 2020).
 
     Per method, its chosen model: a large marker at the average OOD accuracy (or ``shift``'s),
-    small markers of the same colour at each shift's accuracy; a dashed line, straight in
+    small squares of the same colour at each shift's accuracy, crosses at the grid's
+    candidates; a dashed line, straight in
     logit space, fitted by least squares through the method's family of models: the grid's
     candidates refitted on all training rows (the probe's C, ICM's rank and alpha) and, with
     several results (one per encoder), every result's chosen model. Also ``y = x`` (no
@@ -1071,6 +1104,9 @@ def plot_effective_robustness(results, *, shift=None, reference_line=None, title
             ax.scatter([id_accuracy] * len(shifts), shift_values, s=14, color=colour, alpha=0.6,
                        marker="s", zorder=2)  # fmt: skip
             px, py = result.points(method, shift)
+            first = result is results[0] and px.size
+            ax.scatter(px, py, s=18, marker="x", color=colour, linewidths=0.8, zorder=2,
+                       label=f"{method} candidates" if first else None)  # fmt: skip
             family_x.extend([*px.tolist(), id_accuracy] if len(results) > 1 else px.tolist())
             family_y.extend([*py.tolist(), ood] if len(results) > 1 else py.tolist())
             xs.extend([id_accuracy, *px.tolist()])
