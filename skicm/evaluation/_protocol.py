@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import warnings
 from numbers import Real
 
@@ -273,6 +274,117 @@ def _progress_iter(items, desc, enabled):
     return tqdm(items, desc=desc, disable=not enabled or len(items) < 2, leave=False)
 
 
+#: Descriptions of the parameters the protocols share, written once; a docstring line
+#: ``{name}`` (alone, indented as a parameter) stands for the entry ``name``.
+_PARAMETER_DOCS = {
+    "data": """\
+data : Bunch or callable
+    A data set of :mod:`skicm.datasets`' convention: ``target`` (labels),
+    ``environments`` (the domain of each row), ``data`` (features, used without an
+    embedder), ``data_intervened`` (their counterparts), ``paths`` or ``images`` (embedded
+    by ``embedder``), ``images_intervened``, ``target_names``; the names used before it
+    (``X``, ``y``, ``X_intervened``, ``domains``, ``environment``) are read too. Or a
+    callable ``data(random_state=seed)`` returning one per seed.
+""",
+    "methods": """\
+methods : "auto" or sequence of str or Method, default="auto"
+    The methods, by name in the registry (:func:`available_methods`) or as
+    :class:`Method` objects, in column order; ``"auto"``: every default entry whose needs
+    (a text tower, class names, counterparts) the data and encoder meet, saying in
+    ``notes`` what is left out. A method asked for by name that cannot run is an error.
+""",
+    "interventions": """\
+interventions : "auto" or sequence of {"image", "text", "groups"}, default="auto"
+    Interventional data of the projector, one column per kind. ``"image"``: counterparts
+    (``data.images_intervened`` / ``data.data_intervened``, or the paper's seven image
+    interventions drawn with ``intervention_seed``); ``"text"``: domain prompts of the
+    class names; ``"groups"``: the training domains' labels. ``"auto"``: every kind the
+    data and encoder allow (what is skipped is said in ``notes``).
+""",
+    "selection": """\
+selection : {"training-domain", "leave-one-domain-out", "oracle"}, default="training-domain"
+    How each held-out domain's hyperparameters are chosen: on ``validation_size`` of every
+    training domain (:class:`skicm.model_selection.TrainingDomainSplit`), by
+    :class:`~sklearn.model_selection.LeaveOneGroupOut` over the training domains, or on the
+    held-out domain itself (``"oracle"``: labelled as such in every output).
+""",
+    "scoring": """\
+scoring : "auto" or str, default="auto"
+    What the selection maximises, a name of :data:`SCORINGS` (``"accuracy"``,
+    ``"interventional"``, ``"worst-environment"``). ``"interventional"``
+    (:func:`skicm.model_selection.make_interventional_scorer`): the worse of the accuracy
+    on the validation rows and on their counterparts, so a spurious feature that the
+    counterparts change is not selected; ``"auto"`` uses it wherever counterparts exist,
+    else accuracy. ``"worst-environment"``: the lowest per-domain accuracy of the
+    validation rows. Oracle selection always scores test accuracy.
+""",
+    "n_components": """\
+n_components : sequence, default=DEFAULT_GRID["n_components"]
+    Ranks of the grid: ``"auto"``, integers, or fractions in (0, 1) of the width. An
+    integer above the width is an error; a rank above the training rows of a fold is
+    warned about (:class:`~skicm.exceptions.RankWarning`, also in ``notes``): the
+    projector keeps as many directions as the rows span.
+""",
+    "alpha": """\
+alpha : sequence of float, default=DEFAULT_GRID["alpha"]
+    Weights of the intervention term in the grid.
+""",
+    "seeds": """\
+seeds : int or sequence of int, default=1
+    Seeds (an int ``n``: ``0 .. n - 1``). A seed draws the training-domain validation
+    split and, when ``data`` is a callable, the data set itself (``data(random_state=
+    seed)``, as DomainBed's trials); results are reported as mean and std over seeds.
+""",
+    "test_domains": """\
+test_domains : sequence of str or None, default=None
+    Domains to hold out, in order; None holds out each domain.
+""",
+    "templates": """\
+templates : str or sequence of str, default="openai-imagenet"
+    Zero-shot prompt templates (see :func:`zero_shot_templates`).
+""",
+    "intervention_seed": """\
+intervention_seed : int, default=0
+    Seed of the image interventions (fixed across ``seeds``, so the store keeps one
+    counterpart per image).
+""",
+    "validation_size": """\
+validation_size : float, default=0.2
+    Share of every training domain held out by training-domain selection.
+""",
+    "n_jobs": """\
+n_jobs : int or None, default=None
+    Threads fitting the grid's candidates at the same time (each fit uses one BLAS
+    thread); None runs them one after the other, -1 uses every core of the process.
+""",
+    "progress": """\
+progress : bool, default=True
+    tqdm progress bars over seeds and grid candidates (the embedder shows its own).
+""",
+}
+
+
+def _with_parameter_docs(function):
+    """Fill the ``{name}`` lines of ``function``'s docstring from :data:`_PARAMETER_DOCS`.
+
+    Each such line becomes the entry's lines, at the placeholder's indentation; a name that
+    is not an entry is a KeyError at import, so no placeholder reaches the documentation.
+    """
+    if function.__doc__ is None:  # python -OO
+        return function
+    lines = []
+    for line in function.__doc__.splitlines():
+        placeholder = re.fullmatch(r"(\s*)\{(\w+)\}", line)
+        if placeholder is None:
+            lines.append(line)
+            continue
+        indent, name = placeholder.groups()
+        lines.extend(indent + text if text else text for text in _PARAMETER_DOCS[name].splitlines())
+    function.__doc__ = "\n".join(lines)
+    return function
+
+
+@_with_parameter_docs
 def evaluate_domain_generalization(
     data,
     *,
@@ -311,74 +423,32 @@ def evaluate_domain_generalization(
 
     Parameters
     ----------
-    data : Bunch or callable
-        A data set of :mod:`skicm.datasets`' convention: ``target`` (labels),
-        ``environments`` (the domain of each row), ``data`` (features, used without an
-        embedder), ``data_intervened`` (their counterparts), ``paths`` or ``images`` (embedded
-        by ``embedder``), ``images_intervened``, ``target_names``; the names used before it
-        (``X``, ``y``, ``X_intervened``, ``domains``, ``environment``) are read too. Or a
-        callable ``data(random_state=seed)`` returning one per seed.
+    {data}
     embedder : estimator with ``transform`` or None, default=None
         Embeds ``data.paths`` or ``data.images`` (and the counterparts), e.g. a
         :class:`~skicm.CLIPEmbedder`; its ``store`` keeps the embeddings (an SQLite path: a
         rerun encodes nothing). None uses ``data.data`` as features (raw pixels). Zero-shot
         columns and text interventions need its text tower (``has_text_tower``).
-    methods : "auto" or sequence of str or Method, default="auto"
-        The methods, by name in the registry (:func:`available_methods`) or as
-        :class:`Method` objects, in column order; ``"auto"``: every default entry whose needs
-        (a text tower, class names, counterparts) the data and encoder meet, saying in
-        ``notes`` what is left out. A method asked for by name that cannot run is an error.
-    interventions : "auto" or sequence of {"image", "text", "groups"}, default="auto"
-        Interventional data of the projector, one column per kind. ``"image"``: counterparts
-        (``data.images_intervened`` / ``data.data_intervened``, or the paper's seven image
-        interventions drawn with ``intervention_seed``); ``"text"``: domain prompts of the
-        class names; ``"groups"``: the training domains' labels. ``"auto"``: every kind the
-        data and encoder allow (what is skipped is said in ``notes``).
+    {methods}
+    {interventions}
     zero_shot : "auto" or bool, default="auto"
         Zero-shot columns (plain and in the invariant subspace) with ``methods="auto"``;
         ``"auto"``: where the encoder has a text tower and the data name their classes.
     linear_probe : bool, default=True
         Linear-probe columns with ``methods="auto"``.
-    selection : {"training-domain", "leave-one-domain-out", "oracle"}, default="training-domain"
-        How each held-out domain's hyperparameters are chosen: on ``validation_size`` of every
-        training domain (:class:`skicm.model_selection.TrainingDomainSplit`), by
-        :class:`~sklearn.model_selection.LeaveOneGroupOut` over the training domains, or on the
-        held-out domain itself (``"oracle"``: labelled as such in every output).
-    scoring : "auto" or str, default="auto"
-        What the selection maximises, a name of :data:`SCORINGS` (``"accuracy"``,
-        ``"interventional"``, ``"worst-environment"``). ``"interventional"``
-        (:func:`skicm.model_selection.make_interventional_scorer`): the worse of the accuracy
-        on the validation rows and on their counterparts, so a spurious feature that the
-        counterparts change is not selected; ``"auto"`` uses it wherever counterparts exist,
-        else accuracy. ``"worst-environment"``: the lowest per-domain accuracy of the
-        validation rows. Oracle selection always scores test accuracy.
-    n_components : sequence, default=DEFAULT_GRID["n_components"]
-        Ranks of the grid: ``"auto"``, integers, or fractions in (0, 1) of the width. An
-        integer above the width is an error; a rank above the training rows of a fold is
-        warned about (:class:`~skicm.exceptions.RankWarning`, also in ``notes``): the
-        projector keeps as many directions as the rows span.
-    alpha : sequence of float, default=DEFAULT_GRID["alpha"]
-        Weights of the intervention term in the grid.
+    {selection}
+    {scoring}
+    {n_components}
+    {alpha}
     C : sequence of float, default=DEFAULT_GRID["C"]
         Inverse regularisation strengths of the linear probe in the grid.
-    seeds : int or sequence of int, default=1
-        Seeds (an int ``n``: ``0 .. n - 1``). A seed draws the training-domain validation
-        split and, when ``data`` is a callable, the data set itself (``data(random_state=
-        seed)``, as DomainBed's trials); results are reported as mean and std over seeds.
-    test_domains : sequence of str or None, default=None
-        Domains to hold out, in order; None holds out each domain.
-    templates : str or sequence of str, default="openai-imagenet"
-        Zero-shot prompt templates (see :func:`zero_shot_templates`).
-    intervention_seed : int, default=0
-        Seed of the image interventions (fixed across ``seeds``, so the store keeps one
-        counterpart per image).
-    validation_size : float, default=0.2
-        Share of every training domain held out by training-domain selection.
-    n_jobs : int or None, default=None
-        Threads fitting the grid's candidates at the same time (each fit uses one BLAS
-        thread); None runs them one after the other, -1 uses every core of the process.
-    progress : bool, default=True
-        tqdm progress bars over seeds and grid candidates (the embedder shows its own).
+    {seeds}
+    {test_domains}
+    {templates}
+    {intervention_seed}
+    {validation_size}
+    {n_jobs}
+    {progress}
 
     Returns
     -------
@@ -438,6 +508,7 @@ def evaluate_domain_generalization(
     )
 
 
+@_with_parameter_docs
 def evaluate_open_class(
     data,
     *,
@@ -468,13 +539,7 @@ def evaluate_open_class(
 
     Parameters
     ----------
-    data : Bunch or callable
-        A data set of :mod:`skicm.datasets`' convention: ``target`` (labels),
-        ``environments`` (the domain of each row), ``data`` (features, used without an
-        embedder), ``data_intervened`` (their counterparts), ``paths`` or ``images`` (embedded
-        by ``embedder``), ``images_intervened``, ``target_names``; the names used before it
-        (``X``, ``y``, ``X_intervened``, ``domains``, ``environment``) are read too. Or a
-        callable ``data(random_state=seed)`` returning one per seed.
+    {data}
         It must name its classes (``target_names``).
     embedder : estimator with ``transform`` and ``encode_text``
         The image and text encoder (a text tower is needed to name new classes), e.g.
@@ -482,55 +547,19 @@ def evaluate_open_class(
     base_classes : float or sequence of str, default=0.5
         A fraction: the first ``ceil(fraction * n_classes)`` classes (in ``target_names``
         order) are base; or the base class names.
-    methods : "auto" or sequence of str or Method, default="auto"
-        The methods, by name in the registry (:func:`available_methods`) or as
-        :class:`Method` objects, in column order; ``"auto"``: every default entry whose needs
-        (a text tower, class names, counterparts) the data and encoder meet, saying in
-        ``notes`` what is left out. A method asked for by name that cannot run is an error.
-    interventions : "auto" or sequence of {"image", "text", "groups"}, default="auto"
-        Interventional data of the projector, one column per kind. ``"image"``: counterparts
-        (``data.images_intervened`` / ``data.data_intervened``, or the paper's seven image
-        interventions drawn with ``intervention_seed``); ``"text"``: domain prompts of the
-        class names; ``"groups"``: the training domains' labels. ``"auto"``: every kind the
-        data and encoder allow (what is skipped is said in ``notes``).
-    selection : {"training-domain", "leave-one-domain-out", "oracle"}, default="training-domain"
-        How each held-out domain's hyperparameters are chosen: on ``validation_size`` of every
-        training domain (:class:`skicm.model_selection.TrainingDomainSplit`), by
-        :class:`~sklearn.model_selection.LeaveOneGroupOut` over the training domains, or on the
-        held-out domain itself (``"oracle"``: labelled as such in every output).
-    scoring : "auto" or str, default="auto"
-        What the selection maximises, a name of :data:`SCORINGS` (``"accuracy"``,
-        ``"interventional"``, ``"worst-environment"``). ``"interventional"``
-        (:func:`skicm.model_selection.make_interventional_scorer`): the worse of the accuracy
-        on the validation rows and on their counterparts, so a spurious feature that the
-        counterparts change is not selected; ``"auto"`` uses it wherever counterparts exist,
-        else accuracy. ``"worst-environment"``: the lowest per-domain accuracy of the
-        validation rows. Oracle selection always scores test accuracy.
-    n_components : sequence, default=DEFAULT_GRID["n_components"]
-        Ranks of the grid: ``"auto"``, integers, or fractions in (0, 1) of the width. An
-        integer above the width is an error; a rank above the training rows of a fold is
-        warned about (:class:`~skicm.exceptions.RankWarning`, also in ``notes``): the
-        projector keeps as many directions as the rows span.
-    alpha : sequence of float, default=DEFAULT_GRID["alpha"]
-        Weights of the intervention term in the grid.
-    seeds : int or sequence of int, default=1
-        Seeds (an int ``n``: ``0 .. n - 1``). A seed draws the training-domain validation
-        split and, when ``data`` is a callable, the data set itself (``data(random_state=
-        seed)``, as DomainBed's trials); results are reported as mean and std over seeds.
-    test_domains : sequence of str or None, default=None
-        Domains to hold out, in order; None holds out each domain.
-    templates : str or sequence of str, default="openai-imagenet"
-        Zero-shot prompt templates (see :func:`zero_shot_templates`).
-    intervention_seed : int, default=0
-        Seed of the image interventions (fixed across ``seeds``, so the store keeps one
-        counterpart per image).
-    validation_size : float, default=0.2
-        Share of every training domain held out by training-domain selection.
-    n_jobs : int or None, default=None
-        Threads fitting the grid's candidates at the same time (each fit uses one BLAS
-        thread); None runs them one after the other, -1 uses every core of the process.
-    progress : bool, default=True
-        tqdm progress bars over seeds and grid candidates (the embedder shows its own).
+    {methods}
+    {interventions}
+    {selection}
+    {scoring}
+    {n_components}
+    {alpha}
+    {seeds}
+    {test_domains}
+    {templates}
+    {intervention_seed}
+    {validation_size}
+    {n_jobs}
+    {progress}
 
     Returns
     -------
