@@ -446,3 +446,45 @@ def test_the_pages_command_on_generated_shards(tmp_path, tiny_clip_name, monkeyp
            "| objectnet | avg OOD | ER |" in markdown  # fmt: skip
     assert (tmp_path / "robustness-results" / "results.png").stat().st_size > 0
     assert (tmp_path / "imagenet-embeddings.sqlite").is_file()
+
+
+def test_few_shot_draws_per_seed(toy_results):
+    from skicm.evaluation._robustness import _few_shot_rows
+
+    y = np.repeat(np.arange(4), [5, 5, 5, 2])
+    rows = _few_shot_rows(y, 3, seed=0)
+    assert np.bincount(y[rows]).tolist() == [3, 3, 3, 2]  # all of a class with fewer
+    assert np.array_equal(rows, np.sort(rows)) and len(set(rows.tolist())) == len(rows)
+    assert np.array_equal(rows, _few_shot_rows(y, 3, seed=0))
+    assert not np.array_equal(rows, _few_shot_rows(y, 3, seed=1))
+    _, data, _ = toy_results
+    results = evaluate_robustness(
+        data["train"], {"drift": data["shift"]}, id_test=data["id"], shots=3, seeds=[0, 1],
+        C=[1.0], progress=False,
+    )  # fmt: skip
+    assert {r["n_train"] for r in results.records} == {30}
+    per_seed = [r["accuracy"] for r in results.records if r["test_set"] == "imagenet"]
+    assert per_seed[0] != per_seed[1]  # two draws, two probes
+    mean, std = results.accuracy("linear probe", "imagenet")
+    assert (mean, std) == pytest.approx((np.mean(per_seed), np.std(per_seed)))
+    assert f"| linear probe | {100 * mean:.1f} ± {100 * std:.1f} |" in results.to_markdown()
+    assert "trained on 3 images per class" in results.to_markdown()
+
+
+def test_a_family_line_across_results_goes_through_each_chosen_model():
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+    def lg(p):
+        return np.log(p / (1 - p))
+
+    small = _results([], (0.55, 0.30, 0.26))  # no grid: one point per result (per encoder)
+    large = _results([], (0.75, 0.52, 0.48))
+    assert small.line("probe") is None
+    figure = plot_effective_robustness([small, large])
+    line = next(li for li in figure.axes[0].get_lines() if li.get_label() == "probe line")
+    x, y = line.get_data()
+    slope = (lg(0.50) - lg(0.28)) / (lg(0.75) - lg(0.55))
+    intercept = lg(0.28) - slope * lg(0.55)
+    assert np.allclose(lg(y), slope * lg(x) + intercept, atol=1e-9)
