@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from skicm.baselines import ConceptErasure, OrthogonalProjection, PromptProjection, RoboShot
+from skicm.exceptions import NoInvarianceWarning
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(40, 5))
@@ -65,3 +66,11 @@ def test_intervention_directions_are_removed(estimator):
     out = fitted.transform(X)
     # The removed axis is exactly zero: P's column 2 is e_2 - e_2 (e_2^T e_2) with e_2 exact.
     assert np.abs(out[:, 2]).max() == 0.0
+
+
+@pytest.mark.parametrize("estimator", [OrthogonalProjection, PromptProjection, RoboShot])
+def test_a_map_without_directions_warns_at_the_callers_line(estimator):
+    with pytest.warns(NoInvarianceWarning, match="the map is the identity") as record:
+        fitted = estimator().fit(X)
+    assert record[0].filename == __file__
+    assert np.array_equal(fitted.transform(X), fitted._map(X))

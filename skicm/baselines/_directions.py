@@ -119,5 +119,5 @@ def warn_identity(estimator_name, what):
         f"{estimator_name} was fitted without {what}: nothing is removed and the map is the "
         "identity.",
         NoInvarianceWarning,
-        stacklevel=4,
+        stacklevel=5,
     )

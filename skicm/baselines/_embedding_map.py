@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 #: The dtypes a map keeps (float32 embeddings stay float32); others are converted to float64.
@@ -50,3 +55,37 @@ class _EmbeddingMap(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         tags.target_tags.required = False
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+
+class _TextDirectionsMap(_EmbeddingMap):
+    """Base of the maps formed from text directions alone (Orth-Proj, PRISM-mini, RoboShot).
+
+    :meth:`fit` validates ``X``, of which only the width is used, and hands the width and
+    ``y`` to the subclass's ``_form_map(n_features, y)``, which encodes the texts and sets
+    the fitted attributes.
+    """
+
+    def _form_map(self, n_features, y):
+        """Encode the texts and set the fitted map for embeddings of width ``n_features``."""
+        raise NotImplementedError
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Encode the texts and form the map.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Embeddings; only their width is used (the map comes from text).
+        y : array-like of shape (n_samples,), default=None
+            Labels: their distinct values are passed to ``interventions.differences`` where
+            the estimator takes ``interventions``; otherwise ignored.
+
+        Returns
+        -------
+        self : object
+            The fitted transformer.
+        """
+        X = validate_data(self, X, dtype=FLOAT_DTYPES)
+        self._form_map(X.shape[1], y)
+        return self

@@ -6,9 +6,7 @@ from numbers import Real
 from typing import ClassVar
 
 import numpy as np
-from sklearn.base import _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval
-from sklearn.utils.validation import validate_data
 
 from skicm.baselines._directions import (
     check_width,
@@ -19,12 +17,12 @@ from skicm.baselines._directions import (
     orthonormal_basis,
     warn_identity,
 )
-from skicm.baselines._embedding_map import FLOAT_DTYPES, _EmbeddingMap
+from skicm.baselines._embedding_map import _TextDirectionsMap
 
 __all__ = ["OrthogonalProjection"]
 
 
-class OrthogonalProjection(_EmbeddingMap):
+class OrthogonalProjection(_TextDirectionsMap):
     """Orth-Proj / Orth-Cali: remove the directions of spurious prompts from embeddings.
 
     Chuang et al., "Debiasing Vision-Language Models via Biased Prompts" (2023), remove a
@@ -136,25 +134,7 @@ class OrthogonalProjection(_EmbeddingMap):
         self.calibration_pairs = calibration_pairs
         self.calibration_strength = calibration_strength
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
-        """Encode the prompts and form the projection.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Embeddings; only their width is used (the projection comes from text).
-        y : array-like of shape (n_samples,), default=None
-            Labels, passed (unique values) to ``interventions.differences``; otherwise
-            ignored.
-
-        Returns
-        -------
-        self : OrthogonalProjection
-            The fitted transformer.
-        """
-        X = validate_data(self, X, dtype=FLOAT_DTYPES)
-        n_features = X.shape[1]
+    def _form_map(self, n_features, y):
         classes = label_values(y)
         blocks = []
         if self.spurious is not None:
@@ -180,7 +160,6 @@ class OrthogonalProjection(_EmbeddingMap):
 
         self.spurious_basis_ = basis
         self.projection_ = projection
-        return self
 
     def _calibration_pairs(self, classes):
         if self.calibration_pairs is not None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from sklearn.base import _fit_context
 from sklearn.utils._param_validation import HasMethods
-from sklearn.utils.validation import validate_data
 
 from skicm.baselines._directions import (
     check_width,
@@ -16,12 +14,12 @@ from skicm.baselines._directions import (
     orthonormal_basis,
     warn_identity,
 )
-from skicm.baselines._embedding_map import FLOAT_DTYPES, _EmbeddingMap
+from skicm.baselines._embedding_map import _TextDirectionsMap
 
 __all__ = ["PromptProjection"]
 
 
-class PromptProjection(_EmbeddingMap):
+class PromptProjection(_TextDirectionsMap):
     """PRISM-mini: project normalised embeddings away from spurious-attribute descriptions.
 
     PRISM (Molahasani et al., ICCV 2025) asks a language model which attributes co-occur
@@ -95,24 +93,7 @@ class PromptProjection(_EmbeddingMap):
         self.descriptions = descriptions
         self.encoder = encoder
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
-        """Encode the descriptions and form the projection.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Embeddings; only their width is used (the projection comes from text).
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        self : PromptProjection
-            The fitted transformer.
-        """
-        X = validate_data(self, X, dtype=FLOAT_DTYPES)
-        n_features = X.shape[1]
+    def _form_map(self, n_features, y):
         if self.descriptions is None:
             warn_identity(type(self).__name__, "descriptions")
             directions = np.zeros((0, n_features))
@@ -134,7 +115,6 @@ class PromptProjection(_EmbeddingMap):
         basis = orthonormal_basis(directions)
         self.spurious_basis_ = basis
         self.projection_ = np.eye(n_features) - basis @ basis.T
-        return self
 
     def _map(self, X):
         return normalize_rows(X) @ self.projection_.T.astype(X.dtype, copy=False)

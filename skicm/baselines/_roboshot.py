@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from sklearn.base import _fit_context
 from sklearn.utils._param_validation import HasMethods
-from sklearn.utils.validation import validate_data
 
 from skicm.baselines._directions import (
     check_width,
@@ -18,12 +16,12 @@ from skicm.baselines._directions import (
     orthonormal_basis,
     warn_identity,
 )
-from skicm.baselines._embedding_map import FLOAT_DTYPES, _EmbeddingMap
+from skicm.baselines._embedding_map import _TextDirectionsMap
 
 __all__ = ["RoboShot"]
 
 
-class RoboShot(_EmbeddingMap):
+class RoboShot(_TextDirectionsMap):
     """RoboShot: remove harmful and amplify helpful insight directions of embeddings.
 
     RoboShot (Adila et al., ICLR 2024) turns "insights" into directions of the embedding
@@ -107,25 +105,7 @@ class RoboShot(_EmbeddingMap):
         self.encoder = encoder
         self.interventions = interventions
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
-        """Encode the insights and form the map.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Embeddings; only their width is used (the map comes from text).
-        y : array-like of shape (n_samples,), default=None
-            Labels, passed (unique values) to ``interventions.differences``; otherwise
-            ignored.
-
-        Returns
-        -------
-        self : RoboShot
-            The fitted transformer.
-        """
-        X = validate_data(self, X, dtype=FLOAT_DTYPES)
-        n_features = X.shape[1]
+    def _form_map(self, n_features, y):
         harmful = [self._directions(self.harmful_pairs, "harmful_pairs", n_features)]
         if self.interventions is not None:
             differences = intervention_differences(self.interventions, label_values(y), n_features)
@@ -142,7 +122,6 @@ class RoboShot(_EmbeddingMap):
         self.transform_matrix_ = (identity + helpful_basis @ helpful_basis.T) @ (
             identity - harmful_basis @ harmful_basis.T
         )
-        return self
 
     def _directions(self, pairs, name, n_features):
         if pairs is None:
