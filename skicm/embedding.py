@@ -10,14 +10,16 @@ fetched and built. torch and open_clip are imported inside functions: ``import s
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import difflib
+import importlib.util
 import json
 import os
+import re
 import sys
 import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import ClassVar
 
@@ -242,6 +244,227 @@ def _hub_file(repo: str, filename: str, *, model_name: str, what: str) -> str:
         return path
 
 
+# --------------------------------------------------------------------------- open_clip's files
+# A model's identity (its store namespace) needs open_clip's architecture configs, its table of
+# pretrained tags, its preprocessing defaults and its version: data in open_clip's files.
+# Importing open_clip for them imports torch (2-4 s), which a run answered from a store never
+# needs. So when open_clip is not imported yet, its files are read instead; a reader that finds
+# a file not as expected returns None and open_clip is imported and asked. The namespace is the
+# same either way (tests compare both for every built-in architecture and pretrained tag).
+_PRETRAINED_TABLE = None  # open_clip.pretrained's functions and table, read from its file
+_PREPROCESS_DEFAULTS = None  # asdict(open_clip.transform.PreprocessCfg()), read from its file
+_OPEN_CLIP_FILES_LOCK = threading.Lock()
+
+
+def _open_clip_file(*parts) -> Path | None:
+    """A file of the installed open_clip package, found without importing it."""
+    try:
+        spec = importlib.util.find_spec("open_clip")
+    except (ImportError, ValueError):
+        return None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return Path(locations[0], *parts) if locations else None
+
+
+def _read_python(path) -> dict | None:
+    """Run a module file of open_clip that imports nothing (constants, version): its names."""
+    try:
+        source = Path(path).read_text(encoding="utf-8")
+        tree = ast.parse(source, filename=str(path))
+        if any(isinstance(node, (ast.Import, ast.ImportFrom)) for node in ast.walk(tree)):
+            return None
+        names: dict = {"__name__": "_skicm_open_clip_file"}
+        exec(compile(tree, str(path), "exec"), names)
+    except Exception:  # any surprise: open_clip is imported and asked instead
+        return None
+    return names
+
+
+def _package_version(name: str) -> str:
+    """``__version__`` of the package ``name`` (open_clip, torch), without importing it."""
+    module = sys.modules.get(name)
+    if module is None:
+        version = _version_from_file(name)
+        if version is not None:
+            return version
+        module = importlib.import_module(name)
+    return str(module.__version__)
+
+
+def _version_from_file(name: str) -> str | None:
+    """The ``__version__`` string literal of the package's version.py (open_clip and torch
+    assign it so), or None."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    path = Path(locations[0], "version.py") if locations else None
+    if path is None or not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8")
+    found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]\s*$", text, re.MULTILINE)
+    return found.group(1) if found else None
+
+
+def _model_config(name: str) -> dict | None:
+    """``open_clip.get_model_config(name)`` (a name without schema), without importing it."""
+    open_clip = sys.modules.get("open_clip")
+    if open_clip is None:
+        from skicm.model_configs import registered_model_config
+
+        config = registered_model_config(name)  # registered through skicm: wins, as in open_clip
+        if config is not None:
+            return config
+        found, config = _builtin_model_config(name)
+        if found:
+            return config
+        import open_clip
+    return open_clip.get_model_config(name)
+
+
+def _builtin_model_config(name: str) -> tuple[bool, dict | None]:
+    """(read, config) of the built-in architecture ``name`` from open_clip/model_configs/;
+    read is False when the folder cannot be read (then open_clip must be asked)."""
+    folder = _open_clip_file("model_configs")
+    try:
+        # open_clip's registry: every model_configs/<name>.json that has the three keys.
+        if folder is None or f"{name}.json" not in os.listdir(folder):
+            return folder is not None, None
+        with open(folder / f"{name}.json") as file:
+            config = json.load(file)
+    except (OSError, ValueError):
+        return False, None
+    complete = isinstance(config, dict) and all(
+        key in config for key in ("embed_dim", "vision_cfg", "text_cfg")
+    )
+    return True, config if complete else None
+
+
+def _pretrained_table() -> dict | None:
+    """The names of open_clip/pretrained.py (its table of tags and functions reading it), run
+    without the imports its downloads need (safetensors.torch, huggingface_hub, tqdm)."""
+    global _PRETRAINED_TABLE
+    with _OPEN_CLIP_FILES_LOCK:
+        if _PRETRAINED_TABLE is None:
+            _PRETRAINED_TABLE = _read_pretrained_table() or {}
+    return _PRETRAINED_TABLE or None
+
+
+def _read_pretrained_table() -> dict | None:
+    path = _open_clip_file("pretrained.py")
+    modules = {
+        name: _read_python(_open_clip_file(f"{name}.py")) if path is not None else None
+        for name in ("constants", "version")
+    }
+    if path is None or None in modules.values():
+        return None
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        names: dict = {"__name__": "_skicm_open_clip_pretrained"}
+        body = []
+        for node in tree.body:
+            if isinstance(node, ast.Try):  # optional imports for downloading
+                continue
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names.update(
+                    (alias.asname or alias.name, modules[node.module][alias.name])
+                    for alias in node.names
+                )
+                continue
+            if isinstance(node, ast.ImportFrom) and node.module == "tqdm":
+                continue  # progress bars of downloads
+            body.append(node)
+        module = ast.Module(body=body, type_ignores=[])
+        exec(compile(module, str(path), "exec"), names)
+    except Exception:
+        return None
+    return names if callable(names.get("get_pretrained_cfg")) else None
+
+
+def _pretrained_cfg(model: str, tag: str) -> dict:
+    """``open_clip.get_pretrained_cfg(model, tag)``, without importing open_clip."""
+    table = None if "open_clip" in sys.modules else _pretrained_table()
+    if table is None:
+        import open_clip
+
+        return open_clip.get_pretrained_cfg(model, tag)
+    return table["get_pretrained_cfg"](model, tag)
+
+
+def _preprocess_defaults() -> dict:
+    """``asdict(open_clip.transform.PreprocessCfg())``, read from its file when not imported."""
+    global _PREPROCESS_DEFAULTS
+    transform = sys.modules.get("open_clip.transform")
+    if transform is None:
+        with _OPEN_CLIP_FILES_LOCK:
+            if _PREPROCESS_DEFAULTS is None:
+                _PREPROCESS_DEFAULTS = _read_preprocess_defaults() or {}
+        if _PREPROCESS_DEFAULTS:
+            return dict(_PREPROCESS_DEFAULTS)
+        from open_clip import transform
+    from dataclasses import asdict
+
+    return asdict(transform.PreprocessCfg())
+
+
+def _read_preprocess_defaults() -> dict | None:
+    """The field defaults of ``PreprocessCfg`` in open_clip/transform.py: literals, or names
+    that the module imports from open_clip/constants.py."""
+    path = _open_clip_file("transform.py")
+    constants = _read_python(_open_clip_file("constants.py")) if path is not None else None
+    if constants is None:
+        return None
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        imported = {
+            alias.asname or alias.name: alias.name
+            for node in tree.body
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module == "constants"
+            for alias in node.names
+        }
+        (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "PreprocessCfg"]
+        defaults = {}
+        for node in cls.body:
+            if not isinstance(node, ast.AnnAssign):
+                continue
+            if not isinstance(node.target, ast.Name) or node.value is None:
+                return None
+            if isinstance(node.value, ast.Name):
+                defaults[node.target.id] = constants[imported[node.value.id]]
+            else:
+                defaults[node.target.id] = ast.literal_eval(node.value)
+    except Exception:
+        return None
+    return defaults or None
+
+
+def _find_checkpoint_in_dir(folder: Path) -> str | None:
+    """The checkpoint open_clip loads from a ``local-dir:`` folder (its factory's
+    ``_find_checkpoint_in_dir``, without importing it)."""
+    open_clip = sys.modules.get("open_clip")
+    if open_clip is not None:
+        return open_clip.factory._find_checkpoint_in_dir(folder)
+    return _checkpoint_in_dir(folder)
+
+
+def _checkpoint_in_dir(folder: Path) -> str | None:
+    checkpoints = [*folder.glob("*.safetensors"), *folder.glob("*.bin"), *folder.glob("*.pth")]
+    if not checkpoints:
+        return None
+    checkpoints.sort()
+    checkpoints.sort(key=lambda path: path.suffix == ".safetensors", reverse=True)
+    preferred = [
+        "open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
+        "open_clip_pytorch_model.bin", "open_clip_pytorch_model.pth",
+        "model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth",
+    ]  # fmt: skip
+    found = sorted(
+        (p for p in checkpoints if p.name in preferred), key=lambda p: preferred.index(p.name)
+    )
+    return str(found[0] if found else checkpoints[0])
+
+
 # --------------------------------------------------------------------------- architectures
 def _schema(model_name: str) -> str | None:
     if model_name.startswith("hf-hub:"):
@@ -290,8 +513,6 @@ def _read_open_clip_config(path, model_name: str) -> tuple[dict, dict]:
 
 def _architecture(model_name: str) -> tuple[dict, dict]:
     """(open_clip model config, preprocessing config of the model's own files), no model built."""
-    import open_clip
-
     schema = _schema(model_name)
     if schema == "local-dir":
         folder = model_name[len("local-dir:") :]
@@ -305,7 +526,7 @@ def _architecture(model_name: str) -> tuple[dict, dict]:
         repo = model_name[len("hf-hub:") :]
         path = _hub_file(repo, "open_clip_config.json", model_name=model_name, what="the config")
         return _read_open_clip_config(path, model_name)
-    config = open_clip.get_model_config(model_name.replace("/", "-"))
+    config = _model_config(model_name.replace("/", "-"))
     if config is None:
         raise _unknown_model_error(model_name)
     return config, {}
@@ -318,20 +539,15 @@ def _check_model_name(model_name: str) -> None:
 # --------------------------------------------------------------------------- weights
 def _random_weights_id() -> str:
     """Identity of seeded random weights (the architecture is identified apart)."""
-    import open_clip
-    import torch
-
-    versions = f"open_clip{open_clip.__version__}:torch{torch.__version__}"
+    versions = f"open_clip{_package_version('open_clip')}:torch{_package_version('torch')}"
     return f"random:seed{RANDOM_WEIGHTS_SEED}:{versions}"
 
 
 def _schema_weights_id(model_name: str) -> tuple[str, bool]:
     """(identity of the weights of an ``hf-hub:`` or ``local-dir:`` model, all files local)."""
-    import open_clip
-
     if model_name.startswith("local-dir:"):
         folder = model_name[len("local-dir:") :]
-        checkpoint = open_clip.factory._find_checkpoint_in_dir(Path(folder))
+        checkpoint = _find_checkpoint_in_dir(Path(folder))
         identity = "no-checkpoint" if checkpoint is None else optional_file_identity(checkpoint)
         return f"local-dir:{identity}", True
     repo = model_name[len("hf-hub:") :]
@@ -378,8 +594,6 @@ def _tag_weights(model_name: str, tag: str, tag_cfg: dict) -> _Weights:
 
 def _resolve_pretrained(model_name: str, pretrained) -> _Weights:
     """What ``pretrained`` means for ``model_name``, checked without building the model."""
-    import open_clip
-
     if _schema(model_name) is not None:
         # open_clip takes the weights from the model's own repository or folder.
         if not (pretrained is None or pretrained == ""):
@@ -402,7 +616,7 @@ def _resolve_pretrained(model_name: str, pretrained) -> _Weights:
             what=f"the pretrained weights {pretrained!r}",
         )
         return _Weights(path, file_identity(path))
-    tag_cfg = open_clip.get_pretrained_cfg(model_name.replace("/", "-"), pretrained)
+    tag_cfg = _pretrained_cfg(model_name.replace("/", "-"), pretrained)
     if tag_cfg:
         return _tag_weights(model_name, pretrained, tag_cfg)
     if os.path.isfile(pretrained):
@@ -419,6 +633,8 @@ def _resolve_pretrained(model_name: str, pretrained) -> _Weights:
         raise FileNotFoundError(
             f"Checkpoint file {pretrained!r} (pretrained) of model {model_name!r} does not exist."
         )
+    import open_clip
+
     tags = open_clip.list_pretrained_tags_by_model(model_name.replace("/", "-"))
     close = difflib.get_close_matches(pretrained, tags, n=3, cutoff=0.6)
     hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
@@ -431,11 +647,14 @@ def _resolve_pretrained(model_name: str, pretrained) -> _Weights:
 
 def _preprocess_config(model_cfg: dict, own_preprocess: dict, tag_cfg: dict) -> dict:
     """The preprocessing open_clip will build, as its factory derives it (no model built)."""
-    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
-
-    preprocess = merge_preprocess_dict(asdict(PreprocessCfg()), own_preprocess)
-    if tag_cfg:
-        preprocess = merge_preprocess_dict(preprocess, tag_cfg)
+    defaults = _preprocess_defaults()
+    # open_clip.transform.merge_preprocess_dict: known keys only, None never overrides.
+    preprocess = dict(defaults)
+    for overlay in (own_preprocess, tag_cfg):
+        preprocess.update(
+            (key, value) for key, value in (overlay or {}).items()
+            if key in defaults and value is not None
+        )  # fmt: skip
     size = (model_cfg.get("vision_cfg") or {}).get("image_size")
     if size is not None:
         preprocess["size"] = list(size) if isinstance(size, (list, tuple)) else [size, size]
@@ -536,10 +755,15 @@ def _build_model(spec: _ModelSpec, pretrained, device) -> LoadedEncoder:
 
 def _registered_config(model_name) -> dict | None:
     """The open_clip config registered under ``model_name`` in this process, if any."""
+    from skicm.model_configs import registered_model_config
+
+    if not isinstance(model_name, str) or _schema(model_name) is not None:
+        return None
+    name = model_name.replace("/", "-")
     open_clip = sys.modules.get("open_clip")
-    if open_clip is None or not isinstance(model_name, str) or _schema(model_name) is not None:
-        return None  # open_clip not loaded here: only its built-in architectures can be meant
-    return open_clip.get_model_config(model_name.replace("/", "-"))
+    if open_clip is None:  # then only skicm can have registered one (or a built-in is meant)
+        return registered_model_config(name)
+    return open_clip.get_model_config(name)
 
 
 class CLIPEmbedder(_BaseImageEmbedder):

@@ -6,8 +6,12 @@ smoke runs of whole pipelines on machines that cannot download pretrained CLIP w
 
 from __future__ import annotations
 
+import copy
+import importlib.abc
 import json
+import sys
 import tempfile
+import threading
 from pathlib import Path
 
 __all__ = ["TINY_CLIP_CONFIG", "register_model_config", "register_tiny_clip", "tiny_image_model"]
@@ -26,7 +30,11 @@ TINY_CLIP_CONFIG = {
     },
 }
 
-_registered: set[str] = set()
+# Architectures registered through skicm in this process: name -> config. open_clip learns them
+# when it is imported (at once if it already is), so that registering one, and identifying a
+# model by it (CLIPEmbedder.store_namespace), needs no open_clip (and so no torch).
+_CONFIGS: dict[str, dict] = {}
+_LOCK = threading.RLock()
 
 
 def register_tiny_clip(name: str = "skicm-tiny-clip") -> str:
@@ -54,23 +62,18 @@ def register_tiny_clip(name: str = "skicm-tiny-clip") -> str:
     >>> name in open_clip.list_models()
     True
     """
-    if name in _registered:
-        import open_clip
-
-        if open_clip.get_model_config(name) == TINY_CLIP_CONFIG:
-            return name
-    register_model_config(name, TINY_CLIP_CONFIG)
-    _registered.add(name)
-    return name
+    return register_model_config(name, TINY_CLIP_CONFIG)
 
 
 def register_model_config(name: str, config: dict) -> str:
     """Register the open_clip architecture ``config`` under ``name`` and return the name.
 
     open_clip learns architectures from JSON files (``open_clip.add_model_config``); this writes
-    ``config`` to a private temporary file and registers it. A name registered before with
-    another config now means ``config``. :class:`skicm.CLIPEmbedder` pickles carry the config
-    of such a name and register it when unpickled, so that worker processes know it.
+    ``config`` to a private temporary file and registers it: at once when open_clip is imported
+    already, else the moment it is imported (so registering imports neither open_clip nor
+    torch). A name registered before with another config now means ``config``.
+    :class:`skicm.CLIPEmbedder` pickles carry the config of such a name and register it when
+    unpickled, so that worker processes know it.
 
     Parameters
     ----------
@@ -98,16 +101,95 @@ def register_model_config(name: str, config: dict) -> str:
     >>> open_clip.get_model_config("my-tiny-clip")["embed_dim"]
     32
     """
-    import open_clip
-
     check_model_config(config, f"the config of {name!r}")
+    with _LOCK:
+        _CONFIGS[name] = copy.deepcopy(config)
+        open_clip = sys.modules.get("open_clip")
+        if open_clip is not None and hasattr(open_clip, "add_model_config"):
+            _add_to_open_clip(open_clip, name, config)
+        elif not any(isinstance(finder, _RegisterOnImport) for finder in sys.meta_path):
+            sys.meta_path.insert(0, _RegisterOnImport())
+    return name
+
+
+def registered_model_config(name: str) -> dict | None:
+    """The config registered under ``name`` through skicm in this process (a copy), or None.
+
+    Parameters
+    ----------
+    name : str
+        An architecture name.
+
+    Returns
+    -------
+    config : dict or None
+        What :func:`register_model_config` registered last under ``name``.
+
+    Examples
+    --------
+    >>> from skicm.model_configs import register_tiny_clip, registered_model_config
+    >>> registered_model_config(register_tiny_clip())["embed_dim"]
+    32
+    >>> registered_model_config("no-such-architecture") is None
+    True
+    """
+    with _LOCK:
+        config = _CONFIGS.get(name)
+        return None if config is None else copy.deepcopy(config)
+
+
+def _add_to_open_clip(open_clip, name: str, config: dict) -> None:
     if open_clip.get_model_config(name) == config:
-        return name
+        return
     folder = Path(tempfile.mkdtemp(prefix="skicm-model-config-"))
     path = folder / f"{name}.json"
     path.write_text(json.dumps(config))
     open_clip.add_model_config(path)
-    return name
+
+
+def _add_all_to_open_clip(open_clip) -> None:
+    with _LOCK:
+        for name, config in _CONFIGS.items():
+            _add_to_open_clip(open_clip, name, config)
+
+
+class _RegisterOnImport(importlib.abc.MetaPathFinder):
+    """Gives open_clip the architectures registered through skicm as it is imported.
+
+    Finds ``open_clip`` as the other finders would and wraps its loader, so that right after
+    the package's own code has run (its built-in architectures scanned), the registered ones are
+    added, whoever imports it (skicm, or a user calling open_clip directly).
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "open_clip":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _RegisteringLoader(spec.loader)
+        return spec
+
+
+class _RegisteringLoader(importlib.abc.Loader):
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        self.loader.exec_module(module)
+        _add_all_to_open_clip(module)
+
+    def __getattr__(self, name):  # get_resource_reader, is_package, ...
+        return getattr(self.loader, name)
 
 
 def check_model_config(config, what: str) -> None:
