@@ -213,7 +213,7 @@ def _results(points, chosen, shifts=("a", "b"), **kwargs):
     records, candidates = [], []
     for test_set, value in zip(("imagenet", *shifts), chosen):
         records.append({"method": "probe", "seed": 0, "test_set": test_set, "accuracy": value,
-                        "n_test": 100, "n_classes": 10, "chosen": "{}"})  # fmt: skip
+                        "n_test": 100, "n_classes": 10, "chosen": "{}", "n_train": 50})  # fmt: skip
     for k, values in enumerate(points):
         for test_set, value in zip(("imagenet", *shifts), values):
             candidates.append({"method": "probe", "seed": 0, "candidate": str(k),
@@ -444,6 +444,8 @@ def test_the_pages_command_on_generated_shards(tmp_path, tiny_clip_name, monkeyp
     markdown = (tmp_path / "robustness-results" / "results.md").read_text()
     assert "| method | imagenet (ID) | imagenetv2 | imagenet_sketch | imagenet-r | imagenet-a " \
            "| objectnet | avg OOD | ER |" in markdown  # fmt: skip
+    assert "trained on 25 training images (up to 16 per class)" in markdown
+    assert "prompted as ['missile (2)', 'sunglasses (2)']" in markdown  # ImageNet repeats two
     assert (tmp_path / "robustness-results" / "results.png").stat().st_size > 0
     assert (tmp_path / "imagenet-embeddings.sqlite").is_file()
 
@@ -468,7 +470,7 @@ def test_few_shot_draws_per_seed(toy_results):
     mean, std = results.accuracy("linear probe", "imagenet")
     assert (mean, std) == pytest.approx((np.mean(per_seed), np.std(per_seed)))
     assert f"| linear probe | {100 * mean:.1f} ± {100 * std:.1f} |" in results.to_markdown()
-    assert "trained on 3 images per class" in results.to_markdown()
+    assert "trained on 30 training images (up to 3 per class)" in results.to_markdown()
 
 
 def test_a_family_line_across_results_goes_through_each_chosen_model():

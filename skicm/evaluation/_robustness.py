@@ -917,7 +917,11 @@ class RobustnessResults:
             if len(seeds) > 1
             else f"1 seed ({seeds[0]})"
         )
-        shots = "all training images" if self.shots is None else f"{self.shots} images per class"
+        n_train = sorted({r["n_train"] for r in self.records})
+        drawn = str(n_train[0]) if n_train[0] == n_train[-1] else f"{n_train[0]}-{n_train[-1]}"
+        shots = f"{drawn} training images" + (
+            "" if self.shots is None else f" (up to {self.shots} per class)"
+        )
         lines = [f"## {title}", ""] if title else []
         lines.append(
             f"Test accuracy (%), {spread}; trained on {shots}, hyperparameters chosen on held-"
