@@ -38,7 +38,7 @@ from skicm.evaluation._options import (
 )
 from skicm.evaluation._plots import _size_text, _untangle
 from skicm.evaluation._protocol import _check_n_jobs, _one_blas_thread, _prompt_names
-from skicm.evaluation._results import _csv_value, _save_results
+from skicm.evaluation._results import _csv_value, _ResultFiles
 from skicm.evaluation._selection import (
     SCORINGS,
     _chosen_values,
@@ -499,7 +499,7 @@ _METRICS = {
 
 
 @dataclass
-class GroupResults:
+class GroupResults(_ResultFiles):
     """Results of :func:`evaluate_spurious_groups`: one record per method and seed.
 
     Attributes
@@ -541,6 +541,8 @@ class GroupResults:
     chance: float
     notes: list = field(default_factory=list)
     grids: dict = field(default_factory=dict)
+    # The legend stands beside the axes, outside the figure: "tight" takes it in.
+    _png_bbox_inches = "tight"
 
     @property
     def seeds(self):
@@ -750,23 +752,6 @@ class GroupResults:
         ax.set_title(f"{title}\n{selection}" if title else selection, fontsize=9)
         _untangle(ax, value_labels, own_figure=True, bar_width=width)
         return figure
-
-    def save(self, output_dir, *, title=None):
-        """Write ``results.csv``, ``results.md`` and ``results.png``.
-
-        Parameters
-        ----------
-        output_dir : str or path-like
-            Folder, created if needed.
-        title : str or None, default=None
-            Heading of ``results.md`` and title of the plot.
-
-        Returns
-        -------
-        paths : list of pathlib.Path
-        """
-        # The legend stands beside the axes, outside the figure: "tight" takes it in.
-        return _save_results(self, output_dir, title=title, bbox_inches="tight")
 
 
 # ------------------------------------------------------------------------------ command line

@@ -34,8 +34,47 @@ RESULT_COLUMNS = (
 )
 
 
+class _ResultFiles:
+    """What the protocols' results share: :meth:`save` writes the three result files.
+
+    A subclass has ``to_csv(path)``, ``to_markdown(title=)`` and ``plot(title=)``.
+    """
+
+    #: ``savefig``'s crop of ``results.png``: None keeps the figure as laid out (a
+    #: constrained layout holds the legend); "tight" takes in a legend beside the axes.
+    _png_bbox_inches = None
+
+    def save(self, output_dir, *, title=None):
+        """Write ``results.csv``, ``results.md`` and ``results.png`` (needs matplotlib).
+
+        Parameters
+        ----------
+        output_dir : str or path-like
+            Folder, created if needed.
+        title : str or None, default=None
+            Heading of ``results.md`` and title of the plot.
+
+        Returns
+        -------
+        paths : list of pathlib.Path
+            The files written: ``results.csv``, ``results.md``, ``results.png``.
+        """
+        from skicm._matplotlib import pyplot
+
+        folder = Path(output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        csv_path = self.to_csv(folder / "results.csv")
+        markdown_path = folder / "results.md"
+        markdown_path.write_text(self.to_markdown(title=title))
+        figure = self.plot(title=title)
+        png_path = folder / "results.png"
+        figure.savefig(png_path, dpi=120, bbox_inches=self._png_bbox_inches)
+        pyplot().close(figure)
+        return [csv_path, markdown_path, png_path]
+
+
 @dataclass
-class EvaluationResults:
+class EvaluationResults(_ResultFiles):
     """Results of :func:`evaluate_domain_generalization` or :func:`evaluate_open_class`.
 
     One record per method, held-out domain, seed (and, for the open-class protocol, class
@@ -384,58 +423,6 @@ class EvaluationResults:
             selection += f"; mean ± std over {len(seeds)} seeds"
         title = f"{self.protocol}; {selection}" if title is None else f"{title}\n{selection}"
         return plot_domain_scores(self, ax=ax, title=title)
-
-    def save(self, output_dir, *, title=None):
-        """Write ``results.csv``, ``results.md`` and ``results.png`` (needs matplotlib).
-
-        Parameters
-        ----------
-        output_dir : str or path-like
-            Folder, created if needed.
-        title : str or None, default=None
-            Heading of ``results.md`` and title of the plot.
-
-        Returns
-        -------
-        paths : list of pathlib.Path
-            The files written.
-        """
-        # The plot's constrained layout already fits its legend in the figure.
-        return _save_results(self, output_dir, title=title, bbox_inches=None)
-
-
-def _save_results(results, output_dir, *, title, bbox_inches):
-    """Write ``results.csv``, ``results.md`` and ``results.png`` of a protocol's results.
-
-    Parameters
-    ----------
-    results : EvaluationResults or GroupResults
-        Anything with ``to_csv(path)``, ``to_markdown(title=)`` and ``plot(title=)``.
-    output_dir : str or path-like
-        Folder, created if needed.
-    title : str or None
-        Heading of ``results.md`` and title of the plot.
-    bbox_inches : "tight" or None
-        ``savefig``'s crop of ``results.png``: "tight" takes in what is drawn outside the
-        figure (a legend beside the axes); None keeps the figure as laid out.
-
-    Returns
-    -------
-    paths : list of pathlib.Path
-        ``results.csv``, ``results.md``, ``results.png``.
-    """
-    from skicm._matplotlib import pyplot
-
-    folder = Path(output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    csv_path = results.to_csv(folder / "results.csv")
-    markdown_path = folder / "results.md"
-    markdown_path.write_text(results.to_markdown(title=title))
-    figure = results.plot(title=title)
-    png_path = folder / "results.png"
-    figure.savefig(png_path, dpi=120, bbox_inches=bbox_inches)
-    pyplot().close(figure)
-    return [csv_path, markdown_path, png_path]
 
 
 def _joined(records, value):
