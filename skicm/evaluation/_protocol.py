@@ -275,7 +275,7 @@ def _progress_iter(items, desc, enabled):
 
 
 #: Descriptions of the parameters the protocols share, written once; a docstring line
-#: ``{name}`` (alone, indented as a parameter) stands for the entry ``name``.
+#: ``{name}`` or ``{name, other}`` (alone, indented as a parameter) stands for those entries.
 _PARAMETER_DOCS = {
     "data": """\
 data : Bunch or callable
@@ -365,21 +365,24 @@ progress : bool, default=True
 
 
 def _with_parameter_docs(function):
-    """Fill the ``{name}`` lines of ``function``'s docstring from :data:`_PARAMETER_DOCS`.
+    """Fill the placeholder lines of ``function``'s docstring from :data:`_PARAMETER_DOCS`.
 
-    Each such line becomes the entry's lines, at the placeholder's indentation; a name that
-    is not an entry is a KeyError at import, so no placeholder reaches the documentation.
+    A line ``{name}``, or ``{name, other, ...}`` for several in a row, becomes the entries'
+    lines at the placeholder's indentation; a name that is not an entry is a KeyError at
+    import, so no placeholder reaches the documentation.
     """
     if function.__doc__ is None:  # python -OO
         return function
     lines = []
     for line in function.__doc__.splitlines():
-        placeholder = re.fullmatch(r"(\s*)\{(\w+)\}", line)
+        placeholder = re.fullmatch(r"(\s*)\{(\w+(?:, \w+)*)\}", line)
         if placeholder is None:
             lines.append(line)
             continue
-        indent, name = placeholder.groups()
-        lines.extend(indent + text if text else text for text in _PARAMETER_DOCS[name].splitlines())
+        indent, names = placeholder.groups()
+        for name in names.split(", "):
+            entry = _PARAMETER_DOCS[name].splitlines()
+            lines.extend(indent + text if text else text for text in entry)
     function.__doc__ = "\n".join(lines)
     return function
 
@@ -429,26 +432,16 @@ def evaluate_domain_generalization(
         :class:`~skicm.CLIPEmbedder`; its ``store`` keeps the embeddings (an SQLite path: a
         rerun encodes nothing). None uses ``data.data`` as features (raw pixels). Zero-shot
         columns and text interventions need its text tower (``has_text_tower``).
-    {methods}
-    {interventions}
+    {methods, interventions}
     zero_shot : "auto" or bool, default="auto"
         Zero-shot columns (plain and in the invariant subspace) with ``methods="auto"``;
         ``"auto"``: where the encoder has a text tower and the data name their classes.
     linear_probe : bool, default=True
         Linear-probe columns with ``methods="auto"``.
-    {selection}
-    {scoring}
-    {n_components}
-    {alpha}
+    {selection, scoring, n_components, alpha}
     C : sequence of float, default=DEFAULT_GRID["C"]
         Inverse regularisation strengths of the linear probe in the grid.
-    {seeds}
-    {test_domains}
-    {templates}
-    {intervention_seed}
-    {validation_size}
-    {n_jobs}
-    {progress}
+    {seeds, test_domains, templates, intervention_seed, validation_size, n_jobs, progress}
 
     Returns
     -------
@@ -547,19 +540,9 @@ def evaluate_open_class(
     base_classes : float or sequence of str, default=0.5
         A fraction: the first ``ceil(fraction * n_classes)`` classes (in ``target_names``
         order) are base; or the base class names.
-    {methods}
-    {interventions}
-    {selection}
-    {scoring}
-    {n_components}
-    {alpha}
-    {seeds}
-    {test_domains}
-    {templates}
-    {intervention_seed}
-    {validation_size}
-    {n_jobs}
-    {progress}
+    {methods, interventions}
+    {selection, scoring, n_components, alpha}
+    {seeds, test_domains, templates, intervention_seed, validation_size, n_jobs, progress}
 
     Returns
     -------
