@@ -490,3 +490,42 @@ def test_a_family_line_across_results_goes_through_each_chosen_model():
     slope = (lg(0.50) - lg(0.28)) / (lg(0.75) - lg(0.55))
     intercept = lg(0.28) - slope * lg(0.55)
     assert np.allclose(lg(y), slope * lg(x) + intercept, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--shift", "imagenet-r=r.tar"], "needs --id-test SOURCE"),
+        (["--id-test", "t.tar"], "needs at least one --shift NAME=SOURCE"),
+        (["--id-test", "t.tar", "--shift", "a=x.tar", "--shift", "a=y.tar"],
+         "--shift names 'a' more than once"),
+        (["--id-test", "t.tar", "--shift", "a=x.tar", "--selection", "oracle"],
+         "--selection oracle needs training domains"),
+        (["--id-test", "t.tar", "--shift", "a=x.tar", "--test-domains", "x"],
+         "--test-domains applies to the other protocols"),
+        (["--id-test", "t.tar", "--shift", "a=x.tar"], "give an encoder"),
+    ],
+)  # fmt: skip
+def test_command_errors_name_the_option(options, message, capsys):
+    from skicm.cli import main
+
+    assert main(["evaluate", "train.tar", "--protocol", "robustness", *options]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_shift_must_be_name_equals_source(capsys):
+    from skicm.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["evaluate", "t.tar", "--protocol", "robustness", "--shift", "imagenet-r"])
+    assert "must be NAME=SOURCE" in capsys.readouterr().err
+
+
+def test_a_source_that_is_no_collection_is_named(tmp_path, tiny_clip_name, capsys):
+    from skicm.cli import main
+
+    argv = ["evaluate", str(tmp_path), "--protocol", "robustness", "--id-test", "t.tar",
+            "--shift", "a=x.tar", "--model-name", tiny_clip_name,
+            "--pretrained", "none"]  # fmt: skip
+    assert main(argv) == 2
+    assert f"SOURCE {str(tmp_path)!r} is neither WebDataset shards" in capsys.readouterr().err
