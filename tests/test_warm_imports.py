@@ -71,11 +71,13 @@ def test_preprocessing_defaults_and_merge_equal_open_clips():
 
     defaults = asdict(PreprocessCfg())
     assert embedding_module._read_preprocess_defaults() == defaults
-    # The merge of the model's own preprocessing and each tag's, as open_clip's factory does.
+    # The merge of the model's own preprocessing and each tag's (or none: random weights), as
+    # open_clip's factory does; None never overrides, unknown keys are dropped.
     own = {"mean": [0.5, 0.5, 0.5], "size": 99, "unknown_key": 1, "std": None}
     pairs = open_clip.list_pretrained()
-    for model, tag in pairs[:: max(1, len(pairs) // 40)]:
-        tag_cfg = open_clip.get_pretrained_cfg(model, tag)
+    cases = [(model, None) for model in ("ViT-B-32", "RN50")] + pairs[:: max(1, len(pairs) // 40)]
+    for model, tag in cases:
+        tag_cfg = open_clip.get_pretrained_cfg(model, tag) if tag else {}
         config = open_clip.get_model_config(model) or {}
         expected = merge_preprocess_dict(merge_preprocess_dict(defaults, own), tag_cfg)
         size = config.get("vision_cfg", {}).get("image_size")
