@@ -115,7 +115,7 @@ class CollectionImage:
         How errors name the item (the member and shard, or the row and dataset).
     reader : object
         Reads the bytes: ``reader.read_item(location)``
-        (:class:`skicm.distributed._collections.CollectionReader`).
+        (:class:`skicm.datasets._collection_reader.CollectionReader`).
     location : object
         Where the item is, for ``reader``.
 

@@ -416,7 +416,7 @@ def run(args):
 
 def _load_images(args):
     """The data set of SOURCE: a DomainBed-layout folder, WebDataset shards or a HF dataset."""
-    from skicm.distributed._collections import is_collection
+    from skicm.datasets._collection_reader import is_collection
 
     options = collection_options(args)
     given = [f"--{name.replace('_', '-')}" for name, value in options.items() if value is not None]

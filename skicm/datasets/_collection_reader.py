@@ -10,7 +10,11 @@ resumption and "every item exactly once" hold as for files:
 
 A :class:`CollectionReader` then reads and decodes the items of any slice of the listing, in
 this process or in a Ray task: tar members by their offset in the (uncompressed) tar file, rows
-by their index in the memory-mapped dataset.
+by their index in the memory-mapped dataset; :func:`collection_items` makes one
+:class:`skicm.image_loading.CollectionImage` of each row, which the embedders read one at a
+time through the same reader. This module is in the core (imported by
+:func:`skicm.datasets.load_image_collection`); ``skicm.distributed._collections`` re-exports
+it for ``skicm embed``.
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ def load_image_collection(
     >>> data.target.tolist(), data.target_names, data.domain_names
     ([1, 0], ['cat', 'dog'], ['pets'])
     """
-    from skicm.distributed._collections import collection_items, collection_table
+    from skicm.datasets._collection_reader import collection_items, collection_table
 
     table, kind, reader = collection_table(
         source, image_key=image_key, label_key=label_key, domain_key=domain_key, split=split
