@@ -46,6 +46,42 @@ def test_encoder_options_defaults_and_exclusivity(capsys):
     assert "not allowed with argument" in capsys.readouterr().err
 
 
+def test_decode_option_reaches_the_embedder(tiny_clip_name):
+    """--decode: reduced by default, full on request, on every command with an encoder."""
+    from skicm.cli._common import embedder_from_args
+
+    model = ["--model-name", tiny_clip_name, "--pretrained", "none", "--device", "cpu"]
+    for command in (["embed", "SRC", "--out", "OUT"], ["evaluate", "SRC"], ["demo"]):
+        default = build_parser().parse_args([*command, *model])
+        full = build_parser().parse_args([*command, *model, "--decode", "full"])
+        assert embedder_from_args(default).decode == "reduced"
+        assert embedder_from_args(full).decode == "full"
+    image_model = ["--image-model", "skicm.model_configs:tiny_image_model", "--decode", "full"]
+    args = build_parser().parse_args(["evaluate", "SRC", *image_model])
+    assert embedder_from_args(args).decode == "full"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["evaluate", "SRC", *model, "--decode", "half"])
+
+
+def test_embed_and_evaluate_share_one_definition_of_the_collection_options():
+    """The same flags, help and defaults (one definition in skicm.cli._common)."""
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+
+    def options(name):
+        return {
+            action.dest: (tuple(action.option_strings), action.help, action.default)
+            for action in commands[name]._actions
+            if action.dest in ("image_key", "label_key", "domain_key", "split", "decode")
+        }
+
+    assert options("embed") == options("evaluate")
+    assert len(options("embed")) == 5
+    # --class-names: evaluate's only (embed writes the labels as they are).
+    dests = {name: {a.dest for a in commands[name]._actions} for name in ("embed", "evaluate")}
+    assert "class_names" in dests["evaluate"] and "class_names" not in dests["embed"]
+
+
 @pytest.mark.parametrize(
     ("content", "match"),
     [

@@ -401,3 +401,93 @@ def test_xmp_orientation_is_used_when_exif_has_none(tmp_path):
     for pixels in (np.asarray(load_rgb(path)), _rgb_chw(path).permute(1, 2, 0).numpy()):
         assert pixels.shape == upright.shape
         assert np.abs(pixels.astype(int) - upright).max() <= 2
+
+
+# ---------------------------------------------------------------------------- collection images
+def _shard(path, members):
+    """An uncompressed tar of ``(name, bytes)`` members (a WebDataset shard)."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _photo_jpeg(width, height, orientation=1):
+    import io
+
+    exif = Image.Exif()
+    if orientation != 1:
+        exif[0x0112] = orientation
+    file = io.BytesIO()
+    ramp = np.add.outer(np.arange(height), np.arange(width)) % 256
+    pixels = np.stack([ramp, ramp[::-1], 255 - ramp], axis=2)  # detail at every scale
+    Image.fromarray(pixels.astype(np.uint8)).save(
+        file, format="JPEG", quality=90, exif=exif.tobytes()
+    )
+    return file.getvalue()
+
+
+def test_collection_images_decode_as_files_pixel_for_pixel(tmp_path):
+    """Every decoder of a tar member gives the pixels of the same bytes in a file: EXIF
+    orientation, the reduced decode of a large JPEG, other formats; errors name the member."""
+    pytest.importorskip("webdataset")
+    from skicm.datasets import load_image_collection
+    from skicm.image_loading import (
+        CollectionImage,
+        DecodeTarget,
+        _rgb_chw,
+        describe_image,
+    )
+
+    members = {
+        "turned.jpg": _photo_jpeg(700, 500, orientation=6),
+        "large.jpg": _photo_jpeg(1400, 1000),
+        "plain.png": None,
+    }
+    png = tmp_path / "plain.png"
+    Image.fromarray(_noise(1, (9, 7, 3))).save(png)
+    members["plain.png"] = png.read_bytes()
+    for name, data in members.items():
+        (tmp_path / name).write_bytes(data)
+    shard = _shard(tmp_path / "shard.tar", [(name, data) for name, data in members.items()])
+    items = list(load_image_collection(shard).images)
+    assert all(isinstance(item, CollectionImage) for item in items)
+    target = DecodeTarget("shortest", 100)  # lets the 1400 x 1000 photo decode at 1/2
+    assert target.scale(1400, 1000) == 2
+    for item, name in zip(items, members):
+        file = tmp_path / name
+        for reduce in (None, target):
+            expected = np.asarray(load_rgb(file, reduce))
+            np.testing.assert_array_equal(np.asarray(load_rgb(item, reduce)), expected)
+            np.testing.assert_array_equal(
+                _rgb_chw(item, reduce).numpy(), _rgb_chw(file, reduce).numpy()
+            )
+        assert describe_image(items, items.index(item)) == (
+            f"member {name!r} of the WebDataset shard {str(shard)!r}"
+        )
+    assert np.asarray(load_rgb(items[0])).shape == (700, 500, 3)  # upright: turned by EXIF 6
+    # One item is one image: passed alone it is refused as a single path would be.
+    with pytest.raises(ValueError, match=r"X is a single image \(CollectionImage\)"):
+        as_image_list(items[0])
+    # The key names the shard's identity and the member, and reads nothing.
+    keys = image_keys(items)
+    assert len(set(keys)) == 3 and all(key.endswith(f"#{n}") for key, n in zip(keys, members))
+    assert all(str(shard) in key and str(os.stat(shard).st_ino) in key for key in keys)
+
+
+def test_collection_images_follow_the_bomb_limit(tmp_path, monkeypatch):
+    pytest.importorskip("webdataset")
+    from skicm.datasets import load_image_collection
+    from skicm.image_loading import _rgb_chw
+
+    shard = _shard(tmp_path / "s.tar", [("gray.jpg", _flat_gray_jpeg(400, 300))])
+    (item,) = load_image_collection(shard).images
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50_000)  # 2x limit: 100,000 < 120,000
+    for decode in (_rgb_chw, load_rgb):
+        with pytest.raises(Image.DecompressionBombError, match=r"member 'gray\.jpg' of the"):
+            decode(item)
