@@ -418,7 +418,7 @@ def test_the_pages_command_on_generated_shards(tmp_path, tiny_clip_name, monkeyp
     argv[seeds + 1] = "1"
     argv += ["--device", "cpu", "--templates", "a photo of a {}.", "--no-progress",
              "--C", "0.1", "1", "--n-components", "4", "--alpha", "1", "--n-jobs", "1",
-             "--interventions", "text"]  # fmt: skip
+             "--interventions", "image"]  # fmt: skip
     monkeypatch.chdir(tmp_path)
     assert main(argv[1:]) == 0
     out = capsys.readouterr().out
@@ -426,7 +426,7 @@ def test_the_pages_command_on_generated_shards(tmp_path, tiny_clip_name, monkeyp
     rows = _read_csv(tmp_path / "robustness-results" / "results.csv")
     header, body = rows[0], rows[1:]
     sets = ["imagenet", "imagenetv2", "imagenet_sketch", "imagenet-r", "imagenet-a", "objectnet"]
-    methods = ["zero-shot", "zero-shot ICM (text)", "linear probe", "linear probe ICM (text)"]
+    methods = ["zero-shot", "zero-shot ICM (image)", "linear probe", "linear probe ICM (image)"]
     got = [(row[header.index("method")], row[header.index("test_set")]) for row in body]
     assert got == [(m, s) for m in methods for s in sets]
     n_classes = {"imagenet": 1000, "imagenetv2": 1000, "imagenet_sketch": 1000,
