@@ -128,7 +128,7 @@ def add_robustness_options(parser):
 
 def _load(source, what, options, class_names=None):
     from skicm.datasets import load_image_collection
-    from skicm.distributed._collections import is_collection
+    from skicm.datasets._collection_reader import is_collection
 
     if is_collection(source) is None:
         raise ValueError(

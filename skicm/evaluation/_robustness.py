@@ -38,6 +38,7 @@ from skicm.evaluation._options import (
     _seed_list,
 )
 from skicm.evaluation._protocol import _check_n_jobs, _one_blas_thread, _prompt_names
+from skicm.evaluation._results import _ResultFiles
 from skicm.evaluation._selection import _chosen_values, _fit_candidate, _Fold, _select_and_fit
 from skicm.zero_shot import _check_prompt_classes, _check_templates, zero_shot_templates
 
@@ -694,7 +695,7 @@ def _csv_value(value):
 
 
 @dataclass
-class RobustnessResults:
+class RobustnessResults(_ResultFiles):
     """Results of :func:`evaluate_robustness`.
 
     Attributes
@@ -732,6 +733,8 @@ class RobustnessResults:
     baseline: str = "linear probe"
     reference_line: tuple | None = None
     chance: dict = field(default_factory=dict)
+
+    _png_bbox_inches = "tight"  # the legend may reach beyond the axes
 
     @property
     def seeds(self):
@@ -1006,26 +1009,14 @@ class RobustnessResults:
         output_dir : str or path-like
             Folder, created if needed.
         title : str or None, default=None
+            Heading of ``results.md`` and title of the plot.
 
         Returns
         -------
         paths : list of pathlib.Path
         """
-        folder = Path(output_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = [
-            self.to_csv(folder / "results.csv"),
-            self.candidates_to_csv(folder / "candidates.csv"),
-        ]
-        markdown = folder / "results.md"
-        markdown.write_text(self.to_markdown(title=title), encoding="utf-8")
-        figure = self.plot(title=title)
-        png = folder / "results.png"
-        figure.savefig(png, dpi=120, bbox_inches="tight")
-        from skicm._matplotlib import pyplot
-
-        pyplot().close(figure)
-        return [*paths, markdown, png]
+        csv_path, *others = super().save(output_dir, title=title)
+        return [csv_path, self.candidates_to_csv(Path(output_dir) / "candidates.csv"), *others]
 
 
 def _signed(value):
