@@ -312,6 +312,31 @@ def test_shard_store_refuses_a_shard_replaced_after_it_was_checked(tmp_path):
     assert set(other) == set(expected) - {f"key-1-{row}" for row in range(4)}  # same keys
 
 
+@pytest.mark.parametrize("damage", [b"\xff" * 24, b"\x15\x00" + b"\x00" * 22])
+def test_shard_store_names_a_shard_with_damaged_pages(tmp_path, damage):
+    """A shard whose footer is sound but whose first embedding page header is damaged (bytes
+    of no Thrift struct; a struct of another page type) is read through pyarrow, whose error
+    names the shard; never rows read at guessed offsets."""
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "embeddings"
+    _synthetic_folder(out, [50, 50], embed_dim=16)
+    shard = out / "shard-000001.parquet"
+    metadata = pq.ParquetFile(shard).metadata
+    leaf = [metadata.schema.column(i).path for i in range(metadata.num_columns)].index(
+        "embedding.list.element"
+    )
+    data = bytearray(shard.read_bytes())
+    offset = metadata.row_group(0).column(leaf).data_page_offset
+    data[offset : offset + len(damage)] = damage
+    shard.write_bytes(bytes(data))
+    store = ShardStore(out)
+    assert len(store.get_many("synthetic:ns", ["key-0-3"])) == 1  # the sound shard answers
+    with pytest.raises(ValueError, match=r"Cannot read the shard .*shard-000001.parquet"):
+        store.get_many("synthetic:ns", ["key-1-3"])
+    assert store._pages[1] is None  # not read in place
+
+
 def test_shard_store_checks_every_shard_before_its_first_answer(tmp_path, foreign_shards):
     """Making the store reads only the manifest; the first lookup checks every shard (even one
     that holds none of the keys asked) before it returns any embedding."""

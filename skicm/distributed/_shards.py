@@ -501,11 +501,13 @@ def _thrift_value(buffer, position: int, kind: int):
         size, element = header >> 4, header & 0x0F
         if size == 15:
             size, position = _varint(buffer, position)
+        if element in (1, 2):  # booleans: one byte each
+            position += size
+            if position > len(buffer):
+                raise ValueError("a list runs past the end of the file")
+            return None, position
         for _ in range(size):
-            if element in (1, 2):
-                position += 1
-            else:
-                _, position = _thrift_value(buffer, position, element)
+            _, position = _thrift_value(buffer, position, element)
         return None, position
     if kind == 11:
         size, position = _varint(buffer, position)
@@ -559,7 +561,7 @@ def embedding_chunks(metadata, embed_dim: int):
         if column.compression != "UNCOMPRESSED" or column.has_dictionary_page:
             return None
         if column.num_values != row_group.num_rows * embed_dim:
-            return None  # a null value or row: positions cannot be computed
+            return None  # a null row (then positions cannot be computed)
         chunks.append((first, row_group.num_rows, column.data_page_offset,
                        column.total_compressed_size))  # fmt: skip
         first += row_group.num_rows
