@@ -448,6 +448,21 @@ def test_the_pages_command_on_generated_shards(tmp_path, tiny_clip_name, monkeyp
     assert "prompted as ['missile (2)', 'sunglasses (2)']" in markdown  # ImageNet repeats two
     assert (tmp_path / "robustness-results" / "results.png").stat().st_size > 0
     assert (tmp_path / "imagenet-embeddings.sqlite").is_file()
+    # Again from the store, the probe alone, against a given reference line, with --plot.
+    again = [*argv[1:], "--methods", "linear probe", "--reference-line", "0.8", "-0.4",
+             "--output", "again", "--plot", "plot.png"]  # fmt: skip
+    assert main(again) == 0
+    markdown = (tmp_path / "again" / "results.md").read_text()
+    assert "the given reference line (slope 0.8, intercept -0.4)" in markdown
+    id_accuracy = float(next(r for r in _read_csv(tmp_path / "again" / "results.csv")
+                             if r[1] == "0" and r[2] == "imagenet")[4])  # fmt: skip
+    ood = np.mean([float(r[4]) for r in _read_csv(tmp_path / "again" / "results.csv")[1:]
+                   if r[2] != "imagenet"])  # fmt: skip
+    p = min(max(id_accuracy, 0.001), 0.999)  # accuracies are clipped before the logit
+    line = 1 / (1 + np.exp(-(0.8 * np.log(p / (1 - p)) - 0.4)))
+    assert f"| linear probe | {100 * id_accuracy:.1f} |" in markdown
+    assert f"{100 * (ood - line):+.1f} |" in markdown.split("| linear probe |")[1].splitlines()[0]
+    assert (tmp_path / "plot.png").stat().st_size > 0
 
 
 def test_few_shot_draws_per_seed(toy_results):
