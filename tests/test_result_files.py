@@ -42,3 +42,24 @@ def test_evaluation_results_png_is_the_figure_as_laid_out(tmp_path):
     figure = results.plot()
     width, height = Image.open(paths[2]).size
     assert (width, height) == tuple(np.round(figure.get_size_inches() * 120).astype(int))
+
+
+def test_the_command_report_prints_writes_and_plots(tmp_path, capsys):
+    from skicm.evaluation._results import _report_results
+
+    record = {
+        "method": "probe", "seed": 0, "worst_group": 0.5, "average": 0.75,
+        "adjusted_average": 0.9, "chosen": "", "n_candidates": 1,
+        "group_accuracy": {"a": 0.5, "b": 1.0}, "group_n_test": {"a": 2, "b": 2},
+    }  # fmt: skip
+    results = GroupResults([record], ["probe"], ["a", "b"], "worst-group", 0.5)
+    plot = tmp_path / "alone.png"
+    _report_results(results, title="t", output=tmp_path / "out", plot=plot)
+    printed = capsys.readouterr().out
+    assert printed.startswith(results.to_markdown(title="t"))
+    assert f"written: {tmp_path / 'out' / 'results.csv'}" in printed
+    assert f"plot saved to {plot}" in printed
+    # --plot draws the figure that --output writes as results.png, to the byte.
+    assert plot.read_bytes() == (tmp_path / "out" / "results.png").read_bytes()
+    _report_results(results, title="t")  # tables only: no file
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["alone.png", "out"]

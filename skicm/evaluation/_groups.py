@@ -38,7 +38,12 @@ from skicm.evaluation._options import (
 )
 from skicm.evaluation._plots import _size_text, _untangle
 from skicm.evaluation._protocol import _check_n_jobs, _one_blas_thread, _prompt_names
-from skicm.evaluation._results import _csv_value, _ResultFiles
+from skicm.evaluation._results import (
+    _csv_value,
+    _report_results,
+    _ResultFiles,
+    _use_file_backend,
+)
 from skicm.evaluation._selection import (
     SCORINGS,
     _chosen_values,
@@ -808,14 +813,7 @@ def run_groups_command(args, *, embedder=None):
         )
     if getattr(args, "store", None) is not None and embedder is None:
         raise ValueError("--store keeps embeddings: it needs --model-name or --image-model.")
-    if args.output is not None or args.plot is not None:
-        try:
-            import matplotlib
-        except ImportError:
-            raise ValueError(
-                "--output and --plot draw results.png with matplotlib: pip install matplotlib."
-            ) from None
-        matplotlib.use("Agg")
+    _use_file_backend(args.output, args.plot)
     if embedder is not None:
         if getattr(args, "store", None) is not None:
             embedder.set_params(store=args.store)
@@ -843,15 +841,5 @@ def run_groups_command(args, *, embedder=None):
         n_jobs=args.n_jobs, progress=not args.no_progress,
     )  # fmt: skip
     title = f"{Path(args.source).resolve().name}: spurious groups ({layout})"
-    print(results.to_markdown(title=title))
-    if args.output is not None:
-        paths = results.save(args.output, title=title)
-        print("written: " + ", ".join(str(path) for path in paths))
-    if args.plot is not None:
-        from skicm._matplotlib import pyplot
-
-        figure = results.plot(title=title)
-        figure.savefig(args.plot, dpi=120, bbox_inches="tight")
-        pyplot().close(figure)
-        print(f"plot saved to {args.plot}")
+    _report_results(results, title=title, output=args.output, plot=args.plot)
     return 0

@@ -59,18 +59,49 @@ class _ResultFiles:
         paths : list of pathlib.Path
             The files written: ``results.csv``, ``results.md``, ``results.png``.
         """
-        from skicm._matplotlib import pyplot
-
         folder = Path(output_dir)
         folder.mkdir(parents=True, exist_ok=True)
         csv_path = self.to_csv(folder / "results.csv")
         markdown_path = folder / "results.md"
         markdown_path.write_text(self.to_markdown(title=title))
+        return [csv_path, markdown_path, self._save_plot(folder / "results.png", title=title)]
+
+    def _save_plot(self, path, *, title=None):
+        """Draw :meth:`plot` into the PNG file ``path`` (120 dpi), close it, return the path."""
+        from skicm._matplotlib import pyplot
+
         figure = self.plot(title=title)
-        png_path = folder / "results.png"
-        figure.savefig(png_path, dpi=120, bbox_inches=self._png_bbox_inches)
+        figure.savefig(path, dpi=120, bbox_inches=self._png_bbox_inches)
         pyplot().close(figure)
-        return [csv_path, markdown_path, png_path]
+        return Path(path)
+
+
+def _use_file_backend(output, plot):
+    """Before any work of ``skicm evaluate``: where ``--output`` or ``--plot`` will draw,
+    matplotlib's file backend (Agg); a ValueError naming both options where matplotlib is
+    missing."""
+    if output is None and plot is None:
+        return
+    try:
+        import matplotlib
+    except ImportError:
+        raise ValueError(
+            "--output and --plot draw results.png with matplotlib: pip install matplotlib "
+            "(or skicm[plot])."
+        ) from None
+    matplotlib.use("Agg")
+
+
+def _report_results(results, *, title, output=None, plot=None):
+    """What ``skicm evaluate`` does with its results: print the tables, write the result
+    files into the folder ``output`` and the plot into the file ``plot`` where given."""
+    print(results.to_markdown(title=title))
+    if output is not None:
+        paths = results.save(output, title=title)
+        print("written: " + ", ".join(str(path) for path in paths))
+    if plot is not None:
+        results._save_plot(plot, title=title)
+        print(f"plot saved to {plot}")
 
 
 @dataclass
