@@ -78,8 +78,9 @@ class _TextDirectionsMap(_EmbeddingMap):
         X : array-like of shape (n_samples, n_features)
             Embeddings; only their width is used (the map comes from text).
         y : array-like of shape (n_samples,), default=None
-            Labels: their distinct values are passed to ``interventions.differences`` where
-            the estimator takes ``interventions``; otherwise ignored.
+            Labels: their distinct values are passed to the ``interventions`` source (its
+            ``differences``, and ``domain_prompt_pairs`` for Orth-Cali) where the estimator
+            has one; otherwise ignored.
 
         Returns
         -------
