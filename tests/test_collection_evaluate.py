@@ -207,9 +207,15 @@ def test_collection_option_errors(pacs, model, capsys, extra, message):
     assert re.search(message, capsys.readouterr().err)
 
 
-def test_collection_options_on_a_folder_are_refused(pacs, model, capsys):
+def test_collection_options_elsewhere_are_refused(pacs, model, capsys):
     assert main(["evaluate", str(pacs["folder"]), "--label-key", "cls", *model, *GRID]) == 2
     assert "--label-key read WebDataset shards or a Hugging Face dataset" in capsys.readouterr().err
+    argv = ["evaluate", "--dataset", "colored-mnist", "--split", "test"]
+    assert main(argv) == 2
+    assert "--split read WebDataset shards or a Hugging Face" in capsys.readouterr().err
+    argv = ["evaluate", pacs["shards"], "--protocol", "groups", "--domain-key", "d"]
+    assert main(argv) == 2
+    assert "--domain-key read WebDataset shards" in capsys.readouterr().err
 
 
 def test_domains_selects_part_of_a_collection(pacs, model, capsys):

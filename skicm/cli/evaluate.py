@@ -311,6 +311,11 @@ def _check_options(args):
             )
     elif args.domains or args.class_alias or args.class_alias_file:
         raise ValueError("--domains and --class-alias apply to --dataset folder only.")
+    elif _collection_options_given(args):
+        raise ValueError(
+            f"{', '.join(_collection_options_given(args))} read WebDataset shards or a Hugging "
+            f"Face dataset (--dataset folder); --dataset {args.dataset} builds its own."
+        )
     if args.methods and args.no_zero_shot:
         raise ValueError(
             "give --methods or --no-zero-shot, not both (--methods names every column)."
@@ -344,6 +349,13 @@ def run(args):
         return 0
     if args.protocol == "groups":
         from skicm.evaluation._groups import run_groups_command
+
+        given = _collection_options_given(args)
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} read WebDataset shards or a Hugging Face dataset; "
+                "--protocol groups reads SOURCE with --layout."
+            )
 
         _check_templates(args.templates, "--templates")
         embedder = embedder_from_args(args) if _uses_model(args) else None
@@ -414,12 +426,20 @@ def run(args):
     return 0
 
 
+def _collection_options_given(args):
+    return [
+        f"--{name.replace('_', '-')}"
+        for name, value in collection_options(args).items()
+        if value is not None
+    ]
+
+
 def _load_images(args):
     """The data set of SOURCE: a DomainBed-layout folder, WebDataset shards or a HF dataset."""
     from skicm.datasets._collection_reader import is_collection
 
     options = collection_options(args)
-    given = [f"--{name.replace('_', '-')}" for name, value in options.items() if value is not None]
+    given = _collection_options_given(args)
     if is_collection(args.source) is None:
         if given:
             raise ValueError(
