@@ -283,10 +283,13 @@ class _BaseImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Parameters
         ----------
         X : sequence of images, or array of shape (n_samples, H, W, C)
-            Image file paths (str or os.PathLike), PIL images or uint8/uint16 arrays of shape
-            (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), in any mix and of any sizes; or a uint8
-            array (N, H, W, C) or (N, H, W); or a one-column DataFrame or (n, 1) object array of
-            such images (as ColumnTransformer passes a column of paths).
+            Image file paths (str or os.PathLike), PIL images, uint8/uint16 arrays of shape
+            (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), or
+            :class:`~skicm.image_loading.CollectionImage` (WebDataset tar members and Hugging
+            Face dataset rows, from :func:`skicm.datasets.load_image_collection`), in any mix
+            and of any sizes; or a uint8 array (N, H, W, C) or (N, H, W); or a one-column
+            DataFrame or (n, 1) object array of such images (as ColumnTransformer passes a
+            column of paths).
 
         Returns
         -------
@@ -301,7 +304,8 @@ class _BaseImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             after fixing the files only encodes those.
         ValueError
             Listing every item that is not an image (before anything is encoded), or every file
-            that cannot be decoded (truncated, corrupt, not an image) when none is missing;
+            or collection image that cannot be read or decoded (truncated, corrupt, not an
+            image; a shard changed since it was listed), named, when no file is missing;
             decodable images are still encoded and stored. Also when the model gives a
             non-finite embedding, even in one feature (nothing of that batch is stored or
             returned).
