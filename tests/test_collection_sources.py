@@ -779,3 +779,29 @@ def test_a_dataset_saved_again_is_refused(tmp_path, collection, embedder):
         clone(embedder).set_params(store=None).transform(
             pickle.loads(pickle.dumps(before.images[:1]))
         )
+
+
+def _cuda_available():
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA device (nvjpeg)")
+@pytest.mark.parametrize("decode", ["reduced", "full"])
+def test_collection_images_on_the_accelerator_equal_files(
+    collection, tiny_clip_name_module, decode
+):
+    """On CUDA the JPEG bytes of upright, unreduced members go to nvjpeg as a file's do."""
+    embedder = CLIPEmbedder(
+        tiny_clip_name_module, pretrained=None, device="cuda", precision="fp32", decode=decode
+    ).set_params(store=None, batch_size=4)
+    expected = embedder.transform(_file_paths(collection))
+    for kind, source in (("webdataset", collection["pattern"]), ("huggingface", collection["hf"])):
+        np.testing.assert_allclose(
+            embedder.transform(_collection_data(source, kind).images),
+            expected,
+            rtol=0,
+            atol=_FORWARD_ATOL,
+            err_msg=kind,
+        )
