@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from itertools import combinations
 from numbers import Integral
@@ -447,7 +448,12 @@ def _class_labels_and_names(class_names, y=None, *, string_labels=True):
     if not names or not all(isinstance(name, str) for name in names):
         raise ValueError(f"class_names must be a non-empty list of strings, got {names!r}.")
     if labels is None and len(set(names)) != len(names):
-        raise ValueError(f"class_names has duplicates: {names!r}.")
+        counts = Counter(names)
+        repeated = sorted(name for name, count in counts.items() if count > 1)
+        raise ValueError(
+            f"class_names has {len(names) - len(set(names))} repeated name(s): {repeated!r} "
+            f"(of {len(names)} names); give each class a name of its own."
+        )
     return labels, names
 
 

@@ -418,7 +418,7 @@ def test_text_intervention_errors(embedder):
     [
         ([], None, "class_names must be a non-empty list of strings"),
         (["cat", 3], None, "class_names must be a non-empty list of strings"),
-        (["cat", "dog", "cat"], None, "class_names has duplicates"),
+        (["cat", "dog", "cat"], None, r"1 repeated name\(s\): \['cat'\] \(of 3 names\)"),
         (None, None, "class_names is required when fit gets no labels y"),
         (None, [0, 1], "class_names is required when the labels are not strings"),
     ],

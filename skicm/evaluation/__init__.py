@@ -16,7 +16,8 @@ The package, one concept a module: ``_domain_scores`` (one fixed estimator),
 ``_options`` (checks of the options, before any data is embedded), ``_features`` (data
 preparation), ``_methods`` (the registry of methods), ``_selection`` (the scorings and model
 selection per held-out domain), ``_protocol`` (the drivers), ``_results`` and ``_plots``
-(the results and their plot).
+(the results and their plot), ``_groups`` (the spurious-correlation protocol) and ``_robustness``
+(the ImageNet robustness protocol: train on ImageNet, score on its shifts).
 """
 
 # Registers the baselines of skicm.baselines as methods (default=False: named, not run by
@@ -44,6 +45,11 @@ from skicm.evaluation._options import DEFAULT_GRID, INTERVENTION_KINDS, SELECTIO
 from skicm.evaluation._plots import plot_domain_scores
 from skicm.evaluation._protocol import evaluate_domain_generalization, evaluate_open_class
 from skicm.evaluation._results import RESULT_COLUMNS, EvaluationResults
+from skicm.evaluation._robustness import (
+    RobustnessResults,
+    evaluate_robustness,
+    plot_effective_robustness,
+)
 from skicm.evaluation._selection import SCORINGS, Scoring
 from skicm.zero_shot import zero_shot_templates
 
@@ -62,16 +68,19 @@ __all__ = [
     "GroupResults",
     "Method",
     "MethodContext",
+    "RobustnessResults",
     "Scoring",
     "available_methods",
     "evaluate_domain_generalization",
     "evaluate_open_class",
+    "evaluate_robustness",
     "evaluate_spurious_groups",
     "format_domain_scores",
     "grid_product",
     "leave_one_domain_out",
     "make_linear_probe",
     "plot_domain_scores",
+    "plot_effective_robustness",
     "register_method",
     "unregister_method",
     "zero_shot_templates",
