@@ -91,21 +91,15 @@ def _evaluate(capsys, *args):
 
 
 def test_evaluate_on_shards_and_a_dataset_equals_the_folder(pacs, model, capsys):
-    """Same images, same order, same labels and domains: the same results table."""
-    folder = _evaluate(capsys, str(pacs["folder"]), *model, *GRID)
-    shards = _evaluate(
-        capsys,
-        pacs["shards"],
-        "--label-key",
-        "label.txt",
-        "--domain-key",
-        "domain.txt",
-        *model,
-        *GRID,
-    )
-    hf = _evaluate(
-        capsys, pacs["hf"], "--label-key", "label", "--domain-key", "domain", *model, *GRID
-    )
+    """Same images, same order, same labels and domains: the same results table. The columns
+    cover the text tower (zero-shot) and the image interventions made of collection images."""
+    methods = ["--methods", "zero-shot", "linear probe ICM", "--interventions", "image", "groups"]
+    options = [*methods, *model, *GRID]
+    folder = _evaluate(capsys, str(pacs["folder"]), *options)
+    keys = ["--label-key", "label.txt", "--domain-key", "domain.txt"]
+    shards = _evaluate(capsys, pacs["shards"], *keys, *options)
+    hf_keys = ["--label-key", "label", "--domain-key", "domain"]
+    hf = _evaluate(capsys, pacs["hf"], *hf_keys, *options)
     assert "| zero-shot |" in folder and "| linear probe ICM (image) |" in folder
     assert _table(shards) == _table(folder)
     assert _table(hf) == _table(folder)
