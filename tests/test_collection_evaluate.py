@@ -12,6 +12,7 @@ import importlib.util
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 wds = pytest.importorskip("webdataset")
@@ -130,6 +131,28 @@ def test_a_rerun_from_the_store_encodes_nothing(pacs, model, tmp_path, capsys):
     again = _evaluate(capsys, pacs["shards"], *keys, *model, *GRID, "--store", str(store))
     assert sum(MODEL_BUILDS.values()) == builds
     assert _table(again) == _table(first)
+
+
+def test_evaluate_stores_the_embeddings_of_the_files(pacs, model, tiny_clip_name, tmp_path, capsys):
+    """What the command embedded for each tar member is the embedding of the same file
+    (tolerance: the float32 forward pass in other batches, as in test_collection_sources:
+    10 products of K <= 256 terms between layer norms, 10 * 2 * 256 * eps32)."""
+    from skicm.datasets import load_image_collection
+    from skicm.image_loading import image_keys
+
+    store = tmp_path / "store.sqlite"
+    keys = ["--label-key", "label.txt", "--domain-key", "domain.txt", "--methods", "linear probe"]
+    _evaluate(capsys, pacs["shards"], *keys, *model, *GRID, "--store", str(store))
+    embedder = CLIPEmbedder(tiny_clip_name, pretrained=None, device="cpu", store=None)
+    items = load_image_collection(pacs["shards"]).images
+    opened = SQLiteStore(store)
+    stored = opened.get_many(embedder.store_namespace(), image_keys(items))
+    opened.close()
+    assert len(stored) == pacs["n"]
+    raw = np.stack([stored[key] for key in image_keys(items)])
+    files = embedder.transform(load_image_folders(pacs["folder"]).paths)
+    atol = 10 * 2 * 256 * float(np.finfo(np.float32).eps)
+    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), files, atol=atol)
 
 
 def test_decode_full_has_its_own_store_namespace(pacs, model, tiny_clip_name, tmp_path, capsys):
