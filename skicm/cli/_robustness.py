@@ -195,14 +195,9 @@ def _check_args(args, embedder):
         raise ValueError(
             "--protocol robustness embeds images: give an encoder (--model-name or --image-model)."
         )
-    if args.output is not None or getattr(args, "plot", None) is not None:
-        try:
-            import matplotlib
-        except ImportError:
-            raise ValueError(
-                "--output and --plot draw results.png with matplotlib: pip install matplotlib."
-            ) from None
-        matplotlib.use("Agg")
+    from skicm.evaluation._results import _use_file_backend
+
+    _use_file_backend(args.output, getattr(args, "plot", None))
 
 
 def run_robustness_command(args, embedder):
@@ -227,6 +222,7 @@ def run_robustness_command(args, embedder):
     status : int
         0.
     """
+    from skicm.evaluation._results import _report_results
     from skicm.evaluation._robustness import evaluate_robustness
 
     _check_args(args, embedder)
@@ -258,15 +254,5 @@ def run_robustness_command(args, embedder):
         n_jobs=args.n_jobs, progress=not args.no_progress,
     )  # fmt: skip
     title = f"{_collection_name(args.source)}: robustness"
-    print(results.to_markdown(title=title))
-    if args.output is not None:
-        paths = results.save(args.output, title=title)
-        print("written: " + ", ".join(str(path) for path in paths))
-    if getattr(args, "plot", None) is not None:
-        from skicm._matplotlib import pyplot
-
-        figure = results.plot(title=title)
-        figure.savefig(args.plot, dpi=120, bbox_inches="tight")
-        pyplot().close(figure)
-        print(f"plot saved to {args.plot}")
+    _report_results(results, title=title, output=args.output, plot=getattr(args, "plot", None))
     return 0
