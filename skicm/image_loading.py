@@ -107,22 +107,21 @@ class CollectionImage:
 
     Parameters
     ----------
-    id : str
-        The row identifier: ``<tar path>#<sample key>`` or ``hf:FINGERPRINT/SPLIT/ROW``.
-    key : str
-        The store key (see above).
-    description : str
-        How errors name the item (the member and shard, or the row and dataset).
     reader : object
-        Reads the bytes: ``reader.read_item(location)``
+        Reads the item and names it: ``reader.read_item(location)``, ``item_id``,
+        ``item_key`` and ``describe`` of ``location``
         (:class:`skicm.datasets._collection_reader.CollectionReader`).
     location : object
         Where the item is, for ``reader``.
 
     Attributes
     ----------
-    id, key, description : str
-        As given.
+    id : str
+        The row identifier: ``<tar path>#<sample key>`` or ``hf:FINGERPRINT/SPLIT/ROW``.
+    key : str
+        The store key (see above).
+    description : str
+        How errors name the item (the member and shard, or the row and dataset).
 
     See Also
     --------
@@ -150,14 +149,25 @@ class CollectionImage:
     (5, 4)
     """
 
-    __slots__ = ("_location", "_reader", "description", "id", "key")
+    # Only where the item is: a million items take about 250 MB, and the identifier, key and
+    # description are made when asked for.
+    __slots__ = ("_location", "_reader")
 
-    def __init__(self, id: str, key: str, description: str, reader, location):
-        self.id = id
-        self.key = key
-        self.description = description
+    def __init__(self, reader, location):
         self._reader = reader
         self._location = location
+
+    @property
+    def id(self) -> str:
+        return self._reader.item_id(self._location)
+
+    @property
+    def key(self) -> str:
+        return self._reader.item_key(self._location)
+
+    @property
+    def description(self) -> str:
+        return self._reader.describe(self._location)
 
     def __getstate__(self):
         return {name: getattr(self, name) for name in self.__slots__}

@@ -479,7 +479,6 @@ def _load_images(args):
     subset = {name: data[name][keep] for name in ("images", "target", "domains")}
     data.update(
         images=subset["images"],
-        ids=[row_id for row_id, kept in zip(data.ids, keep) if kept],
         target=subset["target"],
         environments=subset["domains"],
         domains=subset["domains"],

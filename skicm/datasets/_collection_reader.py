@@ -317,6 +317,7 @@ def huggingface_table(source, image_key=None, label_key=None, domain_key=None, s
         split=split,
         image_key=image_column,
         fingerprint=dataset._fingerprint,
+        row_prefix=prefix,
     )
     return pa.table(table), reader
 
@@ -385,45 +386,31 @@ def collection_items(table, kind, reader):
     The key of a tar member is the tar's file identity (as for a file: real path, device,
     inode, size, modification and change times), taken once per tar here, and the member's
     name; the key of a dataset row is its row identifier (the fingerprint names the content)
-    and the image column. No image byte is read.
+    and the image column. No image byte is read. An item holds only where it is (the tar's
+    path and identity are shared by its members): its identifier, key and description are
+    made when asked for, so that a million items take about 250 MB (a dataset's rows less).
     """
     from skicm.image_loading import CollectionImage, _file_key
 
-    ids = table.column("path").to_pylist()
     if kind == "webdataset":
         files = table.column("_file").to_pylist()
         members = table.column("_member").to_pylist()
         offsets = table.column("_offset").to_pylist()
         sizes = table.column("_size").to_pylist()
-        identities = {name: _file_key(name) for name in dict.fromkeys(files)}
+        shared = {name: (name, _file_key(name)) for name in dict.fromkeys(files)}
         return [
-            CollectionImage(
-                row_id,
-                f"{identities[tar]}#{member}",
-                f"member {member!r} of the WebDataset shard {tar!r}",
-                reader,
-                (tar, offset, size, identities[tar]),
-            )
-            for row_id, tar, member, offset, size in zip(ids, files, members, offsets, sizes)
+            CollectionImage(reader, (*shared[tar], member, offset, size))
+            for tar, member, offset, size in zip(files, members, offsets, sizes)
         ]
-    rows = table.column("_row").to_pylist()
-    column = reader.image_key
-    return [
-        CollectionImage(
-            row_id,
-            f"{row_id}#{column}",
-            f"row {row} (column {column!r}) of the Hugging Face dataset {reader.source!r}",
-            reader,
-            row,
-        )
-        for row_id, row in zip(ids, rows)
-    ]
+    return [CollectionImage(reader, row) for row in table.column("_row").to_pylist()]
 
 
 class CollectionReader:
     """Reads and decodes the items of rows of a collection's listing; picklable (Ray tasks)."""
 
-    def __init__(self, kind, source=None, split=None, image_key=None, fingerprint=None):
+    def __init__(
+        self, kind, source=None, split=None, image_key=None, fingerprint=None, row_prefix=None
+    ):
         self.kind = kind
         self.source = source
         self.split = split
@@ -431,6 +418,7 @@ class CollectionReader:
         # The fingerprint the rows were listed under: a dataset saved again with other
         # content under the same folder is refused rather than read under the old row ids.
         self.fingerprint = fingerprint
+        self.row_prefix = row_prefix  # "hf:FINGERPRINT/SPLIT/": a row's identifier is this + row
         self._dataset = None
 
     def __getstate__(self):
@@ -453,13 +441,38 @@ class CollectionReader:
                 self._dataset = dataset.cast_column(self.image_key, datasets.Image(decode=False))
         return self._dataset
 
+    def item_id(self, location) -> str:
+        """The row identifier of an item: ``<tar path>#<sample key>`` or ``hf:.../ROW``."""
+        if self.kind == "webdataset":
+            tar_path, _, member = location[:3]
+            # webdataset's sample key: the member's name up to the first dot of its base name
+            dot = member.find(".", member.rfind("/") + 1)
+            return f"{tar_path}#{member[:dot] if dot >= 0 else member}"
+        return f"{self.row_prefix}{location}"
+
+    def item_key(self, location) -> str:
+        """The store key of an item, made of what was listed (no read)."""
+        if self.kind == "webdataset":
+            return f"{location[1]}#{location[2]}"
+        return f"{self.row_prefix}{location}#{self.image_key}"
+
+    def describe(self, location) -> str:
+        """How errors name an item: its member and shard, or its row and dataset."""
+        if self.kind == "webdataset":
+            return f"member {location[2]!r} of the WebDataset shard {location[0]!r}"
+        return (
+            f"row {location} (column {self.image_key!r}) of the Hugging Face dataset "
+            f"{self.source!r}"
+        )
+
     def read_item(self, location):
         """The encoded bytes of one item (a :class:`skicm.image_loading.CollectionImage`).
 
-        ``location``: ``(tar path, offset, size, tar identity)`` of a WebDataset member, or the
-        row index of a Hugging Face dataset row. A tar whose identity (path, inode, size,
-        modification and change times) is not the one it was listed with is refused: its
-        offsets may point elsewhere, and the item's store key names the listed tar.
+        ``location``: ``(tar path, tar identity, member, offset, size)`` of a WebDataset
+        member, or the row index of a Hugging Face dataset row. A tar whose identity (path,
+        inode, size, modification and change times) is not the one it was listed with is
+        refused: its offsets may point elsewhere, and the item's store key names the listed
+        tar.
 
         Raises
         ------
@@ -467,7 +480,7 @@ class CollectionReader:
             If the shard or dataset cannot be read, has changed, or the cell holds no image.
         """
         if self.kind == "webdataset":
-            tar_path, offset, size, identity = location
+            tar_path, identity, _, offset, size = location
             from skicm.image_loading import _file_key
 
             with open(tar_path, "rb") as handle:

@@ -70,9 +70,8 @@ def load_image_collection(
         In the order of the shards and of the samples in each (of the dataset's rows):
 
         images : ndarray of shape (n_samples,), dtype object
-            The :class:`~skicm.image_loading.CollectionImage` of each sample.
-        ids : list of str
-            Their row identifiers, ``<tar path>#<sample key>`` or ``hf:FINGERPRINT/SPLIT/ROW``.
+            The :class:`~skicm.image_loading.CollectionImage` of each sample; its ``id`` is
+            the row identifier, ``<tar path>#<sample key>`` or ``hf:FINGERPRINT/SPLIT/ROW``.
         target : ndarray of shape (n_samples,)
             Class index into ``target_names`` (with ``label_key``).
         target_names : list of str
@@ -132,7 +131,7 @@ def load_image_collection(
         source, image_key=image_key, label_key=label_key, domain_key=domain_key, split=split
     )
     items = collection_items(table, kind, reader)
-    ids = [item.id for item in items]
+    ids = table.column("path")  # the row identifiers, for error messages
     text = os.fspath(source)
     images = np.empty(len(items), dtype=object)
     images[:] = items
@@ -141,7 +140,7 @@ def load_image_collection(
         + (f" (split {split!r})" if split is not None else "")
         + "; images are read and decoded when embedded."
     ]
-    data = Bunch(images=images, ids=ids, source=text, kind=kind)
+    data = Bunch(images=images, source=text, kind=kind)
     if label_key is not None:
         labels = table.column("label").to_pylist()
         names, origin = _class_names(class_names, kind, reader, table, label_key)
@@ -244,7 +243,7 @@ def _targets(labels, ids, names, origin, label_key):
         if bad.size:
             i = int(bad[0])
             raise ValueError(
-                f"The label {labels[i]} ({label_key!r}) of {ids[i]} is not a class index: "
+                f"The label {labels[i]} ({label_key!r}) of {ids[i].as_py()} is not a class index: "
                 f"{len(names)} class names come from {origin} (0 to {len(names) - 1}); "
                 f"{bad.size} label(s) are out of range."
             )
@@ -259,7 +258,7 @@ def _targets(labels, ids, names, origin, label_key):
     if unknown:
         i = unknown[0]
         raise ValueError(
-            f"The label {labels[i]!r} ({label_key!r}) of {ids[i]} is not one of the "
+            f"The label {labels[i]!r} ({label_key!r}) of {ids[i].as_py()} is not one of the "
             f"{len(names)} class names from {origin}; {len(unknown)} label(s) are unknown."
         )
     target = np.array([position[label] for label in labels], dtype=np.int64)
