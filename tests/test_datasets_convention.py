@@ -11,6 +11,7 @@ from skicm.datasets import (
     load_celeba_attributes,
     load_context_folders,
     load_group_metadata,
+    load_image_collection,
     load_image_folders,
     load_mnist,
     load_waterbirds_metadata,
@@ -20,9 +21,11 @@ from skicm.datasets import (
     make_rotated_mnist,
     make_spurious_digits,
 )
+from skicm.image_loading import CollectionImage
 
-# load_mnist returns the (images, labels) arrays that the MNIST protocols turn into data sets.
-NOT_DATA_SETS = {"load_mnist"}
+# load_mnist returns the (images, labels) arrays that the MNIST protocols turn into data sets;
+# IMAGENET_VARIANTS / imagenet_variant describe the classes of ImageNet's variants (no data).
+NOT_DATA_SETS = {"load_mnist", "IMAGENET_VARIANTS", "imagenet_variant"}
 
 
 def _image_folders(tmp_path):
@@ -75,6 +78,24 @@ def _context_folders(tmp_path):
     return tmp_path
 
 
+def _image_collection(tmp_path):
+    """WebDataset shards (tar members with a label and a domain member), listed lazily."""
+    import io
+    import tarfile
+
+    pytest.importorskip("webdataset")
+    with tarfile.open(tmp_path / "shard-000.tar", "w") as tar:
+        for i, (label, domain) in enumerate([("cat", "photo"), ("dog", "photo"), ("cat", "art")]):
+            png = io.BytesIO()
+            Image.new("RGB", (6, 5), (40 * i, 0, 0)).save(png, format="PNG")
+            for member, data in ((".png", png.getvalue()), (".cls", label.encode()),
+                                 (".domain", domain.encode())):  # fmt: skip
+                info = tarfile.TarInfo(f"s{i}{member}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return load_image_collection(tmp_path / "shard-000.tar", label_key="cls", domain_key="domain")
+
+
 def _digits():
     images, labels = load_mnist()  # sorted by digit: every 20th holds every class
     return images[::20], labels[::20]
@@ -113,6 +134,10 @@ DATA_SETS = {
         lambda tmp_path: load_group_metadata(_waterbirds(tmp_path), layout="waterbirds"),
         {},
     ),
+    "load_image_collection": (
+        _image_collection,
+        {"domains": "environments", "domain_names": "environment_names"},
+    ),
     "load_image_folders": (
         _image_folders,
         {"domains": "environments", "domain_names": "environment_names"},
@@ -129,7 +154,7 @@ def test_data_sets_follow_the_bunch_convention(name, tmp_path):
     build, aliases = DATA_SETS[name]
     data = build(tmp_path)
     assert {"target", "environments", "environment_names"} <= set(data), sorted(data)
-    assert ("data" in data) or ("paths" in data), sorted(data)
+    assert ("data" in data) or ("paths" in data) or ("images" in data), sorted(data)
     n = len(data.target)
     assert n > 0 and np.asarray(data.target).shape == (n,)
     assert np.asarray(data.environments).shape == (n,)
@@ -143,7 +168,10 @@ def test_data_sets_follow_the_bunch_convention(name, tmp_path):
         assert len(data.paths) == n and all(isinstance(p, str) for p in data.paths)
     if "data_intervened" in data:
         assert data.data_intervened.shape == data.data.shape
-    if "images" in data:
+    if "images" in data and data.images.dtype == object:  # CollectionImage items
+        assert data.images.shape == (n,)
+        assert all(isinstance(item, CollectionImage) for item in data.images)
+    elif "images" in data:
         assert data.images.dtype == np.uint8 and data.images.shape[0] == n
         assert data.images.ndim == 4 and data.images.shape[3] == 3
     if "images_intervened" in data:

@@ -50,11 +50,14 @@ from skicm.datasets._group_metadata import (
 )
 from skicm.datasets._image_collection import load_image_collection
 from skicm.datasets._image_folders import load_image_folders
+from skicm.datasets._imagenet_variants import IMAGENET_VARIANTS, imagenet_variant
 from skicm.datasets._mnist import load_mnist, make_colored_mnist, make_rotated_mnist
 from skicm.datasets._scm import make_linear_scm
 from skicm.datasets._spurious_digits import make_spurious_digits
 
 __all__ = [
+    "IMAGENET_VARIANTS",
+    "imagenet_variant",
     "load_celeba_attributes",
     "load_context_folders",
     "load_group_metadata",

@@ -38,7 +38,7 @@ from skicm.evaluation._options import (
     _seed_list,
 )
 from skicm.evaluation._protocol import _check_n_jobs, _one_blas_thread, _prompt_names
-from skicm.evaluation._results import _ResultFiles
+from skicm.evaluation._results import _csv_value, _ResultFiles
 from skicm.evaluation._selection import _chosen_values, _fit_candidate, _Fold, _select_and_fit
 from skicm.zero_shot import _check_prompt_classes, _check_templates, zero_shot_templates
 
@@ -686,14 +686,6 @@ def evaluate_robustness(
 
 
 # ------------------------------------------------------------------------------ results
-def _csv_value(value):
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
 @dataclass
 class RobustnessResults(_ResultFiles):
     """Results of :func:`evaluate_robustness`.
@@ -759,6 +751,8 @@ class RobustnessResults(_ResultFiles):
         Parameters
         ----------
         method : str
+            One of :attr:`methods`.
+            One of :attr:`methods`.
         test_set : str
             The ID test set's name or a shift's.
 
@@ -776,6 +770,7 @@ class RobustnessResults(_ResultFiles):
         Parameters
         ----------
         method : str
+            One of :attr:`methods`.
 
         Returns
         -------
@@ -794,6 +789,7 @@ class RobustnessResults(_ResultFiles):
         Parameters
         ----------
         method : str
+            One of :attr:`methods`.
         shift : str or None, default=None
             A shift; None: the average over the shifts.
 
@@ -824,6 +820,7 @@ class RobustnessResults(_ResultFiles):
         Parameters
         ----------
         method : str
+            One of :attr:`methods`.
         shift : str or None, default=None
             A shift; None: the average over the shifts.
 
@@ -836,8 +833,19 @@ class RobustnessResults(_ResultFiles):
         return fit_logit_line(*self.points(method, shift))
 
     def baseline_line(self, shift=None):
-        """The baseline of effective robustness: ``reference_line``, else the baseline
-        method's :meth:`line` (None where there is none)."""
+        """The baseline of effective robustness: ``reference_line``, else the baseline's line.
+
+        Parameters
+        ----------
+        shift : str or None, default=None
+            A shift; None: the average over the shifts.
+
+        Returns
+        -------
+        line : (float, float) or None
+            ``(slope, intercept)`` in logit space: :attr:`reference_line` where given, else
+            the :meth:`line` of the :attr:`baseline` method; None where there is none.
+        """
         if self.reference_line is not None:
             return tuple(self.reference_line)
         if self.baseline not in self.methods:
@@ -853,6 +861,7 @@ class RobustnessResults(_ResultFiles):
         Parameters
         ----------
         method : str
+            One of :attr:`methods`.
         shift : str or None, default=None
             A shift; None: the average over the shifts.
 
@@ -875,6 +884,7 @@ class RobustnessResults(_ResultFiles):
         Parameters
         ----------
         path : str or path-like
+            The file to write (overwritten).
 
         Returns
         -------
@@ -888,6 +898,7 @@ class RobustnessResults(_ResultFiles):
         Parameters
         ----------
         path : str or path-like
+            The file to write (overwritten).
 
         Returns
         -------
@@ -991,7 +1002,9 @@ class RobustnessResults(_ResultFiles):
         shift : str or None, default=None
             A shift for the y axis; None: the average over the shifts.
         title : str or None, default=None
+            Title of the axes.
         ax : matplotlib Axes or None, default=None
+            Draw there (else a new figure).
 
         Returns
         -------
@@ -1064,6 +1077,7 @@ def plot_effective_robustness(results, *, shift=None, reference_line=None, title
     reference_line : (float, float) or None, default=None
         ``(slope, intercept)`` of ``logit(OOD) = slope * logit(ID) + intercept``.
     title : str or None, default=None
+        Title of the axes.
     ax : matplotlib Axes or None, default=None
         Draw there (else a new figure).
 
@@ -1072,6 +1086,30 @@ def plot_effective_robustness(results, *, shift=None, reference_line=None, title
     figure : matplotlib.figure.Figure
         Its axes hold the lines as ``Line2D`` objects labelled ``"<method> line"``,
         ``"y = x"`` and ``"reference line"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.utils import Bunch
+    >>> from skicm.evaluation import evaluate_robustness, plot_effective_robustness
+    >>> rng = np.random.default_rng(0)
+    >>> centres = rng.normal(0, 3, (4, 5))
+    >>> def sample(n, shift=0.0):
+    ...     y = np.arange(n) % 4
+    ...     return centres[y] + rng.normal(shift, 1.0, (n, 5)), y
+    >>> (X, y), (Xi, yi), (Xs, ys) = sample(80), sample(40), sample(40, shift=1.5)
+    >>> names = ["cat", "dog", "bird", "fish"]
+    >>> results = evaluate_robustness(
+    ...     Bunch(data=X, target=y, target_names=names),
+    ...     {"sketch": Bunch(data=Xs, target=ys, target_names=names)},
+    ...     id_test=Bunch(data=Xi, target=yi, target_names=names),
+    ...     C=[0.001, 0.01, 1.0], progress=False)
+    >>> figure = plot_effective_robustness(results, reference_line=(1.0, -0.5))
+    >>> ax = figure.axes[0]
+    >>> ax.get_xscale(), ax.get_yscale()
+    ('logit', 'logit')
+    >>> sorted(line.get_label() for line in ax.get_lines() if "line" in line.get_label())
+    ['linear probe line', 'reference line']
     """
     from skicm._matplotlib import pyplot
 
