@@ -998,6 +998,9 @@ def _dataset_cases(folder=None):
                 _celeba_files(folder), target_attribute="Blond_Hair", spurious_attribute="Male"
             ),
         )
+    cases["load_image_collection"] = lambda: datasets.load_image_collection(
+        _collection_shard(folder), label_key="cls", domain_key="domain"
+    )
     return cases
 
 
@@ -1028,6 +1031,27 @@ def _waterbirds_files(folder):
     return folder / "waterbirds" / "metadata.csv"
 
 
+def _collection_shard(folder):
+    """A WebDataset shard: 2 domains x 2 classes x 3 PNG images, label and domain members."""
+    import io
+    import tarfile
+
+    rng = np.random.default_rng(3)
+    path = folder / "shard-000.tar"
+    with tarfile.open(path, "w") as tar:
+        for i, (cls, domain) in enumerate(
+            (c, d) for d in ("photo", "art") for c in ("cat", "dog") for _ in range(3)
+        ):
+            png = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(png, "PNG")
+            for suffix, data in ((".png", png.getvalue()), (".cls", cls.encode()),
+                                 (".domain", domain.encode())):  # fmt: skip
+                info = tarfile.TarInfo(f"{i:03d}{suffix}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
 def _celeba_files(folder):
     rng = np.random.default_rng(2)
     root = folder / "celeba"
@@ -1042,8 +1066,9 @@ def _celeba_files(folder):
     return root / "list_attr_celeba.txt"
 
 
-# load_mnist returns (images, labels) for the MNIST builders, not a data set.
-NOT_DATA_SETS = {"load_mnist"}
+# load_mnist returns (images, labels) for the MNIST builders, not a data set; the ImageNet
+# variants' class lists are no data set either.
+NOT_DATA_SETS = {"load_mnist", "IMAGENET_VARIANTS", "imagenet_variant"}
 
 
 def test_every_data_set_has_a_case_below():
@@ -1222,3 +1247,26 @@ def test_the_command_runs_baselines_and_the_groups_protocol(image_folder, tmp_pa
     assert "worst" in capsys.readouterr().out.lower()
     assert main(["evaluate", str(image_folder), "--layout", "folders", "--model-name", "x"]) == 2
     assert "--layout applies to --protocol groups only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        (["--shift", "imagenet-r=r.tar"], "--shift applies"),
+        (["--id-test", "val.tar", "--shots", "4"], "--id-test, --shots apply"),
+        (["--variant-classes"], "--variant-classes applies"),
+        (["--reference-line", "1", "0"], "--reference-line applies"),
+        (["--baseline", "zero-shot"], "--baseline applies"),
+        (["--id-name", "val"], "--id-name applies"),
+    ],
+)
+@pytest.mark.parametrize("protocol", ["leave-one-domain-out", "open-class", "groups"])
+def test_robustness_options_are_refused_by_the_other_protocols(
+    image_folder, capsys, options, named, protocol
+):
+    """An option of --protocol robustness given to another protocol is an error naming it,
+    before anything is loaded (the folder exists but no model could be built from 'x')."""
+    argv = ["evaluate", str(image_folder), "--protocol", protocol, "--model-name", "x", *options]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert f"{named} to --protocol robustness only (this run's protocol: {protocol})" in error

@@ -18,6 +18,9 @@ __all__ = ["add_robustness_options", "run_robustness_command"]
 
 # The label member of CLIP_benchmark's WebDataset mirrors (the class index as text).
 _DEFAULT_LABEL_KEY = "cls"
+# The options of --protocol robustness and their defaults (given to another protocol: an error).
+DEFAULTS = {"id_test": None, "shift": None, "shots": None, "variant_classes": False,
+            "baseline": "linear probe", "reference_line": None, "id_name": "imagenet"}  # fmt: skip
 # Options of the other protocols that have no meaning here.
 _OTHER_PROTOCOLS = ("domains", "test_domains", "class_alias", "class_alias_file", "base_classes",
                     "layout", "target_attribute", "spurious_attribute", "image_root")  # fmt: skip

@@ -300,6 +300,8 @@ def list_methods():
 
 def _check_options(args):
     """Reject bad combinations before anything is loaded or embedded."""
+    from skicm.evaluation._results import _use_file_backend
+
     if args.seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {args.seeds}.")
     if args.dataset == "folder":
@@ -328,20 +330,13 @@ def _check_options(args):
         raise ValueError("--base-classes applies to --protocol open-class only.")
     if args.store is not None and not _uses_model(args):
         raise ValueError("--store keeps embeddings: it needs --model-name or --image-model.")
-    if args.output is not None or args.plot is not None:
-        try:
-            import matplotlib
-        except ImportError:
-            raise ValueError(
-                "--output and --plot draw results.png with matplotlib: pip install matplotlib "
-                "(or skicm[plot])."
-            ) from None
-        matplotlib.use("Agg")
+    _use_file_backend(args.output, args.plot)
 
 
 def run(args):
     """Run ``skicm evaluate`` with parsed ``args``; return the exit status."""
     from skicm.evaluation import evaluate_domain_generalization, evaluate_open_class
+    from skicm.evaluation._results import _report_results
     from skicm.zero_shot import _check_templates
 
     if args.list_methods:
@@ -357,6 +352,7 @@ def run(args):
                 "--protocol groups reads SOURCE with --layout."
             )
 
+        _refuse_robustness_options(args)
         _check_templates(args.templates, "--templates")
         embedder = embedder_from_args(args) if _uses_model(args) else None
         return run_groups_command(args, embedder=embedder)
@@ -368,6 +364,7 @@ def run(args):
     for option in ("layout", "target_attribute", "spurious_attribute", "image_root"):
         if getattr(args, option) is not None:
             raise ValueError(f"--{option.replace('_', '-')} applies to --protocol groups only.")
+    _refuse_robustness_options(args)
     _check_options(args)
     _check_templates(args.templates, "--templates")  # a bad template fails before any embedding
     if args.dataset == "folder":
@@ -412,18 +409,24 @@ def run(args):
         )
     source = args.dataset if args.dataset != "folder" else Path(args.source).resolve().name
     title = f"{source}: {results.protocol}"
-    print(results.to_markdown(title=title))
-    if args.output is not None:
-        paths = results.save(args.output, title=title)
-        print("written: " + ", ".join(str(path) for path in paths))
-    if args.plot is not None:
-        import matplotlib.pyplot as plt
-
-        figure = results.plot(title=title)
-        figure.savefig(args.plot, dpi=120)
-        plt.close(figure)
-        print(f"plot saved to {args.plot}")
+    _report_results(results, title=title, output=args.output, plot=args.plot)
     return 0
+
+
+def _refuse_robustness_options(args):
+    """Options of --protocol robustness given to another protocol: an error naming them."""
+    from skicm.cli._robustness import DEFAULTS
+
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name, default in DEFAULTS.items()
+        if getattr(args, name, default) != default
+    ]
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to --protocol "
+            f"robustness only (this run's protocol: {args.protocol})."
+        )
 
 
 def _collection_options_given(args):
