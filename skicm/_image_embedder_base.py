@@ -166,6 +166,19 @@ def autocast_dtype(precision: str, device):
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+# str() of the torch dtype each explicit precision autocasts to: the namespace's precision
+# label, known without importing torch.
+_PRECISION_LABELS = {"fp16": "torch.float16", "bf16": "torch.bfloat16"}
+
+
+def _precision_label(precision: str, device) -> str:
+    """``str(autocast_dtype(precision, device) or "fp32")``, importing torch only for "auto"
+    on CUDA (where the GPU's bf16 support decides)."""
+    if precision in _PRECISION_LABELS:
+        return _PRECISION_LABELS[precision]
+    return str(autocast_dtype(precision, device) or "fp32")
+
+
 def split_preprocess(preprocess):
     """Split an eval transform into its PIL stage and its (mean, std) normalisation.
 
@@ -360,7 +373,7 @@ class _BaseImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         label, spec = self._identity()
         spec = {
             **spec,
-            "precision": str(autocast_dtype(self.precision, device) or "fp32"),
+            "precision": _precision_label(self.precision, device),
             "decode": self._decode_mode(device),
         }
         if self.decode != "full":

@@ -161,6 +161,8 @@ def test_namespaces_without_open_clip_equal_those_with_it(tmp_path, tiny_clip_na
     open_clip.add_model_config(_config_file(tmp_path, "skicm-test-wide", wide))
     specs = {
         "tiny random": [tiny_clip_name, None, "fp32"],
+        "tiny random fp16": [tiny_clip_name, None, "fp16"],
+        "tiny random bf16": [tiny_clip_name, None, "bf16"],
         "tiny checkpoint": [tiny_clip_name, str(checkpoint), "fp32"],
         "wide registered": ["skicm-test-wide", None, "fp32"],
         "local-dir": [f"local-dir:{local_dir}", None, "fp32"],
