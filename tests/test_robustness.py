@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
 import re
 import shlex
@@ -293,6 +294,36 @@ def test_plot_is_logit_with_percent_ticks_and_lines_through_the_points():
     assert np.allclose(lg(y), lg(x) - 1.0, atol=1e-9)
     x, y = lines["y = x"].get_data()
     assert np.allclose(x, y)
+
+
+@pytest.mark.parametrize(
+    "points",
+    [
+        [(0.6, 0.35, 0.25), (0.8, 0.5, 0.44)],  # mid range: many candidate ticks
+        [(0.9, 0.9, 0.93), (0.999, 0.95, 0.99)],  # near 100 %: ticks crowd in logit space
+    ],
+)
+def test_plot_tick_labels_never_touch(points):
+    """Every tick label of both axes, as drawn, clear of its neighbours; the line stays
+    straight up to where it is drawn (no flat end where logit() clips)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    figure = plot_effective_robustness(_results(points, (0.7, 0.45, 0.30)))
+    ax = figure.axes[0]
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    for labels, along in ((ax.get_xticklabels(), 0), (ax.get_yticklabels(), 1)):
+        boxes = sorted(
+            (label.get_window_extent(renderer) for label in labels if label.get_text()),
+            key=lambda box: box.get_points()[0][along],
+        )
+        assert len(boxes) >= 3
+        for first, second in itertools.pairwise(boxes):
+            assert first.get_points()[1][along] < second.get_points()[0][along]
+    x, y = {line.get_label(): line for line in ax.get_lines()}["probe line"].get_data()
+    slopes = np.diff(np.log(y / (1 - y))) / np.diff(np.log(x / (1 - x)))
+    assert np.allclose(slopes, slopes[0], rtol=1e-6)
 
 
 # ------------------------------------------------------------------------------ the files

@@ -1163,8 +1163,8 @@ def plot_effective_robustness(results, *, shift=None, reference_line=None, title
     ax.set_ylim(low, high)
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
+    ticks = _spaced_ticks(low, high)
     for axis in (ax.xaxis, ax.yaxis):
-        ticks = [t for t in _TICKS if low <= t <= high] or [low, high]
         axis.set_major_locator(FixedLocator(ticks))
         axis.set_major_formatter(FuncFormatter(_percent))
         axis.set_minor_locator(NullLocator())
@@ -1183,10 +1183,25 @@ def plot_effective_robustness(results, *, shift=None, reference_line=None, title
     return figure
 
 
+def _spaced_ticks(low, high, n_max=9):
+    """Ticks of :data:`_TICKS` within ``[low, high]``, at least 1/``n_max`` of the axis apart in
+    logit space (so that their labels never touch), the middle-most first kept."""
+    inside = [t for t in _TICKS if low <= t <= high]
+    if not inside:
+        return [low, high]
+    gap = (logit(high) - logit(low)) / n_max
+    kept = []
+    for tick in sorted(inside, key=lambda t: abs(logit(t) - (logit(low) + logit(high)) / 2)):
+        if all(abs(logit(tick) - logit(other)) >= gap for other in kept):
+            kept.append(tick)
+    return sorted(kept)
+
+
 def _draw_line(ax, line, x_values, colour, label, style):
     """The line ``logit(y) = slope * logit(x) + intercept`` over the span of ``x_values``."""
     slope, intercept = line
     lx = logit([min(x_values), max(x_values)])
-    x = expit(np.linspace(lx[0] - 0.3, lx[1] + 0.3, 50))
+    edge = float(logit(1 - _EDGE))  # beyond the clipping of logit() the line would bend flat
+    x = expit(np.linspace(max(lx[0] - 0.3, -edge), min(lx[1] + 0.3, edge), 50))
     y = expit(slope * logit(x) + intercept)
     ax.plot(x, y, color=colour, linestyle=style, linewidth=1.2, label=label)
