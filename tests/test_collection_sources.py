@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import re
 import shutil
 import tarfile
 from pathlib import Path
@@ -25,7 +26,6 @@ from PIL import Image  # noqa: E402
 
 from skicm import CLIPEmbedder  # noqa: E402
 from skicm.distributed import ShardStore, embed_collection, list_images, load_embeddings  # noqa: E402
-from skicm.image_loading import decode_image_data, image_keys  # noqa: E402
 
 # The same pixels encoded by the same float32 model in other batches (a shard of the tar run
 # against one folder of files) differ only by the order in which a GEMM kernel adds a row's K
@@ -136,6 +136,25 @@ def file_run(tmp_path_factory, collection, embedder):
     return {Path(p).name: row for p, row in zip(data.paths, data.embeddings)}, data
 
 
+def _assert_the_shards_answer_the_items(out, source, kind, embedder):
+    """Embed, then evaluate from the shards: an embedder with ``ShardStore(out)`` given the
+    items of ``load_image_collection(source)`` builds no model, encodes nothing and returns
+    the shards' own embeddings (the same float32 numbers: compared exactly)."""
+    from sklearn.base import clone
+
+    from skicm._image_embedder_base import MODEL_BUILDS, clear_cached_models
+
+    items = _collection_data(source, kind).images
+    data = load_embeddings(out, normalize=False)
+    assert list(data.paths) == [item.id for item in items]
+    clear_cached_models()
+    builds = sum(MODEL_BUILDS.values())
+    store = ShardStore(out)
+    answered = clone(embedder).set_params(store=store, normalize=False).transform(items)
+    assert (store.n_computed, sum(MODEL_BUILDS.values())) == (0, builds)
+    np.testing.assert_array_equal(answered, data.embeddings)
+
+
 def _by_name(collection, data, ids):
     """File name of each row identifier (tar key sampleNN / dataset row NN -> NN.*)."""
     names = {name[:2]: name for name, _, _ in collection["items"]}
@@ -214,21 +233,7 @@ def test_webdataset_embeddings_equal_files_and_the_store_answers(
     truth = {name: (label, domain) for name, label, domain in collection["items"]}
     assert data.labels.tolist() == [truth[name][0] for name in names]
     assert data.domains.tolist() == [truth[name][1] for name in names]
-    # The key column holds the pixel key: a ShardStore answers for the decoded arrays.
-    target = embedder.decode_target()
-    files = collection["root"] / "files"
-    pixels = [decode_image_data((files / n).read_bytes(), n, target) for n in names]
-    store = ShardStore(out)
-    found = store.get_many(data.manifest["namespace"], image_keys(pixels))
-    assert len(found) == n
-    answered = embedder.set_params(store=store).transform(pixels)
-    embedder.set_params(store=None)
-    np.testing.assert_allclose(
-        answered * np.linalg.norm(data.embeddings, axis=1, keepdims=True),
-        data.embeddings,
-        rtol=0,
-        atol=_FORWARD_ATOL,
-    )
+    _assert_the_shards_answer_the_items(out, collection["pattern"], "webdataset", embedder)
 
 
 def test_webdataset_resume_embeds_only_what_is_left(tmp_path, collection, embedder):
@@ -357,6 +362,7 @@ def test_huggingface_embeddings_equal_files_resume_and_errors(
     )
     assert data.labels.tolist() == [label for _, label, _ in collection["items"]]  # class names
     assert data.domains.tolist() == [domain for _, _, domain in collection["items"]]
+    _assert_the_shards_answer_the_items(out, collection["hf"], "huggingface", embedder)
     # Resume: a lost shard is embedded again, and only it.
     sorted(out.glob("shard-*.parquet"))[1].unlink()
     again = embed_collection(
@@ -471,7 +477,9 @@ def ray_instance():
 def test_ray_engine_reads_a_collection_as_the_local_engine(
     ray_instance, tmp_path, collection, embedder, file_run
 ):
-    """Ray actors read the tar members themselves (decode_in="encoder"): one Ray run."""
+    """Ray actors read the tar members themselves (decode_in="encoder"): the embeddings of the
+    files, keyed so that the shards answer the items of load_image_collection. One Ray run
+    (decode_in="tasks" keys its rows in the decoding task: the next test)."""
     by_file, _ = file_run
     expected = np.stack([by_file[name] for name, _, _ in collection["items"]])
     out = tmp_path / "ray"
@@ -481,11 +489,13 @@ def test_ray_engine_reads_a_collection_as_the_local_engine(
     assert (result.n_embedded, result.bad_files) == (12, {})
     data = load_embeddings(out, normalize=False)
     np.testing.assert_allclose(data.embeddings, expected, rtol=0, atol=_FORWARD_ATOL)
+    _assert_the_shards_answer_the_items(out, collection["pattern"], "webdataset", embedder)
 
 
 def test_decoding_tasks_read_a_pickled_reader(collection, embedder, file_run):
     """decode_in="tasks" without Ray's scheduling: the task function and the encoding actor
-    class that Ray Data runs, given the reader as Ray ships it (pickled, dataset reopened)."""
+    class that Ray Data runs, given the reader as Ray ships it (pickled, dataset reopened):
+    the files' embeddings, keyed as load_image_collection's items (not by pixels)."""
     import pickle
 
     import pyarrow as pa
@@ -493,22 +503,27 @@ def test_decoding_tasks_read_a_pickled_reader(collection, embedder, file_run):
     from skicm.distributed._collections import collection_table
     from skicm.distributed._embed_collection import _decode_batch, _decoding_of, _Encoder
 
-    table, _, reader = collection_table(collection["hf"])
-    reader.encoded(table.slice(0, 1))  # opens the dataset here; the pickle must not carry it
-    shipped = pickle.loads(pickle.dumps(reader))
-    assert shipped._dataset is None
-    block = table.append_column("shard", pa.array(np.zeros(table.num_rows, dtype=np.int64)))
-    block = block.append_column("row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
     # What the driver hands the tasks: the embedder's reduced decode (the model's resize).
     decoding = pickle.loads(pickle.dumps(_decoding_of(embedder)))
     assert decoding[0] is not None
-    decoded = _decode_batch(block, reader=shipped, decoding=decoding)
-    assert list(decoded["error"]) == [""] * 12
-    encoded = _Encoder(embedder, threads=1)(decoded)
+    encoder = _Encoder(embedder, threads=1)
     by_file, _ = file_run
     expected = np.stack([by_file[name] for name, _, _ in collection["items"]])
-    np.testing.assert_allclose(encoded["embedding"], expected, rtol=0, atol=_FORWARD_ATOL)
-    assert list(encoded["key"]) == image_keys(list(decoded["pixels"]))
+    for kind, source in (("huggingface", collection["hf"]), ("webdataset", collection["pattern"])):
+        table, _, reader = collection_table(source)
+        reader.encoded(table.slice(0, 1))  # opens the dataset here; the pickle must not carry it
+        shipped = pickle.loads(pickle.dumps(reader))
+        assert shipped._dataset is None
+        block = table.append_column("shard", pa.array(np.zeros(table.num_rows, dtype=np.int64)))
+        block = block.append_column("row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+        decoded = _decode_batch(block, reader=shipped, decoding=decoding)
+        assert list(decoded["error"]) == [""] * 12
+        encoded = encoder(decoded)
+        np.testing.assert_allclose(
+            encoded["embedding"], expected, rtol=0, atol=_FORWARD_ATOL, err_msg=kind
+        )
+        items = _collection_data(source, kind).images
+        assert list(encoded["key"]) == [item.key for item in items], kind
 
 
 # ---------------------------------------------------------------------------- CollectionImage
@@ -670,6 +685,33 @@ def test_a_rewritten_tar_gets_new_keys(tmp_path, collection, embedder):
         r"OSError: .*changed since it was listed",
     ):
         clone(embedder).set_params(store=None).transform(before.images[PER_SHARD:][:1])
+
+
+def test_the_reader_refuses_a_tar_changed_or_gone_since_it_was_listed(tmp_path, collection):
+    """What decoding tasks read (``CollectionReader.encoded``): the rows of a tar rewritten
+    since the listing (its items' keys name the listed tar) or removed are unreadable, each
+    named; the other tars' rows are read."""
+    import os
+
+    from skicm.distributed._collections import collection_table
+
+    pattern = _copy_shards(collection, tmp_path / "shards")
+    table, _, reader = collection_table(pattern)
+    shards = tmp_path / "shards"
+    (tmp_path / "copy.tar").write_bytes((shards / "train-001.tar").read_bytes())
+    os.replace(tmp_path / "copy.tar", shards / "train-001.tar")  # same bytes, a new file
+    (shards / "train-002.tar").unlink()
+    found, bad = reader.encoded(table)
+    ids = table.column("path").to_pylist()
+    assert list(found) == ids[:PER_SHARD] and sorted(bad) == sorted(ids[PER_SHARD:])
+    for row in ids[PER_SHARD : 2 * PER_SHARD]:
+        assert re.search(
+            r"member 'sample0\d\.(jpg|png)' of the WebDataset shard '.*train-001\.tar': "
+            r"OSError: .*changed since it was listed",
+            bad[row],
+        ), bad[row]
+    for row in ids[2 * PER_SHARD :]:
+        assert "train-002.tar': FileNotFoundError" in bad[row]
 
 
 def test_collection_images_bad_input_is_named(tmp_path, collection, embedder):

@@ -169,8 +169,16 @@ def _text(data: bytes, tar_path: str, member: str) -> str:
 
 
 def webdataset_table(pattern, image_key=None, label_key=None, domain_key=None):
-    """The samples of WebDataset shards as a listing table (``path`` = row identifier)."""
+    """The samples of WebDataset shards as a listing table (``path`` = row identifier).
+
+    Returns the table and its :class:`CollectionReader`, which holds the identity of every tar
+    (as a file's key: real path, device, inode, size, modification and change times) taken
+    when it was listed: the items' store keys are made of it, and a tar changed since is
+    refused when an item must be read.
+    """
     import pyarrow as pa
+
+    from skicm.image_loading import _file_key
 
     image_keys = _split_keys(image_key or DEFAULT_IMAGE_KEYS)
     if not image_keys:
@@ -182,8 +190,10 @@ def webdataset_table(pattern, image_key=None, label_key=None, domain_key=None):
     }
     for name in extra:
         columns[name] = []
+    identities = {}
     for tar_path in files:
         with open(tar_path, "rb") as file:
+            identities[tar_path] = _file_key(tar_path)
             for key, members in _tar_samples(tar_path):
                 found = next((ext for ext in image_keys if ext in members), None)
                 if found is None:
@@ -211,12 +221,13 @@ def webdataset_table(pattern, image_key=None, label_key=None, domain_key=None):
     if not columns["path"]:
         raise ValueError(f"The WebDataset shards {os.fspath(pattern)!r} hold no sample.")
     types = {"_offset": pa.int64(), "_size": pa.int64()}
-    return pa.table(
+    table = pa.table(
         {
             name: pa.array(values, type=types.get(name, pa.string()))
             for name, values in columns.items()
         }
     )
+    return table, CollectionReader("webdataset", identities=identities)
 
 
 # ---------------------------------------------------------------------------- Hugging Face
@@ -340,14 +351,14 @@ def collection_table(source, *, image_key=None, label_key=None, domain_key=None,
                 "split (--split) chooses a split of a Hugging Face dataset; "
                 f"{os.fspath(source)!r} is WebDataset shards."
             )
-        table, reader = webdataset_table(source, image_key, label_key, domain_key), None
+        table, reader = webdataset_table(source, image_key, label_key, domain_key)
     elif kind == "huggingface":
         table, reader = huggingface_table(source, image_key, label_key, domain_key, split)
     if kind is not None:
         # A sample key twice in one tar (members not next to each other) is two samples to
         # webdataset but one row identifier: refused, so that each item is embedded once.
         check_unique(table.column("path"), source)
-        return table, kind, reader or CollectionReader("webdataset")
+        return table, kind, reader
     raise ValueError(
         f"{os.fspath(source)!r} is neither WebDataset shards nor a Hugging Face dataset."
     )
@@ -364,6 +375,13 @@ def _read_span(handle, offset, size) -> bytes:
     if len(data) != size:
         raise OSError("the shard is shorter than when it was listed")
     return data
+
+
+def _changed_tar(tar_path) -> str:
+    return (
+        f"the WebDataset shard {tar_path!r} changed since it was listed (rewritten, replaced "
+        "or touched); list it again"
+    )
 
 
 def _cell_bytes(cell) -> bytes:
@@ -384,9 +402,11 @@ def collection_items(table, kind, reader):
     """One :class:`skicm.image_loading.CollectionImage` per row of a collection's listing.
 
     The key of a tar member is the tar's file identity (as for a file: real path, device,
-    inode, size, modification and change times), taken once per tar here, and the member's
-    name; the key of a dataset row is its row identifier (the fingerprint names the content)
-    and the image column. No image byte is read. An item holds only where it is (the tar's
+    inode, size, modification and change times), taken when the tar was listed (the reader
+    holds it), and the member's name; the key of a dataset row is its row identifier (the
+    fingerprint names the content) and the image column. No image byte is read, no file
+    opened: the items of any slice of a listing (a shard of ``skicm embed``, a Ray block) have
+    the keys of the same rows listed whole. An item holds only where it is (the tar's
     path and identity are shared by its members): its identifier, key and description are
     made when asked for, so that a million items take about 250 MB (a dataset's rows less).
     """
@@ -397,7 +417,11 @@ def collection_items(table, kind, reader):
         members = table.column("_member").to_pylist()
         offsets = table.column("_offset").to_pylist()
         sizes = table.column("_size").to_pylist()
-        shared = {name: (name, _file_key(name)) for name in dict.fromkeys(files)}
+        known = reader.identities or {}
+        shared = {
+            name: (name, known[name] if name in known else _file_key(name))
+            for name in dict.fromkeys(files)
+        }
         return [
             CollectionImage(reader, (*shared[tar], member, offset, size))
             for tar, member, offset, size in zip(files, members, offsets, sizes)
@@ -409,7 +433,14 @@ class CollectionReader:
     """Reads and decodes the items of rows of a collection's listing; picklable (Ray tasks)."""
 
     def __init__(
-        self, kind, source=None, split=None, image_key=None, fingerprint=None, row_prefix=None
+        self,
+        kind,
+        source=None,
+        split=None,
+        image_key=None,
+        fingerprint=None,
+        row_prefix=None,
+        identities=None,
     ):
         self.kind = kind
         self.source = source
@@ -419,6 +450,8 @@ class CollectionReader:
         # content under the same folder is refused rather than read under the old row ids.
         self.fingerprint = fingerprint
         self.row_prefix = row_prefix  # "hf:FINGERPRINT/SPLIT/": a row's identifier is this + row
+        # WebDataset: {tar path: its identity when listed}; the items' keys are made of it.
+        self.identities = identities
         self._dataset = None
 
     def __getstate__(self):
@@ -484,12 +517,8 @@ class CollectionReader:
             from skicm.image_loading import _file_key
 
             with open(tar_path, "rb") as handle:
-                now = _file_key(tar_path)
-                if now != identity:
-                    raise OSError(
-                        f"the WebDataset shard {tar_path!r} changed since it was listed "
-                        "(rewritten, replaced or touched); list it again"
-                    )
+                if _file_key(tar_path) != identity:
+                    raise OSError(_changed_tar(tar_path))
                 return _read_span(handle, offset, size)
         cell = self._hf_dataset()[int(location)][self.image_key]
         try:
@@ -498,25 +527,40 @@ class CollectionReader:
             raise OSError(str(error)) from None
 
     def encoded(self, table):
-        """``{row id: (bytes, description)}`` of the rows of ``table``, and unreadable rows."""
+        """``{row id: (bytes, description)}`` of the rows of ``table``, and unreadable rows.
+
+        A tar whose identity is not the one it was listed with (see :meth:`read_item`) is
+        refused: every row of it is unreadable.
+        """
         ids = table.column("path").to_pylist()
         found, bad = {}, {}
         if self.kind == "webdataset":
+            from skicm.image_loading import _file_key
+
             files = table.column("_file").to_pylist()
             members = table.column("_member").to_pylist()
             offsets = table.column("_offset").to_pylist()
             sizes = table.column("_size").to_pylist()
             order = sorted(range(len(ids)), key=lambda i: (files[i], offsets[i]))
-            handle, current = None, None
+            listed = self.identities or {}
+            handle, current, refused = None, None, None
             try:
                 for i in order:
                     where = f"member {members[i]!r} of the WebDataset shard {files[i]!r}"
-                    try:
-                        if files[i] != current:
-                            if handle is not None:
-                                handle.close()
-                            handle, current = None, files[i]
+                    if files[i] != current:  # each tar opened (and checked) once
+                        if handle is not None:
+                            handle.close()
+                        handle, current, refused = None, files[i], None
+                        try:
                             handle = open(files[i], "rb")
+                            if files[i] in listed and _file_key(files[i]) != listed[files[i]]:
+                                raise OSError(_changed_tar(files[i]))
+                        except OSError as error:
+                            refused = f"{type(error).__name__}: {error}"
+                    if refused is not None:
+                        bad[ids[i]] = f"{where}: {refused}"
+                        continue
+                    try:
                         found[ids[i]] = (_read_span(handle, offsets[i], sizes[i]), where)
                     except OSError as error:
                         bad[ids[i]] = f"{where}: {type(error).__name__}: {error}"

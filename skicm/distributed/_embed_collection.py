@@ -116,18 +116,27 @@ def _manifest(embedder, namespace: str, class_aliases=None) -> dict:
 
 
 # ---------------------------------------------------------------------------- bad files
-def _decode_problems(paths) -> dict[str, str]:
-    """Why each of ``paths`` cannot be decoded (absent from the result when it can)."""
+def _decode_problems(images, names=None, decoder="tensor") -> dict[str, str]:
+    """Why each of ``images`` cannot be decoded, by its name (absent when it can).
+
+    ``names`` name the images in the result (default: the images, file paths); a collection
+    item's reason starts with its description (its member and shard, its row and dataset).
+    """
     from torchvision.transforms import Compose
 
-    from skicm.image_loading import ImageDecodingDataset
+    from skicm.image_loading import CollectionImage, ImageDecodingDataset
 
-    dataset = ImageDecodingDataset(list(paths), Compose([]), mode="tensor")
+    names = list(images) if names is None else names
+    mode = "pil" if decoder == "pil" else "tensor"
+    dataset = ImageDecodingDataset(list(images), Compose([]), mode=mode)
     problems = {}
     for index in range(len(dataset)):
         _, _, _, error = dataset[index]
         if error is not None:
-            problems[paths[index]] = error
+            image = images[index]
+            if isinstance(image, CollectionImage):
+                error = f"{image.description}: {error}"
+            problems[names[index]] = error
     return problems
 
 
@@ -163,16 +172,12 @@ class _CollectingStore(EmbeddingStore):
 
 
 # ---------------------------------------------------------------------------- collections
-# Items of a collection decoded at once (full-size pixels held until they are encoded).
-_ITEMS_PER_CALL = 256
-
-
 def _decoding_of(embedder):
     """``(DecodeTarget or None, "tensor" or "pil")``: how ``embedder`` decodes a file.
 
-    Images decoded outside the embedder (collection items, decoding tasks) are decoded so, so
-    that their pixels equal those of the same files given to ``transform``. The target needs
-    the model's preprocessing: the model is built (or fetched from the cache) here.
+    Images decoded outside the embedder (decoding tasks) are decoded so, so that their pixels
+    equal those of the same files given to ``transform``. The target needs the model's
+    preprocessing: the model is built (or fetched from the cache) here.
     """
     decoder = "pil" if embedder.get_params(deep=False).get("decoder") == "pil" else "tensor"
     decode_target = getattr(embedder, "decode_target", None)
@@ -182,39 +187,45 @@ def _decoding_of(embedder):
 def _encode_items(embedder, table, namespace, reader):
     """:func:`_encode_local` for the rows of a collection (tar members, dataset rows).
 
-    ``reader`` reads and decodes the rows of ``table`` (by hidden columns) to upright uint8
-    arrays, as the embedder decodes files; the embedder encodes the arrays and the shard's
-    ``key`` column holds their pixel keys, so that :class:`ShardStore` answers for them.
+    The embedder is given the rows' :class:`~skicm.image_loading.CollectionImage` items, which
+    it reads and decodes as it decodes the same bytes in a file (the pixels of
+    ``reader.decoded`` on the CPU; on an accelerator, JPEG there as a file's). The shard's
+    ``key`` column holds each item's own store key (no read: the tar's identity when listed
+    and the member, or the dataset row and column), the key of the same item from
+    :func:`skicm.datasets.load_image_collection`, so that :class:`ShardStore` answers an
+    embedder given those items. Returns ``{row id: (key, raw embedding)}`` and why the other
+    rows failed.
     """
-    import torch
+    from skicm.datasets._collection_reader import collection_items
 
-    from skicm.image_loading import image_keys
-
+    ids = table.column("path").to_pylist()
+    items = collection_items(table, reader.kind, reader)
+    keys = [item.key for item in items]
     store = _CollectingStore()
     encoder = _set_existing_params(clone(embedder), store=store, normalize=False, progress=False)
-    target, decoder = _decoding_of(encoder)
-    encoded, bad = {}, {}
-    for start in range(0, table.num_rows, _ITEMS_PER_CALL):
-        part = table.slice(start, _ITEMS_PER_CALL)
-        arrays, part_bad = reader.decoded(
-            part, target=target, decoder=decoder, n_threads=torch.get_num_threads()
+    failure = None
+    try:
+        encoder.transform(items)
+    except ValueError as error:
+        failure = error
+    if store.namespaces - {namespace}:
+        raise RuntimeError(
+            f"The embedder encoded into namespace {sorted(store.namespaces)} but the manifest "
+            f"says {namespace!r}."
         )
-        bad.update(part_bad)
-        good = [row for row in part.column("path").to_pylist() if row in arrays]
-        if not good:
-            continue
-        items = [arrays.pop(row) for row in good]
-        keys = image_keys(items)
-        encoder.transform(items)  # every item decoded: a failure is the model's, raised
-        if store.namespaces - {namespace}:
-            raise RuntimeError(
-                f"The embedder encoded into namespace {sorted(store.namespaces)} but the "
-                f"manifest says {namespace!r}."
-            )
-        for row, key in zip(good, keys):
-            encoded[row] = (key, store.vectors[key])
-        store.vectors.clear()
-    return encoded, bad
+    encoded = {
+        row: (key, store.vectors[key]) for row, key in zip(ids, keys) if key in store.vectors
+    }
+    undecoded = [index for index, row in enumerate(ids) if row not in encoded]
+    problems = {}
+    if undecoded:
+        decoder = encoder.get_params(deep=False).get("decoder")
+        problems = _decode_problems(
+            [items[i] for i in undecoded], [ids[i] for i in undecoded], decoder
+        )
+    if failure is not None and len(problems) < len(undecoded):
+        raise failure  # not (only) unreadable items: a model or parameter problem
+    return encoded, problems
 
 
 # ---------------------------------------------------------------------------- local engine
@@ -393,10 +404,13 @@ def embed_collection(
         ``save_to_disk`` folder, or ``"hf:NAME"`` / ``"hf:NAME@CONFIG"`` loaded from the local
         cache). The ``path`` column of a collection's shards holds the identifier of each item:
         ``TAR#SAMPLE_KEY`` (absolute tar path, webdataset's sample key) or
-        ``hf:FINGERPRINT/SPLIT/ROW``; its ``key`` column the pixel key of the decoded image.
-        Collection items are decoded as the embedder decodes files (EXIF orientation,
-        decompression-bomb limit, reduced-scale JPEG decode), on the CPU (see
-        docs/collections.md).
+        ``hf:FINGERPRINT/SPLIT/ROW``; its ``key`` column the store key of the item (the
+        ``key`` of its :class:`~skicm.image_loading.CollectionImage` from
+        :func:`skicm.datasets.load_image_collection`: the tar's identity and the member, or
+        the row identifier and the image column), so that :class:`ShardStore` answers an
+        embedder given those items. Collection items are decoded as the embedder decodes the
+        same bytes in a file (EXIF orientation, decompression-bomb limit, reduced-scale JPEG
+        decode; see docs/collections.md).
     out : str or path-like
         Output folder (created if needed).
     model_name : str, default=None
@@ -997,10 +1011,15 @@ def _decode_batch(table, reader=None, decoding=(None, "tensor")):
 
 
 def _decode_items(table, reader, decoding):
-    """:func:`_decode_batch` for the rows of a collection, read and decoded by ``reader``."""
-    from skicm.image_loading import image_keys
+    """:func:`_decode_batch` for the rows of a collection, read and decoded by ``reader``.
+
+    Each row's key is its item's store key (as :func:`_encode_items` writes it), not its
+    pixels': the shards then answer :func:`skicm.datasets.load_image_collection`'s items.
+    """
+    from skicm.datasets._collection_reader import collection_items
 
     paths = table.column("path").to_pylist()
+    item_keys = [item.key for item in collection_items(table, reader.kind, reader)]
     target, decoder = decoding
     arrays, bad = reader.decoded(table, target=target, decoder=decoder)
     pixels = np.empty(len(paths), dtype=object)
@@ -1013,7 +1032,7 @@ def _decode_items(table, reader, decoding):
             errors.append(bad.get(path, "not read (no reason reported)"))
         else:
             pixels[index] = array
-            keys.append(image_keys([array])[0])
+            keys.append(item_keys[index])
             errors.append("")
     return {
         "path": np.asarray(paths, dtype=object),
