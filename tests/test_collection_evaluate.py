@@ -214,6 +214,11 @@ def test_embed_records_the_decode_mode(pacs, model, tmp_path, capsys):
             r"--domains names 'comic', which no image of .* is in \(its domains: art_painting",
         ),
         (
+            ["--label-key", "label.txt"],
+            r"is read as one domain \('.*'\) and --protocol leave-one-domain-out needs several: "
+            r"give the domain of each image with --domain-key",
+        ),
+        (
             ["--label-key", "nope"],
             r"sample 's0_000' of the WebDataset shard .*000\.tar.* no 'nope'",
         ),

@@ -469,6 +469,12 @@ def _load_images(args):
             "(WebDataset: the label member's extension, e.g. cls; Hugging Face: the column)."
         )
     data = load_image_collection(args.source, **options)
+    if len(data.domain_names) < 2 and args.domain_key is None:
+        raise ValueError(
+            f"{args.source!r} is read as one domain ({data.domain_names[0]!r}) and "
+            f"--protocol {args.protocol} needs several: give the domain of each image with "
+            "--domain-key (WebDataset: the domain member's extension; Hugging Face: the column)."
+        )
     if not args.domains:
         return data
     missing = sorted(set(args.domains) - set(data.domain_names))
