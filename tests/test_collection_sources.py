@@ -687,13 +687,15 @@ def test_a_rewritten_tar_gets_new_keys(tmp_path, collection, embedder):
         clone(embedder).set_params(store=None).transform(before.images[PER_SHARD:][:1])
 
 
-def test_the_reader_refuses_a_tar_changed_or_gone_since_it_was_listed(tmp_path, collection):
-    """What decoding tasks read (``CollectionReader.encoded``): the rows of a tar rewritten
-    since the listing (its items' keys name the listed tar) or removed are unreadable, each
-    named; the other tars' rows are read."""
+def test_a_tar_changed_or_gone_since_it_was_listed_is_not_read(tmp_path, collection, embedder):
+    """The rows of a tar rewritten since the listing (its items' keys name the listed tar) or
+    removed are unreadable, each named, where decoding tasks read (``CollectionReader.encoded``)
+    and where the local engine and the actors encode (``_encode_items``); the other tars' rows
+    are read and encoded."""
     import os
 
     from skicm.distributed._collections import collection_items, collection_table
+    from skicm.distributed._embed_collection import _encode_items
 
     pattern = _copy_shards(collection, tmp_path / "shards")
     table, _, reader = collection_table(pattern)
@@ -716,6 +718,11 @@ def test_the_reader_refuses_a_tar_changed_or_gone_since_it_was_listed(tmp_path, 
         ), bad[row]
     for row in ids[2 * PER_SHARD :]:
         assert "train-002.tar': FileNotFoundError" in bad[row]
+    encoded, not_encoded = _encode_items(embedder, table, embedder.store_namespace(), reader)
+    assert list(encoded) == ids[:PER_SHARD] and not_encoded.keys() == bad.keys()
+    for row in ids[PER_SHARD : 2 * PER_SHARD]:
+        assert "OSError: " in not_encoded[row] and "changed since it was listed" in not_encoded[row]
+        assert not_encoded[row].startswith(bad[row].split(": OSError")[0])  # the member, named
 
 
 def test_collection_images_bad_input_is_named(tmp_path, collection, embedder):
