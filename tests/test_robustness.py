@@ -261,7 +261,37 @@ def test_no_line_through_one_id_accuracy():
     assert fit_logit_line([0.5, 0.5], [0.2, 0.3]) is None
     results = _results([(0.6, 0.3, 0.3)], (0.6, 0.3, 0.3))
     assert np.isnan(results.effective_robustness("probe"))
-    assert "| probe | 60.0 | 30.0 | 30.0 | 30.0 | - |" in results.to_markdown()
+    markdown = results.to_markdown()
+    assert "| probe | 60.0 | 30.0 | 30.0 | 30.0 | - |" in markdown
+    assert (
+        "Note: no baseline line through the candidates of 'probe': its 1 distinct model(s) "
+        "score 60.0 % on imagenet, and a line needs two ID accuracies" in markdown
+    )
+    assert "no baseline line" not in _results(POINTS, (0.75, 0.52, 0.40)).to_markdown()
+    assert (
+        "no baseline line"
+        not in _results([(0.6, 0.3, 0.3)], (0.6, 0.3, 0.3), reference_line=(1.0, 0.0)).to_markdown()
+    )
+    absent = _results(POINTS, (0.75, 0.52, 0.40))
+    absent.baseline = "zero-shot"
+    assert "Note: no baseline line: the baseline method 'zero-shot' was not run" in (
+        absent.to_markdown()
+    )
+
+
+def test_candidates_that_fit_one_model_are_one_point():
+    """Ranks above the data's rank fit the same model: one point of the line, not several
+    (which would weigh that model more in the least squares)."""
+    results = _results(POINTS, (0.75, 0.52, 0.40))
+    for record in results.candidates:  # candidates 2 and 3 fitted one model
+        record["model"] = "shared" if record["candidate"] in ("2", "3") else record["candidate"]
+    id_values, ood_values = results.points("probe")
+    assert len(id_values) == 3
+    # The shared model's point is the mean of its records (here candidates 2 and 3's).
+    shared = [0.5 * (POINTS[2][i] + POINTS[3][i]) for i in range(3)]
+    assert sorted(id_values.tolist()) == sorted([POINTS[0][0], POINTS[1][0], shared[0]])
+    index = id_values.tolist().index(shared[0])
+    assert ood_values[index] == pytest.approx((shared[1] + shared[2]) / 2, abs=1e-15)
 
 
 def test_plot_is_logit_with_percent_ticks_and_lines_through_the_points():

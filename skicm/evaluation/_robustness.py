@@ -71,7 +71,7 @@ ROBUSTNESS_COLUMNS = (
 
 #: The columns of ``candidates.csv``: every grid candidate refitted on all training rows and
 #: scored on every test set (the points the lines of the plot are fitted through).
-CANDIDATE_COLUMNS = ("method", "seed", "candidate", "test_set", "accuracy")
+CANDIDATE_COLUMNS = ("method", "seed", "candidate", "model", "test_set", "accuracy")
 
 # Accuracies are clipped to [_EDGE, 1 - _EDGE] before the logit: 0 % and 100 % have no logit,
 # and a test set of n images cannot tell apart accuracies closer than 1 / n to either end.
@@ -436,13 +436,17 @@ def _protocol(train, *, shifts, id_test, embedder, methods, interventions, shots
                     # Every candidate refitted on all training rows: the family of models the
                     # lines of the plot are fitted through (no choice is made from them).
                     for candidate in column_candidates:
-                        fitted, _ = _fit_candidate(column, candidate, features, everything, fold)
+                        fitted, fitted_projector = _fit_candidate(
+                            column, candidate, features, everything, fold
+                        )
+                        model = _fitted_model(candidate, fitted_projector)
                         for test_set in test_sets:
                             candidate_records.append(
                                 {
                                     "method": column.name,
                                     "seed": seed,
                                     "candidate": json.dumps(candidate, sort_keys=True),
+                                    "model": model,
                                     "test_set": test_set.name,
                                     "accuracy": _accuracy(fitted, test_set, column.name),
                                 }
@@ -483,6 +487,14 @@ def _protocol(train, *, shifts, id_test, embedder, methods, interventions, shots
         reference_line=reference_line,
         chance={t.name: 1.0 / t.n_classes for t in test_sets},
     )
+
+
+def _fitted_model(candidate, projector):
+    """The model a candidate fitted: the candidate with its rank as fitted (a rank above the
+    data's is fitted as the data's rank: candidates then fit one and the same model)."""
+    if projector is None or "n_components" not in candidate:
+        return json.dumps(candidate, sort_keys=True)
+    return json.dumps({**candidate, "n_components": int(projector.n_components_)}, sort_keys=True)
 
 
 def _distinct_names(names, notes):
@@ -786,6 +798,9 @@ class RobustnessResults(_ResultFiles):
     def points(self, method, shift=None):
         """The (ID, OOD) accuracies of the method's grid candidates, means over seeds.
 
+        Candidates that fitted the same model (an ICM rank above the training data's rank is
+        fitted as that rank) are one point.
+
         Parameters
         ----------
         method : str
@@ -803,7 +818,8 @@ class RobustnessResults(_ResultFiles):
         for record in self.candidates:
             if record["method"] != method:
                 continue
-            key = record["candidate"]
+            # Candidates that fitted the same model (ranks above the data's) are one point.
+            key = record.get("model") or record["candidate"]
             by_candidate.setdefault(key, {}).setdefault(record["test_set"], []).append(
                 record["accuracy"]
             )
@@ -990,9 +1006,31 @@ class RobustnessResults(_ResultFiles):
         for name in (self.id_name, *self.shifts):
             n_test, n_classes = sizes[name]
             lines.append(f"| {name} | {n_test} | {n_classes} | {100 * self.chance[name]:.1f} |")
-        for note in self.notes:
+        for note in [*self.notes, *self._line_notes()]:
             lines.extend(["", f"Note: {note}"])
         return "\n".join(lines) + "\n"
+
+    def _line_notes(self):
+        """Why effective robustness is undefined ('-'), where it is."""
+        if self.reference_line is not None:
+            return []
+        if self.baseline not in self.methods:
+            return [
+                f"no baseline line: the baseline method {self.baseline!r} was not run "
+                f"(methods: {', '.join(self.methods)}); effective robustness is undefined."
+            ]
+        id_values = self.points(self.baseline)[0]
+        if self.line(self.baseline) is not None:
+            return []
+        if id_values.size == 0:
+            why = "it had a single candidate (no grid)"
+        else:
+            accuracies = ", ".join(f"{100 * v:.1f} %" for v in sorted(set(id_values.tolist())))
+            why = f"its {id_values.size} distinct model(s) score {accuracies} on {self.id_name}"
+        return [
+            f"no baseline line through the candidates of {self.baseline!r}: {why}, and a line "
+            "needs two ID accuracies; effective robustness is undefined (give a reference line)."
+        ]
 
     def plot(self, *, shift=None, title=None, ax=None):
         """The effective-robustness plot of these results (:func:`plot_effective_robustness`).
