@@ -201,6 +201,33 @@ def test_embed_records_the_decode_mode(pacs, model, tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_evaluate_reads_the_shards_of_skicm_embed(pacs, model, tmp_path, capsys):
+    """``--store DIR`` with skicm embed's output: its shards answer every image (the model is
+    not built), the results equal a run that embeds them; shards of another encoder, or a
+    folder that holds no shards, are an error naming --store. (Scored by accuracy: the
+    interventional scoring embeds image counterparts, which the shards do not hold.)"""
+    out = tmp_path / "embedded"
+    assert main(["embed", pacs["shards"], "--out", str(out), "--no-progress", *model]) == 0
+    capsys.readouterr()
+    keys = ["--label-key", "label.txt", "--domain-key", "domain.txt", "--methods", "linear probe"]
+    keys += ["--scoring", "accuracy"]
+    embedded = _evaluate(capsys, pacs["shards"], *keys, *model, *GRID)
+    clear_cached_models()  # a model encoding anything now would have to be built
+    builds = sum(MODEL_BUILDS.values())
+    from_shards = _evaluate(capsys, pacs["shards"], *keys, *model, *GRID, "--store", str(out))
+    assert sum(MODEL_BUILDS.values()) == builds
+    assert _table(from_shards) == _table(embedded)
+    argv = ["evaluate", pacs["shards"], *keys, *model, *GRID, "--store", str(out)]
+    assert main([*argv, "--decode", "full"]) == 2
+    assert re.search(
+        r"--store .*embedded holds the embeddings of another encoder", capsys.readouterr().err
+    )
+    (tmp_path / "empty").mkdir()
+    argv[argv.index(str(out))] = str(tmp_path / "empty")
+    assert main(argv) == 2
+    assert "a folder must be the output of skicm embed" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

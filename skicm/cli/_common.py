@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 _NO_WEIGHTS = ("none", "random", "")
 
@@ -254,8 +255,39 @@ def embedder_from_args(args):
             batch_size=args.batch_size,
             decode=decode,
         )
-    embedder.store_namespace()  # validates model, weights and device without building the model
+    namespace = embedder.store_namespace()  # checks model, weights, device; builds nothing
+    store = getattr(args, "store", None)
+    if store is not None:
+        embedder.set_params(store=store_from_option(store, namespace))
     return embedder
+
+
+def store_from_option(value, namespace):
+    """The store of ``--store``: a SQLite file, or the output folder of ``skicm embed``.
+
+    A folder holding ``manifest.json`` is read by :class:`skicm.distributed.ShardStore`
+    (the shards answer the images they hold; what else is embedded stays in memory); its
+    embeddings must be those of this run's encoder (``namespace``), else an error says which
+    encoder wrote them. Anything else is the path of a SQLite store.
+    """
+    path = Path(value)
+    if not path.is_dir():
+        return value
+    if not (path / "manifest.json").is_file():
+        raise ValueError(
+            f"--store {value}: a folder must be the output of skicm embed (it has no "
+            "manifest.json); give a file path for a SQLite store."
+        )
+    from skicm.distributed import ShardStore
+
+    store = ShardStore(path)
+    if store.namespace != namespace:
+        raise ValueError(
+            f"--store {value} holds the embeddings of another encoder (namespace "
+            f"{store.namespace!r}); this run's encoder has {namespace!r}: give skicm embed's "
+            "--model-name / --image-model, --pretrained and --decode."
+        )
+    return store
 
 
 def save_figure(figure, path):

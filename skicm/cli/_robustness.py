@@ -229,8 +229,6 @@ def run_robustness_command(args, embedder):
     from skicm.evaluation._robustness import evaluate_robustness
 
     _check_args(args, embedder)
-    if getattr(args, "store", None) is not None:
-        embedder.set_params(store=args.store)
     if getattr(args, "no_progress", False) and "progress" in embedder.get_params():
         embedder.set_params(progress=False)
     options = _collection_options(args)

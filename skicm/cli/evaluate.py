@@ -250,7 +250,8 @@ def add_parser(subcommands):
         evaluate.add_argument(
             "--store",
             metavar="PATH",
-            help="SQLite file keeping the embeddings: a rerun encodes nothing again",
+            help="SQLite file keeping the embeddings: a rerun encodes nothing again; or the "
+            "output folder of skicm embed (read-only: its shards answer the images they hold)",
         )
     evaluate.set_defaults(run=run)
     return evaluate
@@ -378,8 +379,6 @@ def run(args):
         data = _mnist_factory(args)
         description = f"{args.dataset} (one data set per seed)"
     embedder = embedder_from_args(args) if _uses_model(args) else None
-    if embedder is not None and args.store is not None:
-        embedder.set_params(store=args.store)
     if embedder is not None and args.no_progress and "progress" in embedder.get_params():
         embedder.set_params(progress=False)
     encoder = "raw pixels" if embedder is None else _describe(embedder)

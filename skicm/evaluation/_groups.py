@@ -35,6 +35,7 @@ from skicm.evaluation._options import (
     _resolve_n_components,
     _resolve_options,
     _seed_list,
+    _uses_counterparts,
 )
 from skicm.evaluation._plots import _size_text, _untangle
 from skicm.evaluation._protocol import _check_n_jobs, _one_blas_thread, _prompt_names
@@ -289,8 +290,12 @@ def _protocol(data, *, embedder, methods, interventions, scoring, n_components, 
                     templates = zero_shot_templates(templates)
                     # a class missing from a prompt file fails before any embedding
                     _check_prompt_classes(templates, _prompt_names(dataset.class_names))
+            counterparts_used = _uses_counterparts(
+                columns, ["counterparts"] if scoring == "interventional" else []
+            )
             features = _prepare_features(
-                dataset, embedder, want_image=want_image or scoring == "interventional",
+                dataset, embedder,
+                want_image=(want_image or scoring == "interventional") and counterparts_used,
                 intervention_seed=intervention_seed, progress=progress,
             )  # fmt: skip
         axes = {
@@ -815,8 +820,6 @@ def run_groups_command(args, *, embedder=None):
         raise ValueError("--store keeps embeddings: it needs --model-name or --image-model.")
     _use_file_backend(args.output, args.plot)
     if embedder is not None:
-        if getattr(args, "store", None) is not None:
-            embedder.set_params(store=args.store)
         if args.no_progress and "progress" in embedder.get_params():
             embedder.set_params(progress=False)
     data = load_group_metadata(

@@ -164,6 +164,16 @@ def _missing(needs, available):
     return [need for need in needs if not available[need]]
 
 
+def _uses_counterparts(columns, scoring_needs=()):
+    """Whether a column or the scoring reads the rows' counterparts: image interventions are
+    made (and embedded) only where something uses them."""
+    return "counterparts" in scoring_needs or any(
+        "counterparts" in column.method.requirements(column.kind)
+        or "X_intervened" in column.method.fit_params
+        for column in columns
+    )
+
+
 def _resolve_options(
     dataset, *, embedder, methods, interventions, zero_shot, linear_probe, scoring, selection,
     want_image, notes, open_class,

@@ -20,6 +20,7 @@ from skicm.evaluation._options import (
     _resolve_n_components,
     _resolve_options,
     _seed_list,
+    _uses_counterparts,
     _warn_ranks_above_rows,
 )
 from skicm.evaluation._results import EvaluationResults
@@ -74,6 +75,7 @@ def _protocol(
                 zero_shot=zero_shot, linear_probe=linear_probe, scoring=scoring,
                 selection=selection, want_image=want_image, notes=notes, open_class=open_class,
             )  # fmt: skip
+            want_image = want_image and _uses_counterparts(columns, scoring_used.needs)
             held_out = [str(d) for d in _held_out_domains(dataset.domains, test_domains)]
             width = _known_width(dataset, embedder)
             if width is not None:  # a rank above the width fails before any embedding

@@ -36,6 +36,7 @@ from skicm.evaluation._options import (
     _resolve_n_components,
     _resolve_options,
     _seed_list,
+    _uses_counterparts,
 )
 from skicm.evaluation._protocol import _check_n_jobs, _one_blas_thread, _prompt_names
 from skicm.evaluation._results import _csv_value, _ResultFiles
@@ -365,6 +366,7 @@ def _protocol(train, *, shifts, id_test, embedder, methods, interventions, shots
         columns = [column for column in columns if column.kind != "groups"]
         if not columns:
             raise ValueError("no method can run: " + "; ".join(notes))
+    want_image = want_image and _uses_counterparts(columns, scoring_used.needs)
     method_names = [column.name for column in columns]
     if isinstance(baseline, str) and baseline not in method_names and reference_line is None:
         notes.append(
