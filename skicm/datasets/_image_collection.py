@@ -83,6 +83,7 @@ def load_image_collection(
         source : str
             ``source``.
         kind : {"webdataset", "huggingface"}
+            What ``source`` is.
         DESCR : str
             What was read and where the class names come from.
 
