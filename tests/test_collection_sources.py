@@ -628,6 +628,32 @@ def _copy_shards(collection, folder):
     return str(folder / "train-{000..002}.tar")
 
 
+def test_one_embed_run_over_several_folders_answers_each_folders_items(
+    tmp_path, collection, embedder
+):
+    """A brace pattern naming several folders (a glob in each), as the robustness recipe
+    embeds every set in one run: one output folder whose shards answer the items of each
+    folder loaded on its own."""
+    from sklearn.base import clone
+
+    shards = sorted(Path(collection["pattern"]).parent.glob("*.tar"))
+    for folder, tars in (("train", shards[:2]), ("test", shards[2:])):
+        (tmp_path / folder).mkdir()
+        for tar in tars:
+            shutil.copy(tar, tmp_path / folder / tar.name)
+    out = tmp_path / "out"
+    result = embed_collection(
+        f"{{{tmp_path / 'train'},{tmp_path / 'test'}}}/*.tar", out, embedder=embedder,
+        progress=False,
+    )  # fmt: skip
+    assert result.n_embedded == len(collection["items"])
+    store = ShardStore(out)
+    for folder in ("train", "test"):
+        items = _collection_data(str(tmp_path / folder / "*.tar"), "webdataset").images
+        clone(embedder).set_params(store=store).transform(items)
+    assert store.n_computed == 0 and store.count() == len(collection["items"])
+
+
 def test_store_keys_of_collection_images_read_nothing(tmp_path, collection, embedder):
     """Embedded once with a store, the shards (or the dataset) deleted: the items' keys and
     the store still answer; without the store the read fails, naming the member / row."""
