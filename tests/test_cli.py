@@ -64,7 +64,8 @@ def test_decode_option_reaches_the_embedder(tiny_clip_name):
 
 
 def test_embed_and_evaluate_share_one_definition_of_the_collection_options():
-    """The same flags, help and defaults (one definition in skicm.cli._common)."""
+    """The same flags, help and defaults (one definition in skicm.cli._common), but for the
+    default of --label-key."""
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
 
@@ -75,8 +76,12 @@ def test_embed_and_evaluate_share_one_definition_of_the_collection_options():
             if action.dest in ("image_key", "label_key", "domain_key", "split", "decode")
         }
 
-    assert options("embed") == options("evaluate")
-    assert len(options("embed")) == 5
+    embed, evaluate = options("embed"), options("evaluate")
+    assert len(embed) == 5
+    # --label-key: evaluate needs labels, so it reads the collection's convention by default.
+    assert embed.pop("label_key")[1].endswith("default: no labels")
+    assert evaluate.pop("label_key")[1].endswith("default: cls (WebDataset), label (Hugging Face)")
+    assert embed == evaluate
     # --class-names: evaluate's only (embed writes the labels as they are).
     dests = {name: {a.dest for a in commands[name]._actions} for name in ("embed", "evaluate")}
     assert "class_names" in dests["evaluate"] and "class_names" not in dests["embed"]

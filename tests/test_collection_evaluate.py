@@ -99,8 +99,7 @@ def test_evaluate_on_shards_and_a_dataset_equals_the_folder(pacs, model, capsys)
     folder = _evaluate(capsys, str(pacs["folder"]), *options)
     keys = ["--label-key", "label.txt", "--domain-key", "domain.txt"]
     shards = _evaluate(capsys, pacs["shards"], *keys, *options)
-    hf_keys = ["--label-key", "label", "--domain-key", "domain"]
-    hf = _evaluate(capsys, pacs["hf"], *hf_keys, *options)
+    hf = _evaluate(capsys, pacs["hf"], "--domain-key", "domain", *options)  # labels: "label"
     assert "| zero-shot |" in folder and "| linear probe ICM (image) |" in folder
     assert _table(shards) == _table(folder)
     assert _table(hf) == _table(folder)
@@ -231,7 +230,11 @@ def test_evaluate_reads_the_shards_of_skicm_embed(pacs, model, tmp_path, capsys)
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ([], r"is a collection: give the label of each image with --label-key"),
+        (
+            [],
+            r"no 'cls' member \(--label-key cls\).* \(--label-key was not given: 'cls' is its "
+            r"default for WebDataset shards; give the label member of SOURCE .*000\.\.001\}\.tar'",
+        ),
         (
             ["--label-key", "label.txt", "--class-alias", "hund=dog"],
             r"--class-alias names class folders",
@@ -274,3 +277,20 @@ def test_domains_selects_part_of_a_collection(pacs, model, capsys):
     folder = _evaluate(capsys, str(pacs["folder"]), *chosen, *model, *GRID)
     assert "domains cartoon, photo, sketch" in shards
     assert _table(shards) == _table(folder)
+
+
+def test_labels_default_to_the_collections_convention(pacs, model, capsys, tmp_path):
+    """Without --label-key: a Hugging Face dataset's ``label`` column (the first test reads the
+    PACS dataset so); a dataset whose labels sit elsewhere gets an error saying the default
+    was used and how to name the column, and reads as before once it is named."""
+    renamed = tmp_path / "renamed"
+    datasets.load_from_disk(pacs["hf"]).rename_column("label", "category").save_to_disk(renamed)
+    argv = ["evaluate", str(renamed), "--domain-key", "domain", *model, *GRID]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "has no column 'label' (--label-key)" in error
+    assert "(--label-key was not given: 'label' is its default for a Hugging Face dataset;" in error
+    assert f"give the label column of SOURCE {str(renamed)!r} with --label-key.)" in error
+    named = _evaluate(capsys, *argv[1:], "--label-key", "category")
+    defaulted = _evaluate(capsys, pacs["hf"], "--domain-key", "domain", *model, *GRID)
+    assert _table(named) == _table(defaulted)

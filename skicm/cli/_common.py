@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 _NO_WEIGHTS = ("none", "random", "")
@@ -125,7 +126,7 @@ def add_model_options(parser, *, required):
     )
 
 
-def add_collection_options(parser, *, class_names=True):
+def add_collection_options(parser, *, class_names=True, labels_needed=True):
     """Add the options that read WebDataset shards and Hugging Face datasets.
 
     ``--image-key``, ``--label-key``, ``--domain-key``, ``--split`` and ``--class-names``:
@@ -138,6 +139,10 @@ def add_collection_options(parser, *, class_names=True):
         Where the options go (in a group of their own).
     class_names : bool, default=True
         Whether to add ``--class-names`` (``skicm embed`` writes the labels as they are).
+    labels_needed : bool, default=True
+        Whether the command needs labels: then ``--label-key`` defaults to the collection's
+        convention (``cls`` for WebDataset, ``label`` for Hugging Face; see
+        :func:`load_labelled_collection`); else it has no default (no labels).
 
     Examples
     --------
@@ -154,11 +159,12 @@ def add_collection_options(parser, *, class_names=True):
         help="WebDataset: image extension(s), the first one a sample has (default: "
         "jpg;jpeg;png;webp); Hugging Face: the image column (default: image)",
     )
+    default = "cls (WebDataset), label (Hugging Face)" if labels_needed else "no labels"
     items.add_argument(
         "--label-key",
         metavar="KEY",
         help="WebDataset: extension of the label member (text, e.g. cls); Hugging Face: the "
-        "label column (ClassLabel columns give their class names); default: no labels",
+        f"label column (ClassLabel columns give their class names); default: {default}",
     )
     items.add_argument(
         "--domain-key",
@@ -196,6 +202,57 @@ def collection_options(args):
         name: getattr(args, name, None)
         for name in ("image_key", "label_key", "domain_key", "split", "class_names")
     }
+
+
+def load_labelled_collection(source, options, what="SOURCE"):
+    """:func:`skicm.datasets.load_image_collection` for a command that needs labels.
+
+    Without a label key in ``options``, the labels are read from the collection's conventional
+    key: the ``cls`` member of WebDataset samples (img2dataset, CLIP_benchmark's mirrors), the
+    ``label`` column of a Hugging Face dataset. When that key is missing, the error says it
+    was the default and how to name another.
+
+    Parameters
+    ----------
+    source : str or path-like
+        WebDataset shards or a Hugging Face dataset.
+    options : dict
+        The keywords of :func:`collection_options`.
+    what : str, default="SOURCE"
+        How errors name the source (an option or argument of the command).
+
+    Returns
+    -------
+    data : sklearn.utils.Bunch
+        As :func:`~skicm.datasets.load_image_collection` returns it, with ``target``.
+
+    Raises
+    ------
+    ValueError
+        If the source has no such labels.
+    """
+    from skicm.datasets import load_image_collection
+    from skicm.datasets._collection_reader import DEFAULT_LABEL_KEYS, is_collection
+
+    kind = is_collection(source)
+    options = dict(options)
+    defaulted = options.get("label_key") is None and kind in DEFAULT_LABEL_KEYS
+    if defaulted:
+        options["label_key"] = DEFAULT_LABEL_KEYS[kind]
+    try:
+        data = load_image_collection(source, **options)
+    except ValueError as error:
+        if not defaulted or "--label-key" not in str(error):
+            raise
+        where = "member" if kind == "webdataset" else "column"
+        raise ValueError(
+            f"{error} (--label-key was not given: {options['label_key']!r} is its default for "
+            f"{'WebDataset shards' if kind == 'webdataset' else 'a Hugging Face dataset'}; "
+            f"give the label {where} of {what} {os.fspath(source)!r} with --label-key.)"
+        ) from None
+    if "target" not in data:
+        raise ValueError(f"{what} {os.fspath(source)!r} has no labels (--label-key).")
+    return data
 
 
 def register_model_config_file(path):

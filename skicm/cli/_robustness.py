@@ -16,8 +16,6 @@ from pathlib import Path
 
 __all__ = ["add_robustness_options", "run_robustness_command"]
 
-# The label member of CLIP_benchmark's WebDataset mirrors (the class index as text).
-_DEFAULT_LABEL_KEY = "cls"
 # The options of --protocol robustness and their defaults (given to another protocol: an error).
 DEFAULTS = {"id_test": None, "shift": None, "shots": None, "variant_classes": False,
             "baseline": "linear probe", "reference_line": None, "id_name": "imagenet"}  # fmt: skip
@@ -130,7 +128,7 @@ def add_robustness_options(parser):
 
 
 def _load(source, what, options, class_names=None):
-    from skicm.datasets import load_image_collection
+    from skicm.cli._common import load_labelled_collection
     from skicm.datasets._collection_reader import is_collection
 
     if is_collection(source) is None:
@@ -138,13 +136,7 @@ def _load(source, what, options, class_names=None):
             f"{what} {source!r} is neither WebDataset shards (a .tar, a glob or a brace "
             "pattern) nor a Hugging Face dataset (a save_to_disk folder or hf:NAME)."
         )
-    keywords = dict(options)
-    keywords["label_key"] = keywords.get("label_key") or _DEFAULT_LABEL_KEY
-    keywords["class_names"] = class_names
-    data = load_image_collection(source, **keywords)
-    if "target" not in data:
-        raise ValueError(f"{what} {source!r} has no labels (--label-key).")
-    return data
+    return load_labelled_collection(source, {**options, "class_names": class_names}, what)
 
 
 def _collection_name(source):
@@ -208,7 +200,8 @@ def run_robustness_command(args, embedder):
 
     Reads SOURCE (training), ``--id-test`` and every ``--shift`` with
     :func:`skicm.datasets.load_image_collection` (labels from ``--label-key``, default
-    ``cls``; class names from each collection's ``classnames.txt``), runs
+    ``cls`` for WebDataset shards and ``label`` for a Hugging Face dataset; class names from
+    each collection's ``classnames.txt``), runs
     :func:`~skicm.evaluation._robustness.evaluate_robustness`, prints the tables and writes
     ``--output`` (``results.csv``, ``candidates.csv``, ``results.md``, ``results.png``) and
     ``--plot``.

@@ -46,7 +46,7 @@ def add_parser(subcommands):
         "e.g. hund=dog; as skicm evaluate's",
         file_help="file of class aliases: one FOLDER=CLASS line per class folder, or a JSON object",
     )
-    add_collection_options(embed, class_names=False)
+    add_collection_options(embed, class_names=False, labels_needed=False)
     add_model_options(embed, required=True)
     group = embed.add_argument_group("execution")
     group.add_argument(

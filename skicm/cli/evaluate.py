@@ -18,6 +18,7 @@ from skicm.cli._common import (
     class_aliases_from_args,
     collection_options,
     embedder_from_args,
+    load_labelled_collection,
     non_negative_float,
     positive_float,
 )
@@ -455,19 +456,12 @@ def _load_images(args):
         )
     import numpy as np
 
-    from skicm.datasets import load_image_collection
-
     if args.class_alias or args.class_alias_file:
         raise ValueError(
             "--class-alias names class folders; WebDataset shards and Hugging Face datasets "
             "have labels: give --class-names FILE instead."
         )
-    if args.label_key is None:
-        raise ValueError(
-            f"{args.source!r} is a collection: give the label of each image with --label-key "
-            "(WebDataset: the label member's extension, e.g. cls; Hugging Face: the column)."
-        )
-    data = load_image_collection(args.source, **options)
+    data = load_labelled_collection(args.source, options)
     if len(data.domain_names) < 2 and args.domain_key is None:
         raise ValueError(
             f"{args.source!r} is read as one domain ({data.domain_names[0]!r}) and "

@@ -33,6 +33,9 @@ __all__ = ["CollectionReader", "collection_items", "collection_table", "is_colle
 # the first one the sample has).
 DEFAULT_IMAGE_KEYS = "jpg;jpeg;png;webp"
 DEFAULT_IMAGE_COLUMN = "image"
+# The label key that `skicm evaluate` reads when --label-key is not given: the conventions of
+# img2dataset / CLIP_benchmark (a `cls` member) and of Hugging Face datasets (a `label` column).
+DEFAULT_LABEL_KEYS = {"webdataset": "cls", "huggingface": "label"}
 _HF_PREFIX = "hf:"
 # Hidden columns of a collection's listing (what a reader needs to find an item).
 TAR_COLUMNS = ("_file", "_member", "_offset", "_size")
