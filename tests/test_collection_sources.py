@@ -884,3 +884,35 @@ def test_collection_images_on_the_accelerator_equal_files(
             atol=_FORWARD_ATOL,
             err_msg=kind,
         )
+
+
+@pytest.mark.parametrize(
+    ("kind", "package"), [("pattern", "webdataset"), ("hf", "datasets"), ("hf", "pyarrow")]
+)
+def test_a_missing_optional_package_is_named_by_every_reader(
+    tmp_path, collection, kind, package, monkeypatch, capsys
+):
+    """Without the ``collections`` extra: one clear ImportError from the Python readers and the
+    commands, nothing written. The package is hidden as Python hides an uninstalled one
+    (``sys.modules[name] = None``: find_spec answers None and an import fails)."""
+    import sys
+
+    from skicm.cli import main
+    from skicm.datasets import load_image_collection
+
+    source = str(collection[kind])
+    monkeypatch.setitem(sys.modules, package, None)
+    what = "WebDataset shards" if kind == "pattern" else "a Hugging Face dataset"
+    message = f"Reading {what} needs {package}, which is not installed: pip install "
+    for read in (load_image_collection, list_images):
+        with pytest.raises(ImportError, match=re.escape(message)):
+            read(source)
+    out = tmp_path / "out"
+    with pytest.raises(ImportError, match=re.escape(message)):
+        embed_collection(source, out, image_model="skicm.model_configs:tiny_image_model")
+    model = ["--image-model", "skicm.model_configs:tiny_image_model", "--no-progress"]
+    assert main(["embed", source, "--out", str(out), *model]) == 2
+    assert message in capsys.readouterr().err
+    assert main(["evaluate", source, "--domain-key", "domain", *model]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()

@@ -336,6 +336,23 @@ def huggingface_table(source, image_key=None, label_key=None, domain_key=None, s
     return pa.table(table), reader
 
 
+_KIND_NAMES = {"webdataset": "WebDataset shards", "huggingface": "a Hugging Face dataset"}
+
+
+def check_installed(kind) -> None:
+    """A clear ImportError when an optional package that reads ``kind`` is missing."""
+    import importlib.util
+
+    needed = {"webdataset": ("webdataset", "pyarrow"), "huggingface": ("datasets", "pyarrow")}
+    missing = [name for name in needed.get(kind, ()) if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(
+            f"Reading {_KIND_NAMES[kind]} needs {' and '.join(missing)}, which "
+            f"{'is' if len(missing) == 1 else 'are'} not installed: pip install "
+            "'skicm[collections]'."
+        )
+
+
 def collection_table(source, *, image_key=None, label_key=None, domain_key=None, split=None):
     """The listing table and reader of a collection source (see the module documentation).
 
@@ -348,6 +365,7 @@ def collection_table(source, *, image_key=None, label_key=None, domain_key=None,
     reader : CollectionReader
     """
     kind = is_collection(source)
+    check_installed(kind)
     if kind == "webdataset":
         if split is not None:
             raise ValueError(

@@ -124,10 +124,8 @@ def load_image_collection(
     from skicm.datasets._collection_reader import (
         collection_items,
         collection_table,
-        is_collection,
     )
 
-    _check_installed(is_collection(source))
     table, kind, reader = collection_table(
         source, image_key=image_key, label_key=label_key, domain_key=domain_key, split=split
     )
@@ -170,19 +168,6 @@ def load_image_collection(
 
 
 _KIND_NAMES = {"webdataset": "WebDataset shards", "huggingface": "Hugging Face dataset"}
-
-
-def _check_installed(kind):
-    """A clear ImportError when the optional packages that read ``kind`` are missing."""
-    import importlib.util
-
-    needed = {"webdataset": ("webdataset", "pyarrow"), "huggingface": ("datasets", "pyarrow")}
-    missing = [name for name in needed.get(kind, ()) if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ImportError(
-            f"load_image_collection reads {_KIND_NAMES[kind]} with {' and '.join(missing)}: "
-            "pip install 'skicm[collections]'."
-        )
 
 
 def _read_names(path, option="class_names"):

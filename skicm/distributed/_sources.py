@@ -148,8 +148,6 @@ def listing_table(source, class_aliases=None, collection=None):
     table : pyarrow.Table
     kind : {"domainbed", "folder", "listing", "webdataset", "huggingface"}
     """
-    import pyarrow as pa
-
     from skicm.distributed._collections import collection_table, is_collection
 
     options = {key: value for key, value in (collection or {}).items() if value is not None}
@@ -159,8 +157,10 @@ def listing_table(source, class_aliases=None, collection=None):
                 "class_aliases (--class-alias) names the class folders of a DomainBed-layout "
                 f"folder; {str(source)!r} is a collection whose labels come from --label-key."
             )
-        table, kind, _ = collection_table(source, **options)
+        table, kind, _ = collection_table(source, **options)  # says which package is missing
         return table, kind
+    import pyarrow as pa
+
     if options:
         raise ValueError(
             f"{', '.join(sorted(options))} (--image-key, --label-key, --domain-key, --split) "
