@@ -184,6 +184,14 @@ def test_callable_data_gives_one_data_set_per_seed_and_errors():
     )  # fmt: skip
     assert results.seeds == [3, 5]
     assert results.records[0]["average"] != results.records[1]["average"]
+    # results.md: mean ± population std over the two seeds, from the records themselves.
+    markdown = results.to_markdown()
+    assert "Test accuracy (%), mean ± std over 2 seeds (3, 5)." in markdown
+    cells = []
+    for metric in ("worst_group", "average", "adjusted_average"):
+        values = np.array([record[metric] for record in results.records])
+        cells.append(f"{100 * values.mean():.1f} ± {100 * values.std():.1f}")
+    assert f"| linear probe | {' | '.join(cells)} |" in markdown
     data = _synthetic()
     with pytest.raises(ValueError, match="scoring must be one of"):
         evaluate_spurious_groups(data, scoring="oracle", progress=False)
@@ -230,6 +238,10 @@ def test_results_files_hold_every_group(tmp_path):
         assert float(row["worst_group"]) == pytest.approx(record["worst_group"], abs=1e-6)
     markdown = (tmp_path / "results.md").read_text()
     assert "| method | worst-group | average | adjusted average |" in markdown
+    assert "Test accuracy (%), 1 seed (0), no standard deviation." in markdown
+    for record in results.records:  # one seed: the values, no spread
+        cells = [f"{100 * record[m]:.1f}" for m in ("worst_group", "average", "adjusted_average")]
+        assert f"| {record['method']} | {' | '.join(cells)} |" in markdown
     assert "| n_test | " in markdown and "validation split" in markdown
     assert (tmp_path / "results.png").read_bytes()[:8] == PNG_SIGNATURE
 

@@ -390,6 +390,7 @@ def test_every_csv_and_markdown_cell(toy_results, tmp_path):
     markdown = (tmp_path / "results.md").read_text()
     id_acc, drift = (100 * results.accuracy("linear probe", t)[0] for t in ("imagenet", "drift"))
     assert f"| linear probe | {id_acc:.1f} | {drift:.1f} | {drift:.1f} | - |" in markdown
+    assert "Test accuracy (%), 1 seed (0);" in markdown
     assert "| imagenet | 200 | 10 | 10.0 |" in markdown
     assert "| drift | 160 | 4 | 25.0 |" in markdown
     assert '| linear probe | {"C": 1.0} |' in markdown
@@ -547,6 +548,7 @@ def test_few_shot_draws_per_seed(toy_results):
     assert (mean, std) == pytest.approx((np.mean(per_seed), np.std(per_seed)))
     assert f"| linear probe | {100 * mean:.1f} ± {100 * std:.1f} |" in results.to_markdown()
     assert "trained on 30 training images (up to 3 per class)" in results.to_markdown()
+    assert "Test accuracy (%), mean ± std over 2 seeds (0, 1);" in results.to_markdown()
 
 
 def test_a_family_line_across_results_goes_through_each_chosen_model():

@@ -646,10 +646,6 @@ class GroupResults(_ResultFiles):
                 writer.writerow(cells)
         return path
 
-    def _cell(self, mean, std):
-        text = f"{100 * mean:.1f}"
-        return text + (f" ± {100 * std:.1f}" if len(self.seeds) > 1 else "")
-
     def to_markdown(self, *, title=None):
         """The tables: test metrics per method, accuracy per group, group sizes, the grid.
 
@@ -662,12 +658,7 @@ class GroupResults(_ResultFiles):
         -------
         markdown : str
         """
-        seeds = self.seeds
-        spread = (
-            f"mean ± std over {len(seeds)} seeds ({', '.join(map(str, seeds))})"
-            if len(seeds) > 1
-            else f"1 seed ({seeds[0]}), no standard deviation"
-        )
+        spread = self._spread("1 seed ({seeds}), no standard deviation")
         lines = [f"## {title}", ""] if title else []
         lines.append(
             f"Test accuracy (%), {spread}. Every method's hyperparameters were chosen on the "
@@ -679,13 +670,13 @@ class GroupResults(_ResultFiles):
             ["", "| method | worst-group | average | adjusted average |", "|---|---:|---:|---:|"]
         )
         for method in self.methods:
-            cells = [self._cell(*self.score(method, metric)) for metric in _METRICS]
+            cells = [self._mean_std(*self.score(method, metric)) for metric in _METRICS]
             lines.append("| " + " | ".join([method, *cells]) + " |")
         lines.extend(["", "Test accuracy (%) per group:", ""])
         lines.append("| method | " + " | ".join(self.groups) + " |")
         lines.append("|---|" + "---:|" * len(self.groups))
         for method in self.methods:
-            cells = [self._cell(*self.group_score(method, g)) for g in self.groups]
+            cells = [self._mean_std(*self.group_score(method, g)) for g in self.groups]
             lines.append("| " + " | ".join([method, *cells]) + " |")
         for key in ("train", "val", "test"):
             sizes = self._sizes(key)

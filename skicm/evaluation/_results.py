@@ -44,6 +44,19 @@ class _ResultFiles:
     #: constrained layout holds the legend); "tight" takes in a legend beside the axes.
     _png_bbox_inches = None
 
+    def _spread(self, one_seed):
+        """How the tables' cells summarise the seeds: ``mean ± std over 3 seeds (0, 1, 2)``,
+        or with one seed ``one_seed`` (what the cells are then)."""
+        listed = ", ".join(map(str, self.seeds))
+        if len(self.seeds) == 1:
+            return one_seed.format(seeds=listed)
+        return f"mean ± std over {len(self.seeds)} seeds ({listed})"
+
+    def _mean_std(self, mean, std):
+        """A cell in %: the mean, and ``± std`` when there are several seeds."""
+        text = f"{100 * mean:.1f}"
+        return text + (f" ± {100 * std:.1f}" if len(self.seeds) > 1 else "")
+
     def save(self, output_dir, *, title=None):
         """Write ``results.csv``, ``results.md`` and ``results.png`` (needs matplotlib).
 
@@ -320,15 +333,10 @@ class EvaluationResults(_ResultFiles):
             table of the hyperparameters chosen in each fold.
         """
         lines = [f"## {title}", ""] if title else []
-        seeds = self.seeds
-        listed = ", ".join(map(str, seeds))
-        if len(seeds) == 1:
-            spread = (
-                f"from 1 seed ({listed}), so without a standard deviation: a cell is one run, "
-                "with its correct / test images"
-            )
-        else:
-            spread = f"mean ± std over {len(seeds)} seeds ({listed})"
+        spread = self._spread(
+            "from 1 seed ({seeds}), so without a standard deviation: a cell is one run, "
+            "with its correct / test images"
+        )
         lines.append(
             f"Accuracy (%) on each held-out domain, {spread}; model selection: "
             f"{self.selection_label}, scored by {self.scoring}. Chance: {100 * self.chance:.1f}."

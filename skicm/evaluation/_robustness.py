@@ -924,10 +924,6 @@ class RobustnessResults(_ResultFiles):
         """
         return _write_csv(path, CANDIDATE_COLUMNS, self.candidates)
 
-    def _cell(self, mean, std):
-        text = f"{100 * mean:.1f}"
-        return text + (f" ± {100 * std:.1f}" if len(self.seeds) > 1 else "")
-
     def _baseline_text(self):
         if self.reference_line is not None:
             slope, intercept = self.reference_line
@@ -946,12 +942,7 @@ class RobustnessResults(_ResultFiles):
         -------
         markdown : str
         """
-        seeds = self.seeds
-        spread = (
-            f"mean ± std over {len(seeds)} seeds ({', '.join(map(str, seeds))})"
-            if len(seeds) > 1
-            else f"1 seed ({seeds[0]})"
-        )
+        spread = self._spread("1 seed ({seeds})")
         n_train = sorted({r["n_train"] for r in self.records})
         drawn = str(n_train[0]) if n_train[0] == n_train[-1] else f"{n_train[0]}-{n_train[-1]}"
         shots = f"{drawn} training images" + (
@@ -970,8 +961,9 @@ class RobustnessResults(_ResultFiles):
             ["", "| method | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
         )
         for method in self.methods:
-            cells = [self._cell(*self.accuracy(method, t)) for t in (self.id_name, *self.shifts)]
-            cells.append(self._cell(*self.ood_accuracy(method)))
+            sets = (self.id_name, *self.shifts)
+            cells = [self._mean_std(*self.accuracy(method, t)) for t in sets]
+            cells.append(self._mean_std(*self.ood_accuracy(method)))
             cells.append(_signed(self.effective_robustness(method)))
             lines.append("| " + " | ".join([method, *cells]) + " |")
         lines.extend(["", "Effective robustness per shift (percentage points):", ""])
