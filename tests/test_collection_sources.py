@@ -916,3 +916,21 @@ def test_a_missing_optional_package_is_named_by_every_reader(
     assert main(["evaluate", source, "--domain-key", "domain", *model]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_embedding_a_folder_without_pyarrow_names_the_extra(collection, monkeypatch, capsys):
+    """Files are listed and shards written with pyarrow (the ``ray`` extra): its absence is
+    said before anything is written."""
+    import sys
+
+    from skicm.cli import main
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    listing, out = str(collection["listing"]), collection["root"] / "no-pyarrow"
+    message = f"Listing the images of {listing!r} needs pyarrow, which is not installed: pip "
+    with pytest.raises(ImportError, match=re.escape(message)):
+        list_images(listing)
+    model = ["--image-model", "skicm.model_configs:tiny_image_model", "--no-progress"]
+    assert main(["embed", listing, "--out", str(out), *model]) == 2
+    assert message + "install 'skicm[ray]'" in capsys.readouterr().err
+    assert not out.exists()

@@ -159,6 +159,13 @@ def listing_table(source, class_aliases=None, collection=None):
             )
         table, kind, _ = collection_table(source, **options)  # says which package is missing
         return table, kind
+    import importlib.util
+
+    if importlib.util.find_spec("pyarrow") is None:
+        raise ImportError(
+            f"Listing the images of {str(source)!r} needs pyarrow, which is not installed: "
+            "pip install 'skicm[ray]' (skicm embed and skicm.distributed)."
+        )
     import pyarrow as pa
 
     if options:
