@@ -607,3 +607,56 @@ def test_a_source_that_is_no_collection_is_named(tmp_path, tiny_clip_name, capsy
             "--pretrained", "none"]  # fmt: skip
     assert main(argv) == 2
     assert f"SOURCE {str(tmp_path)!r} is neither WebDataset shards" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_embedder():
+    from skicm import CLIPEmbedder
+    from skicm.model_configs import register_tiny_clip
+
+    return CLIPEmbedder(register_tiny_clip(), pretrained=None, device="cpu", progress=False)
+
+
+def test_zero_shot_prompts_a_shifts_own_class_names(tiny_clip_embedder):
+    """As CLIP_benchmark scores ObjectNet: zero-shot classifies a shift among its own names
+    ("kitten", "puppy") when they are not the training classes' names; a shift named as
+    training classes keeps the training prompts, restricted to its classes."""
+    from skicm.zero_shot import ZeroShotClassifier
+
+    rng = np.random.default_rng(3)
+    names = ["cat", "dog", "bird", "fish"]
+
+    def images(n):
+        return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), np.arange(n) % 4
+
+    (X, y), (X_id, y_id), (X_s, _) = images(24), images(16), images(30)
+    # A random tiny model gives every image almost the same embedding, so each way of
+    # classifying picks one class for all: with 2 of 3 images in class 0, the two ways'
+    # accuracies differ unless their predictions agree.
+    truth = np.arange(30) % 3 // 2
+    shifts = {
+        "renamed": Bunch(images=X_s, target=truth, target_names=["kitten", "puppy"],
+                         train_classes=[[0], [1]]),
+        "same": Bunch(images=X_s, target=1 - truth, target_names=["dog", "cat"]),
+    }  # fmt: skip
+    results = evaluate_robustness(
+        Bunch(images=X, target=y, target_names=names), shifts,
+        id_test=Bunch(images=X_id, target=y_id, target_names=names),
+        embedder=tiny_clip_embedder, methods=["zero-shot"], templates="openai-imagenet",
+        progress=False,
+    )  # fmt: skip
+    Z = tiny_clip_embedder.transform(X_s)
+
+    def zero_shot(class_names):
+        clf = ZeroShotClassifier(class_names, encoder=tiny_clip_embedder)
+        return clf.fit(Z[:1]).similarity(Z)
+
+    own = np.mean(np.argmax(zero_shot(["kitten", "puppy"]), axis=1) == truth)
+    restricted = np.mean(np.argmax(zero_shot(names)[:, :2], axis=1) == truth)
+    assert own != restricted  # the two ways differ on these images: the test can tell them
+    assert results.accuracy("zero-shot", "renamed")[0] == pytest.approx(own, abs=1e-12)
+    same = np.mean(np.argmax(zero_shot(names)[:, [1, 0]], axis=1) == 1 - truth)
+    assert results.accuracy("zero-shot", "same")[0] == pytest.approx(same, abs=1e-12)
+    notes = " ".join(results.notes)
+    assert "the zero-shot classifiers prompt the 2 class names of 'renamed'" in notes
+    assert "'same'" not in notes

@@ -9,7 +9,9 @@ subset of the training collection is drawn per seed, each method's hyperparamete
 on held-out training rows (training-domain selection: no test set takes part in a choice),
 the chosen model is scored on the ID test set and on each shift, a shift's predictions
 restricted to the shift's classes (the argmax over the training classes mapped to each shift
-class: ImageNet-R / A's 200 classes, ObjectNet's 113 through its mapping to ImageNet).
+class: ImageNet-R / A's 200 classes, ObjectNet's 113 through its mapping to ImageNet; a
+zero-shot classifier prompts a shift's own class names where they are not the training
+classes' names, as CLIP_benchmark does for ObjectNet).
 :class:`RobustnessResults` gives the accuracies per shift, the average OOD accuracy, the
 effective robustness (Taori et al.: OOD accuracy above a baseline line fitted in logit space)
 and the effective-robustness plot (:func:`plot_effective_robustness`).
@@ -315,12 +317,87 @@ class _TestSet:
     y: np.ndarray
     mapping: list | None
     n_classes: int
+    # The shift's own class names, which zero-shot classifiers prompt (None: the training
+    # classes' prompts, restricted by ``mapping``), and their text embeddings once encoded.
+    own_names: list | None = None
+    own_name_embeddings: np.ndarray | None = field(default=None, repr=False)
+
+
+def _prompts_class_names(estimator):
+    """Whether ``estimator`` is a zero-shot classifier whose classes are prompted names."""
+    from skicm.zero_shot import ZeroShotClassifier
+
+    return isinstance(estimator, ZeroShotClassifier) and estimator.class_embeddings is None
+
+
+def _own_names_head(estimator, test_set):
+    """The fitted zero-shot ``estimator`` with the shift's own class names as its classes.
+
+    The same encoder, templates and fitted projector; only the class prompts change, as
+    CLIP_benchmark prompts a test set's own names (ObjectNet's 113). The names' text
+    embeddings are encoded once per test set and reused by every model scored on it.
+    """
+    from sklearn.base import clone
+
+    one_row = test_set.X[:1]  # fit reads X for its width only (the projector is fitted)
+    if test_set.own_name_embeddings is None:
+        plain = clone(estimator).set_params(class_names=test_set.own_names, projector=None)
+        test_set.own_name_embeddings = plain.fit(one_row).class_embeddings_
+    head = clone(estimator).set_params(
+        class_names=test_set.own_names,
+        class_embeddings=test_set.own_name_embeddings,
+        projector=estimator.projector_,
+        refit_projector=False,
+    )
+    return head.fit(one_row)
 
 
 def _accuracy(estimator, test_set, method):
+    if test_set.own_names is not None and _prompts_class_names(estimator):
+        scores = _class_scores(_own_names_head(estimator, test_set), test_set.X, method)
+        return float(np.mean(np.argmax(scores, axis=1) == test_set.y))
     scores = _class_scores(estimator, test_set.X, method)
     predicted = restricted_predictions(scores, estimator.classes_, test_set.mapping)
     return float(np.mean(predicted == test_set.y))
+
+
+def _own_names(name, names, mapping, train_names, templates, notes):
+    """The class names a zero-shot classifier prompts on shift ``name`` (None: the training
+    classes', restricted by ``mapping``): its own names where they are not the training
+    classes' names (ObjectNet's 113), as CLIP_benchmark prompts them."""
+    if mapping is None or names is None:
+        return None
+    prompt_names = _prompt_names([str(n) for n in names])
+
+    def train_name(label):  # a training label's class name as prompted (None: unknown)
+        if isinstance(label, str):
+            return _prompt_names([label])[0]
+        if train_names is not None and 0 <= label < len(train_names):
+            return _prompt_names([str(train_names[label])])[0]
+        return None
+
+    if all(
+        len(classes) == 1 and train_name(classes[0]) == own
+        for own, classes in zip(prompt_names, mapping)
+    ):
+        return None  # each class is the training class of its name: the same prompts
+    if isinstance(templates, Mapping):
+        missing = [n for n in prompt_names if n not in templates]
+        if missing:
+            notes.append(
+                f"the zero-shot classifiers score the training classes that the classes of "
+                f"{name!r} map to: the prompts name no {missing[0]!r}"
+                f"{' ...' if len(missing) > 1 else ''}."
+            )
+            return None
+    if len(set(prompt_names)) != len(prompt_names):
+        return None  # a repeated name could not be told apart: the mapping decides
+    notes.append(
+        f"the zero-shot classifiers prompt the {len(prompt_names)} class names of {name!r} "
+        "(as CLIP_benchmark's zero-shot classifier of that set); the other methods score the "
+        "training classes each of them maps to."
+    )
+    return prompt_names
 
 
 def _protocol(train, *, shifts, id_test, embedder, methods, interventions, shots, scoring,
@@ -385,13 +462,19 @@ def _protocol(train, *, shifts, id_test, embedder, methods, interventions, shots
         _check_shift_labels(name, read[name].y, mapping)
     # The test sets are embedded once (the seeds draw training rows only).
     test_sets = []
+    zero_shot = any(column.method.zero_shot for column in columns)
     for name, (_, distribution, mapping) in test_data.items():
         features = _prepare_features(
             read[name], embedder, want_image=False, intervention_seed=intervention_seed,
             progress=progress,
         )  # fmt: skip
         n_classes = len(mapping) if mapping is not None else n_train_classes
-        test_sets.append(_TestSet(name, distribution, features.X, read[name].y, mapping, n_classes))
+        own = None
+        if zero_shot:
+            own = _own_names(name, read[name].class_names, mapping, train_names, templates, notes)
+        test_sets.append(
+            _TestSet(name, distribution, features.X, read[name].y, mapping, n_classes, own)
+        )
 
     records, candidate_records, grids = [], [], {}
     for seed in seeds:
@@ -598,7 +681,11 @@ def evaluate_robustness(
     and on each shift. A shift's predictions are restricted to its classes: each shift class
     scores the best of the training classes it gathers, and the argmax over the shift's
     classes is the prediction (ImageNet-R / A: their 200 classes of ImageNet's 1000;
-    ObjectNet: 113 classes, each one or several ImageNet classes). Every other grid candidate
+    ObjectNet: 113 classes, each one or several ImageNet classes). A zero-shot classifier
+    (``zero-shot``, ``zero-shot ICM``) instead prompts the shift's own class names where they
+    are not the names of the training classes they map to (ObjectNet's 113, as
+    CLIP_benchmark scores it), with the same templates and fitted projector; a note says so.
+    Every other grid candidate
     is refitted and scored too: the family of models that the lines of the
     effective-robustness plot are fitted through.
 
